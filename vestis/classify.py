@@ -1,0 +1,46 @@
+"""Zero-shot classification: labels x prompt templates -> class embeddings -> scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from vestis.errors import InputError
+from vestis.models.base import Encoder, l2_normalize
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+def label_embeddings(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+    """One unit vector per label: the normalised mean of its templated prompts (CLIP's ensemble)."""
+    labels = list(labels)
+    if not labels:
+        raise InputError("no labels given")
+    if len(set(labels)) != len(labels):
+        raise InputError("labels must be unique")
+    if not templates or any("{}" not in t for t in templates):
+        raise InputError("every prompt template must contain '{}' where the label goes")
+    prompts = [t.format(label) for label in labels for t in templates]
+    emb = encoder.encode_texts(prompts).reshape(len(labels), len(templates), -1).mean(axis=1)
+    return l2_normalize(emb)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+
+def top_k(
+    image_embeddings: np.ndarray, label_emb: np.ndarray, labels: Sequence[str], k: int = 1, logit_scale: float = 100.0
+) -> list[list[Prediction]]:
+    """For each image, the ``k`` most probable labels with softmax probabilities."""
+    logits = logit_scale * image_embeddings @ label_emb.T
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    k = min(k, len(labels))
+    order = np.argsort(-probs, axis=1)[:, :k]
+    return [[Prediction(labels[j], float(p[j])) for j in row] for p, row in zip(probs, order)]

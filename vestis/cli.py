@@ -1,0 +1,165 @@
+"""The ``vestis`` command line: a thin layer over the library.
+
+Errors the user can fix print as one line (``error: ...``) with exit code 2;
+anything unexpected prints one line too, with the traceback only under
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vestis import __version__
+from vestis.errors import VestisError
+
+app = typer.Typer(
+    name="vestis",
+    help="Fashion images and text in one embedding space.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+out = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, model directory or hub id.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the runtime's).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vestis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the registered models and whether their files are on this machine."""
+    from vestis.models.registry import BUILTIN, DEFAULT_MODEL, REGISTRY, locate
+
+    rows = []
+    for spec in REGISTRY.values():
+        if spec.format == BUILTIN:
+            where = "built in"
+        else:
+            found, _ = locate(spec)
+            where = str(found) if found else "missing"
+        rows.append(
+            {
+                "name": spec.name,
+                "format": spec.format,
+                "hub_id": spec.hub_id,
+                "present": where != "missing",
+                "location": where,
+                "default": spec.name == DEFAULT_MODEL,
+                "description": spec.description,
+            }
+        )
+    if as_json:
+        print(json.dumps({"models": rows}))
+        return
+    table = Table(title="vestis models")
+    for col in ("name", "format", "published as", "on this machine"):
+        table.add_column(col)
+    for r in rows:
+        name = r["name"] + (" (default)" if r["default"] else "")
+        status = f"[green]{r['location']}[/]" if r["present"] else "[yellow]missing[/]"
+        table.add_row(name, r["format"], r["hub_id"] or "-", status)
+    out.print(table)
+
+
+@app.command()
+def embed(
+    text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="Text to embed (repeatable).")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", help="Image file to embed (repeatable).")] = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the embeddings.")] = False,
+    threads: ThreadsOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+) -> None:
+    """Embed texts and images; print a summary table or, with --json, the vectors."""
+    import numpy as np
+
+    from vestis.models import load_encoder
+
+    texts, images = list(text or []), list(image or [])
+    if not texts and not images:
+        raise VestisError("nothing to embed: give --text and/or --image")
+    enc = load_encoder(model, threads=threads, batch_size=batch_size)
+    items: list[tuple[str, str, np.ndarray]] = []
+    if texts:
+        items += [("text", t, v) for t, v in zip(texts, enc.encode_texts(texts))]
+    if images:
+        items += [("image", str(p), v) for p, v in zip(images, enc.encode_images(images))]
+    if as_json:
+        data = [{"type": k, "input": s, "embedding": [round(float(x), 7) for x in v]} for k, s, v in items]
+        print(json.dumps({"model": enc.name, "dim": enc.dim, "data": data}))
+        return
+    table = Table(title=f"{enc.name} ({enc.runtime}), dim {enc.dim}")
+    for col in ("type", "input", "norm", "first values"):
+        table.add_column(col)
+    for kind, src, vec in items:
+        table.add_row(kind, src, f"{np.linalg.norm(vec):.4f}", " ".join(f"{x:+.3f}" for x in vec[:4]) + " …")
+    out.print(table)
+
+
+@app.command()
+def demo(
+    model: ModelOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Zero-shot label the bundled demo catalog (or KAGL when present) with the default model."""
+    from vestis.demo import run_demo
+
+    run_demo(model, console=out, quiet=quiet)
+
+
+def main() -> None:
+    """Entry point: run the app, turning errors into one clear line."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except VestisError as exc:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(Text.assemble(("error: ", "red"), str(exc)))
+        sys.exit(2)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            err.print_exception()
+        err.print(
+            Text.assemble(("error: ", "red"), f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

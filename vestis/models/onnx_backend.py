@@ -1,0 +1,136 @@
+"""ONNX backend: separate image and text graphs run by onnxruntime.
+
+The layout is the one FashionCLIP's and Marqo-FashionCLIP's ONNX exports use
+(Optimum / transformers.js): ``onnx/vision_model.onnx`` (``pixel_values`` ->
+``image_embeds``) and ``onnx/text_model.onnx`` (``input_ids`` [,
+``attention_mask``] -> ``text_embeds``), beside the tokenizer files and
+``preprocessor_config.json``.  Quantised variants sit next to them as
+``*_quantized.onnx`` or ``*_int8.onnx``.  Graphs exported with a fixed batch of
+one (Chinese-CLIP's own export) are run one item at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vestis.errors import ModelFormatError
+from vestis.models.base import Encoder
+from vestis.models.preprocess import ImageConfig
+from vestis.models.text import TextTokenizer
+
+VARIANT_SUFFIXES = {"fp32": ("",), "int8": ("_quantized", "_int8", "_uint8")}
+#: Metadata vestis writes beside its own exports (logit scale, context length, dim).
+META_FILE = "vestis_onnx.json"
+
+
+def find_graphs(directory: Path, precision: str = "fp32") -> tuple[Path, Path]:
+    """Paths of (vision, text) graphs in ``directory`` or its ``onnx/`` folder."""
+    if precision not in VARIANT_SUFFIXES:
+        raise ModelFormatError(f"unknown ONNX precision {precision!r}; use one of {sorted(VARIANT_SUFFIXES)}")
+    for folder in (Path(directory) / "onnx", Path(directory)):
+        for suffix in VARIANT_SUFFIXES[precision]:
+            vision, text = folder / f"vision_model{suffix}.onnx", folder / f"text_model{suffix}.onnx"
+            if vision.is_file() and text.is_file():
+                return vision, text
+    raise ModelFormatError(
+        f"{directory}: no ONNX graph pair for precision {precision}; expected "
+        "onnx/vision_model.onnx and onnx/text_model.onnx (or *_quantized.onnx for int8)"
+    )
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelFormatError(f"{path}: cannot load ONNX graph ({exc})") from None
+
+
+def _output_name(session: Any, preferred: str) -> str:
+    names = [o.name for o in session.get_outputs()]
+    if preferred in names:
+        return preferred
+    for o in session.get_outputs():
+        if len(o.shape) == 2:
+            return o.name
+    raise ModelFormatError(f"ONNX graph has no {preferred!r} output (outputs: {names})")
+
+
+def _fixed_batch_one(session: Any) -> bool:
+    dim = session.get_inputs()[0].shape[0]
+    return isinstance(dim, int) and dim == 1
+
+
+class OnnxEncoder(Encoder):
+    """Runs a pair of ONNX graphs with onnxruntime on the CPU."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        name: str,
+        tokenizer: TextTokenizer,
+        image_config: ImageConfig,
+        precision: str = "fp32",
+        batch_size: int = 32,
+        threads: int | None = None,
+        logit_scale: float | None = None,
+    ) -> None:
+        vision_path, text_path = find_graphs(directory, precision)
+        self.vision = _session(vision_path, threads)
+        self.text = _session(text_path, threads)
+        self.name = name
+        self.tokenizer = tokenizer
+        self.image_config = image_config
+        self.batch_size = batch_size
+        self._vision_out = _output_name(self.vision, "image_embeds")
+        self._text_out = _output_name(self.text, "text_embeds")
+        self._text_inputs = {i.name for i in self.text.get_inputs()}
+        if "input_ids" not in self._text_inputs:
+            raise ModelFormatError(f"{text_path}: text graph has no 'input_ids' input")
+        self._vision_input = self.vision.get_inputs()[0].name
+        self._one_at_a_time = _fixed_batch_one(self.vision) or _fixed_batch_one(self.text)
+        meta = read_meta(directory)
+        dims = [d for d in (self.vision.get_outputs()[0].shape[-1], meta.get("dim")) if isinstance(d, int)]
+        if not dims:
+            probe = self._forward_texts(*tokenizer(["a"]))
+            dims = [probe.shape[1]]
+        self.dim = int(dims[0])
+        self.logit_scale = float(logit_scale if logit_scale is not None else meta.get("logit_scale", 100.0))
+        self.runtime = f"onnxruntime {precision} ({vision_path.name}, {text_path.name})"
+
+    def _run(self, session: Any, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if not self._one_at_a_time:
+            return session.run([output], feeds)[0]
+        n = next(iter(feeds.values())).shape[0]
+        rows = [session.run([output], {k: v[i : i + 1] for k, v in feeds.items()})[0] for i in range(n)]
+        return np.concatenate(rows, axis=0)
+
+    def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self._run(self.vision, self._vision_out, {self._vision_input: pixel_values})
+
+    def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids}
+        if "attention_mask" in self._text_inputs:
+            feeds["attention_mask"] = attention_mask
+        if "token_type_ids" in self._text_inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        return self._run(self.text, self._text_out, feeds)
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    for folder in (Path(directory) / "onnx", Path(directory)):
+        path = folder / META_FILE
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {}

@@ -1,0 +1,147 @@
+"""Named model specs: which format and files each published model expects.
+
+This machine-independent table is what ``vestis models`` prints and what
+:func:`vestis.load_encoder` consults for a name.  Files are looked up in, in
+order: each folder of ``$VESTIS_MODELS_DIR`` (``os.pathsep``-separated) under
+the model's name, ``~/.cache/vestis/models/<name>``, and the Hugging Face hub
+cache of its ``hub_id``.  Nothing is downloaded unless asked (``download=True``
+or ``VESTIS_DOWNLOAD=1``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HF_CLIP = "hf-clip"
+OPEN_CLIP = "open-clip"
+CHINESE_CLIP = "chinese-clip"
+ONNX = "onnx"
+BUILTIN = "builtin"
+
+FORMATS = (HF_CLIP, OPEN_CLIP, CHINESE_CLIP, ONNX, BUILTIN)
+
+_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_CLIP_TOKENIZER = ("tokenizer.json", "vocab.json")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: its on-disk format, where it is published, the files it needs."""
+
+    name: str
+    format: str
+    description: str
+    hub_id: str | None = None
+    #: Required files; each entry lists alternatives, any one of which will do.
+    files: tuple[tuple[str, ...], ...] = ()
+    context_length: int | None = None
+    #: Published figures, quoted from their authors (never measured here).
+    published: dict[str, str] = field(default_factory=dict)
+
+    def missing_files(self, directory: Path) -> list[str]:
+        return [" or ".join(alts) for alts in self.files if not any((directory / a).is_file() for a in alts)]
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="fashion-clip",
+            format=HF_CLIP,
+            description="FashionCLIP (Chia et al. 2022), ViT-B/32, transformers CLIPModel",
+            hub_id="patrickjohncyh/fashion-clip",
+            files=(("config.json",), _HF_WEIGHTS, _CLIP_TOKENIZER, ("preprocessor_config.json",)),
+            context_length=77,
+        ),
+        ModelSpec(
+            name="fashion-clip-onnx",
+            format=ONNX,
+            description="FashionCLIP as separate ONNX image/text graphs (transformers.js layout)",
+            hub_id="patrickjohncyh/fashion-clip",
+            files=(
+                ("onnx/vision_model.onnx", "vision_model.onnx"),
+                ("onnx/text_model.onnx", "text_model.onnx"),
+                ("preprocessor_config.json", "onnx/preprocessor_config.json"),
+            ),
+            context_length=77,
+        ),
+        ModelSpec(
+            name="marqo-fashionclip",
+            format=OPEN_CLIP,
+            description="Marqo-FashionCLIP, ViT-B-16, open_clip checkpoint (GCL fine-tune)",
+            hub_id="Marqo/marqo-fashionCLIP",
+            files=(("open_clip_config.json",), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")),
+            context_length=77,
+        ),
+        ModelSpec(
+            name="marqo-fashionclip-onnx",
+            format=ONNX,
+            description="Marqo-FashionCLIP as separate ONNX image/text graphs",
+            hub_id="Marqo/marqo-fashionCLIP",
+            files=(
+                ("onnx/vision_model.onnx",),
+                ("onnx/text_model.onnx",),
+                ("preprocessor_config.json", "open_clip_config.json"),
+            ),
+            context_length=77,
+        ),
+        ModelSpec(
+            name="chinese-clip-vit-b16",
+            format=CHINESE_CLIP,
+            description="Chinese-CLIP ViT-B/16 + Chinese RoBERTa (Yang et al. 2022), transformers format",
+            hub_id="OFA-Sys/chinese-clip-vit-base-patch16",
+            files=(("config.json",), _HF_WEIGHTS, ("vocab.txt",), ("preprocessor_config.json",)),
+            context_length=52,
+        ),
+        ModelSpec(
+            name="chinese-clip-vit-l14",
+            format=CHINESE_CLIP,
+            description="Chinese-CLIP ViT-L/14 + Chinese RoBERTa, transformers format",
+            hub_id="OFA-Sys/chinese-clip-vit-large-patch14",
+            files=(("config.json",), _HF_WEIGHTS, ("vocab.txt",), ("preprocessor_config.json",)),
+            context_length=52,
+        ),
+        ModelSpec(
+            name="vestis-tiny-random",
+            format=BUILTIN,
+            description="A tiny CLIP with seeded random weights, built in memory: plumbing and demos only",
+            context_length=77,
+        ),
+    )
+}
+
+#: The model used when none is named.  vestis-mini replaces it once it ships.
+DEFAULT_MODEL = "vestis-tiny-random"
+
+
+def search_dirs() -> list[Path]:
+    """Folders that may hold ``<name>/`` model directories, in lookup order."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("VESTIS_MODELS_DIR", "").split(os.pathsep) if p]
+    cache = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser()
+    dirs.append(cache / "models")
+    return dirs
+
+
+def hub_cache_dir(hub_id: str) -> Path | None:
+    """The snapshot of ``hub_id`` in the local Hugging Face cache, if one is there."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(hub_id, local_files_only=True))
+    except Exception:  # not cached, or huggingface_hub missing
+        return None
+
+
+def locate(spec: ModelSpec) -> tuple[Path | None, list[Path]]:
+    """(directory holding every file of ``spec``, folders searched)."""
+    candidates = [d / spec.name for d in search_dirs()]
+    if spec.hub_id:
+        cached = hub_cache_dir(spec.hub_id)
+        if cached is not None:
+            candidates.append(cached)
+    for path in candidates:
+        if path.is_dir() and not spec.missing_files(path):
+            return path, candidates
+    return None, candidates

@@ -1,0 +1,142 @@
+"""Tokenizers: one small interface over CLIP's BPE and BERT's WordPiece.
+
+A :class:`TextTokenizer` turns a list of strings into ``input_ids`` and
+``attention_mask`` arrays padded to the longest item of the batch (never to the
+full context length: with a causal or masked text tower the padding changes
+nothing but the cost) and truncated to the model's context length.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vestis.errors import InputError, ModelFormatError
+
+CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+CLIP_CONTEXT_LENGTH = 77
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars)))
+
+
+@lru_cache(maxsize=2)
+def clip_bpe_vocab(path: str | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's 49,408-token vocabulary and its merges, from the BPE file it was trained with.
+
+    The file (``bpe_simple_vocab_16e6.txt.gz``, MIT licence, OpenAI) ships with
+    vestis; the vocabulary is built the way CLIP builds it: 256 byte symbols,
+    the same with ``</w>``, one token per merge, then the two specials.
+    """
+    if path is None:
+        data = resources.files("vestis.models.assets").joinpath(CLIP_BPE_FILE).read_bytes()
+    else:
+        data = Path(path).read_bytes()
+    lines = gzip.decompress(data).decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    symbols = list(_bytes_to_unicode().values())
+    vocab_list = symbols + [s + "</w>" for s in symbols]
+    vocab_list += ["".join(m) for m in merges]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(vocab_list)}, merges
+
+
+def clip_tokenizer_from_bpe(context_length: int = CLIP_CONTEXT_LENGTH) -> Any:
+    """A transformers ``CLIPTokenizer`` built offline from the bundled BPE file."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_bpe_vocab()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=context_length)
+
+
+_WS = re.compile(r"\s+")
+
+
+def open_clip_clean(text: str) -> str:
+    """open_clip's default text cleaning ("lower"): ftfy, html-unescape, collapse spaces."""
+    try:
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    except ImportError:  # pragma: no cover - ftfy is a declared dependency
+        pass
+    text = html.unescape(html.unescape(text)).strip()
+    return _WS.sub(" ", text).strip().lower()
+
+
+@dataclass
+class TextTokenizer:
+    """A transformers tokenizer plus the context length and cleaning a model expects."""
+
+    tokenizer: Any
+    context_length: int
+    clean: Callable[[str], str] | None = None
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.clean is not None:
+            texts = [self.clean(t) for t in texts]
+        enc = self.tokenizer(
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="np",
+        )
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        mask = np.asarray(enc["attention_mask"], dtype=np.int64)
+        return ids, mask
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts (after truncation), used to sort texts into tight batches."""
+        if self.clean is not None:
+            texts = [self.clean(t) for t in texts]
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.context_length)
+        return [len(x) for x in enc["input_ids"]]
+
+
+def load_hf_tokenizer(directory: Path, context_length: int | None = None) -> Any:
+    """Load the tokenizer files in ``directory`` (tokenizer.json, vocab/merges or vocab.txt)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as exc:  # transformers raises many types here
+        raise ModelFormatError(f"cannot load the tokenizer in {directory}: {exc}") from None
+    if context_length is not None:
+        tok.model_max_length = context_length
+    return tok
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """A list of non-empty strings, or an :class:`InputError` naming the bad item."""
+    if isinstance(texts, str):
+        raise InputError("texts must be a list of strings, got a single string (wrap it in a list)")
+    try:
+        items = list(texts)
+    except TypeError:
+        raise InputError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InputError(f"text {i}: expected a string, got {type(t).__name__}")
+        if not t.strip():
+            raise InputError(f"text {i}: empty text")
+    return items

@@ -1,0 +1,91 @@
+"""Torch backend: transformers ``CLIPModel`` and ``ChineseCLIPModel``.
+
+FashionCLIP is published as a ``CLIPModel`` directory and Chinese-CLIP as a
+``ChineseCLIPModel`` one; open_clip checkpoints are converted into a
+``CLIPModel`` (see :mod:`vestis.models.open_clip_format`).  All of them run
+through :class:`TorchEncoder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from vestis.models.base import Encoder
+from vestis.models.preprocess import ImageConfig
+from vestis.models.text import TextTokenizer
+
+
+def _features(out: Any) -> torch.Tensor:
+    """transformers 5 returns an output object from ``get_*_features``; 4.x a tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    pooled = getattr(out, "pooler_output", None)
+    if pooled is None:
+        raise TypeError(f"unexpected output from get_*_features: {type(out).__name__}")
+    return pooled
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads, restoring the previous setting after."""
+    if not n:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class TorchEncoder(Encoder):
+    """A transformers two-tower model (anything with ``get_image_features``/``get_text_features``)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        name: str,
+        tokenizer: TextTokenizer,
+        image_config: ImageConfig,
+        device: str = "cpu",
+        batch_size: int = 32,
+        threads: int | None = None,
+        uses_token_type_ids: bool = False,
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.name = name
+        self.tokenizer = tokenizer
+        self.image_config = image_config
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.threads = threads
+        self._token_type_ids = uses_token_type_ids
+        cfg = model.config
+        self.dim = int(getattr(cfg, "projection_dim"))
+        self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
+        self.runtime = f"torch fp32 ({type(model).__name__})"
+
+    def _runtime_context(self) -> contextlib.AbstractContextManager[Any]:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch_threads(self.threads))
+        stack.enter_context(torch.inference_mode())
+        return stack
+
+    def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pixel_values).to(self.device)
+        return _features(self.model.get_image_features(pixel_values=x)).float().cpu().numpy()
+
+    def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        kwargs = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
+        }
+        if self._token_type_ids:
+            kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
+        return _features(self.model.get_text_features(**kwargs)).float().cpu().numpy()
