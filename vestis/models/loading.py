@@ -34,7 +34,8 @@ def detect_format(directory: Path) -> str:
         raise ModelFormatError(f"{d}: config.json has model_type {model_type!r}; expected 'clip' or 'chinese_clip'")
     if (d / "open_clip_config.json").is_file():
         return registry.OPEN_CLIP
-    if any(p.name.startswith("vision_model") for p in list(d.glob("*.onnx")) + list(d.glob("onnx/*.onnx"))):
+    graphs = list(d.glob("*.onnx")) + list(d.glob("onnx/*.onnx"))
+    if any(p.name.startswith("vision_model") or p.name == "model.onnx" for p in graphs):
         return registry.ONNX
     raise ModelFormatError(
         f"{d}: not a model directory vestis can read; expected a transformers CLIP/Chinese-CLIP "

@@ -28,18 +28,76 @@ META_FILE = "vestis_onnx.json"
 
 
 def find_graphs(directory: Path, precision: str = "fp32") -> tuple[Path, Path]:
-    """Paths of (vision, text) graphs in ``directory`` or its ``onnx/`` folder."""
+    """Paths of (vision, text) graphs in ``directory`` or its ``onnx/`` folder.
+
+    A single combined ``model.onnx`` (how FashionCLIP's own repository ships
+    its ONNX file) is split into the two towers once and cached.
+    """
     if precision not in VARIANT_SUFFIXES:
         raise ModelFormatError(f"unknown ONNX precision {precision!r}; use one of {sorted(VARIANT_SUFFIXES)}")
-    for folder in (Path(directory) / "onnx", Path(directory)):
+    folders = (Path(directory) / "onnx", Path(directory))
+    for folder in folders:
         for suffix in VARIANT_SUFFIXES[precision]:
             vision, text = folder / f"vision_model{suffix}.onnx", folder / f"text_model{suffix}.onnx"
             if vision.is_file() and text.is_file():
                 return vision, text
+    if precision == "fp32":
+        for folder in folders:
+            if (folder / "model.onnx").is_file():
+                return split_combined(folder / "model.onnx")
     raise ModelFormatError(
         f"{directory}: no ONNX graph pair for precision {precision}; expected "
-        "onnx/vision_model.onnx and onnx/text_model.onnx (or *_quantized.onnx for int8)"
+        "onnx/vision_model.onnx and onnx/text_model.onnx (or *_quantized.onnx for int8), "
+        "or a combined onnx/model.onnx"
     )
+
+
+def split_combined(path: Path) -> tuple[Path, Path]:
+    """Extract the image and text towers of a combined CLIP graph into the vestis cache."""
+    import hashlib
+    import os
+    import tempfile
+
+    import onnx
+    from onnx.utils import Extractor
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser()
+    target = cache / "onnx-split" / key
+    vision, text = target / "vision_model.onnx", target / "text_model.onnx"
+    if vision.is_file() and text.is_file():
+        return vision, text
+    try:
+        model = onnx.load(str(path))
+        inputs = {i.name for i in model.graph.input}
+        outputs = {o.name for o in model.graph.output}
+        if not {"pixel_values", "input_ids"} <= inputs or not {"image_embeds", "text_embeds"} <= outputs:
+            raise ModelFormatError(
+                f"{path}: a combined graph needs inputs pixel_values, input_ids and outputs "
+                f"image_embeds, text_embeds (has {sorted(inputs)} -> {sorted(outputs)})"
+            )
+        extractor = Extractor(model)
+        text_inputs = [n for n in ("input_ids", "attention_mask") if n in inputs]
+        parts = {
+            vision: extractor.extract_model(["pixel_values"], ["image_embeds"]),
+            text: extractor.extract_model(text_inputs, ["text_embeds"]),
+        }
+    except ModelFormatError:
+        raise
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: cannot split the combined ONNX graph ({exc})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent))
+    for dest, part in parts.items():
+        onnx.save(part, str(tmp / dest.name))
+    try:
+        os.replace(tmp, target)  # atomic: another process may have won the race
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return vision, text
 
 
 def _session(path: Path, threads: int | None) -> Any:

@@ -28,9 +28,10 @@ from typing import Any
 import torch
 
 from vestis.errors import ModelFormatError
+from vestis.models.registry import OPEN_CLIP_WEIGHT_FILES
 
 CONFIG_FILE = "open_clip_config.json"
-WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+WEIGHT_FILES = OPEN_CLIP_WEIGHT_FILES
 
 # Settings whose non-default values change the architecture beyond CLIPModel.
 _VISION_DEFAULTS: dict[str, Any] = {

@@ -24,6 +24,13 @@ FORMATS = (HF_CLIP, OPEN_CLIP, CHINESE_CLIP, ONNX, BUILTIN)
 
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _CLIP_TOKENIZER = ("tokenizer.json", "vocab.json")
+#: Weight file names open_clip reads from a model directory, in its order of preference.
+OPEN_CLIP_WEIGHT_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ REGISTRY: dict[str, ModelSpec] = {
             format=OPEN_CLIP,
             description="Marqo-FashionCLIP, ViT-B-16, open_clip checkpoint (GCL fine-tune)",
             hub_id="Marqo/marqo-fashionCLIP",
-            files=(("open_clip_config.json",), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")),
+            files=(("open_clip_config.json",), OPEN_CLIP_WEIGHT_FILES),
             context_length=77,
         ),
         ModelSpec(

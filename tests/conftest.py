@@ -1,0 +1,108 @@
+"""Shared fixtures: real KAGL images and titles, and tiny random-weight checkpoints."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from vestis.data import demo_catalog_path, kagl_parquets, shared_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+REF_PYTHON = REPO / ".venv-ref" / "bin" / "python"
+
+torch.set_num_threads(2)
+
+EXTRA_TEXTS = [
+    "red summer dress",
+    "Men's  navy-blue slim fit JEANS &amp; belt",
+    "something for a beach wedding",
+    "a " + "very " * 120 + "long description that must be truncated to the context length",
+]
+
+
+def _catalog_rows() -> list[dict]:
+    files = kagl_parquets()
+    table = pq.read_table(files[0] if files else demo_catalog_path())
+    rows = table.slice(0, 2000).to_pylist()
+    titled = [r for r in rows if r["productDisplayName"]][:12]
+    untitled = [r for r in rows if not r["productDisplayName"]][:4]
+    return titled + untitled
+
+
+@pytest.fixture(scope="session")
+def catalog_rows() -> list[dict]:
+    return _catalog_rows()
+
+
+@pytest.fixture(scope="session")
+def all_titles() -> list[str]:
+    """Every product title of the KAGL catalog (or of the demo set when it is absent)."""
+    files = kagl_parquets() or [demo_catalog_path()]
+    titles: list[str] = []
+    for f in files:
+        titles += [t for t in pq.read_table(f, columns=["productDisplayName"]).column(0).to_pylist() if t]
+    return titles
+
+
+@pytest.fixture(scope="session")
+def sample_images(catalog_rows) -> list[bytes]:
+    """KAGL catalog photos, street photos of other sizes, and odd-sized synthetic images."""
+    images = [r["image"] for r in catalog_rows]
+    root = shared_data_dir()
+    if root and (root / "ccp" / "ccp.parquet").is_file():
+        images += pq.read_table(root / "ccp" / "ccp.parquet", columns=["image"]).slice(0, 3).column(0).to_pylist()
+    rng = np.random.default_rng(0)
+    for w, h in ((97, 61), (225, 301), (300, 299)):  # odd margins exercise the crop rounding
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+        images.append(buf.getvalue())
+    return images
+
+
+@pytest.fixture(scope="session")
+def sample_texts(catalog_rows) -> list[str]:
+    return [r["productDisplayName"] for r in catalog_rows if r["productDisplayName"]] + EXTRA_TEXTS
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory, sample_images) -> list[str]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, data in enumerate(sample_images):
+        ext = "png" if data[:4] == b"\x89PNG" else "jpg"
+        path = folder / f"{i:02d}.{ext}"
+        path.write_bytes(data)
+        paths.append(str(path))
+    return paths
+
+
+def perturb_(model: torch.nn.Module, seed: int) -> None:
+    """Add noise to every parameter so LayerNorm gains and biases are not 1 and 0."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
+def features(out) -> torch.Tensor:
+    """transformers 5: ``get_*_features`` returns an object whose embedding is ``pooler_output``."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def normalized(x: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(x.float(), dim=-1).numpy()
+
+
+def need_reference_env() -> None:
+    """The open_clip reference lives in .venv-ref (made by `make test`); CI must have it."""
+    if not REF_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{REF_PYTHON} is missing: `make test` builds it")
+        pytest.skip("open_clip reference environment .venv-ref not built (run `make test`)")
