@@ -106,3 +106,40 @@ def need_reference_env() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{REF_PYTHON} is missing: `make test` builds it")
         pytest.skip("open_clip reference environment .venv-ref not built (run `make test`)")
+
+
+# ---------------------------------------------------------------- parity report
+
+_PARITY = pytest.StashKey[dict]()
+
+
+def pytest_configure(config):
+    config.stash[_PARITY] = {}
+
+
+@pytest.fixture
+def record_parity(request):
+    """Record a measured max |difference| so the run ends with a parity table (and parity.json)."""
+    table = request.config.stash[_PARITY]
+
+    def record(fmt: str, what: str, ours: np.ndarray, ref: np.ndarray, limit: float) -> float:
+        diff = float(np.abs(np.asarray(ours, dtype=np.float64) - np.asarray(ref, dtype=np.float64)).max())
+        table[f"{fmt} | {what}"] = {"max_abs_diff": diff, "limit": limit, "n": int(np.asarray(ours).shape[0])}
+        assert diff < limit, f"{fmt} {what}: max abs diff {diff:.3g} >= {limit}"
+        return diff
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    table = config.stash.get(_PARITY, {})
+    if not table:
+        return
+    terminalreporter.section("parity with the reference libraries (fp32, max |diff|)")
+    for key, row in sorted(table.items()):
+        terminalreporter.write_line(f"{key:<72} {row['max_abs_diff']:.2e}  (limit {row['limit']:.0e}, n={row['n']})")
+    out = REPO / "build" / "parity.json"
+    out.parent.mkdir(exist_ok=True)
+    import json
+
+    out.write_text(json.dumps(table, indent=2, sort_keys=True))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -13,7 +13,9 @@ from vestis.models.base import Encoder, l2_normalize
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
-def label_embeddings(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+def label_embeddings(
+    encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> np.ndarray:
     """One unit vector per label: the normalised mean of its templated prompts (CLIP's ensemble)."""
     labels = list(labels)
     if not labels:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,10 +29,10 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, model directory or hub id.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the runtime's).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Registry name, model directory or hub id.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads (default: the runtime's).")]
 
 
 def _version(value: bool) -> None:
@@ -89,8 +89,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 @app.command()
 def embed(
-    text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="Text to embed (repeatable).")] = None,
-    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", help="Image file to embed (repeatable).")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="Text to embed (repeatable).")] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Image file to embed (repeatable).")] = None,
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the embeddings.")] = False,
     threads: ThreadsOpt = None,

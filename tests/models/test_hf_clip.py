@@ -32,12 +32,24 @@ def tiny_fashion_clip_config() -> CLIPConfig:
     return CLIPConfig(
         projection_dim=32,
         text_config=dict(
-            vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=0, eos_token_id=2,
+            vocab_size=49408,
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=0,
+            eos_token_id=2,
         ),
         vision_config=dict(
-            hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            image_size=224, patch_size=32, hidden_act="quick_gelu",
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=32,
+            hidden_act="quick_gelu",
         ),
     )
 
@@ -67,8 +79,9 @@ def reference_embeddings(directory, images, texts):
     model = CLIPModel.from_pretrained(str(directory)).eval()
     processor = CLIPImageProcessorPil.from_pretrained(str(directory))
     tokenizer = CLIPTokenizer.from_pretrained(str(directory))
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in images]
     pixels = processor(images=pil, return_tensors="pt")["pixel_values"]
@@ -79,19 +92,24 @@ def reference_embeddings(directory, images, texts):
     return pixels.numpy(), img, txt
 
 
-def test_hf_clip_matches_transformers(hf_clip_dir, sample_images, sample_texts):
+def test_hf_clip_matches_transformers(hf_clip_dir, sample_images, sample_texts, record_parity):
     pixels_ref, img_ref, txt_ref = reference_embeddings(hf_clip_dir, sample_images, sample_texts)
     enc = vestis.load_encoder(hf_clip_dir)
     assert enc.dim == 32 and enc.context_length == 77
-    assert enc.logit_scale == pytest.approx(float(np.exp(CLIPModel.from_pretrained(str(hf_clip_dir)).logit_scale.item())))
+    assert enc.logit_scale == pytest.approx(
+        float(np.exp(CLIPModel.from_pretrained(str(hf_clip_dir)).logit_scale.item()))
+    )
     from vestis.models.preprocess import preprocess_images
 
-    assert np.abs(preprocess_images(sample_images, enc.image_config) - pixels_ref).max() < 1e-5
+    fmt = f"transformers CLIPModel ({hf_clip_dir.name.split('-')[-1][:-1]})"
+    record_parity(
+        fmt, "pixels vs CLIPImageProcessorPil", preprocess_images(sample_images, enc.image_config), pixels_ref, 1e-5
+    )
     img = enc.encode_images(sample_images)
     txt = enc.encode_texts(sample_texts)
     assert img.dtype == np.float32 and img.shape == (len(sample_images), 32)
-    assert np.abs(img - img_ref).max() < 1e-4
-    assert np.abs(txt - txt_ref).max() < 1e-4
+    record_parity(fmt, "image embeddings", img, img_ref, 1e-4)
+    record_parity(fmt, "text embeddings", txt, txt_ref, 1e-4)
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,7 @@ class Encoder(ABC):
         bs = self._batch_size(batch_size)
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start, chunk in _chunks(images, bs):
-            pixels = preprocess_images(
-                chunk, self.image_config, start_index=start, max_pixels=self.max_image_pixels
-            )
+            pixels = preprocess_images(chunk, self.image_config, start_index=start, max_pixels=self.max_image_pixels)
             with self._runtime_context():
                 out[start : start + len(chunk)] = self._forward_images(pixels)
         return l2_normalize(out)
@@ -88,7 +87,7 @@ class Encoder(ABC):
             return out
         # Sort by token length so each batch pads only to its own longest item.
         order = np.argsort(self.tokenizer.lengths(items), kind="stable")
-        for start, idx in _chunks(order, bs):
+        for _, idx in _chunks(order, bs):
             ids, mask = self.tokenizer([items[i] for i in idx])
             with self._runtime_context():
                 out[np.asarray(idx)] = self._forward_texts(ids, mask)

@@ -13,20 +13,34 @@ from vestis.models.torch_backend import TorchEncoder
 TINY_IMAGE_SIZE = 64
 
 
-def tiny_clip_config(*, image_size: int = TINY_IMAGE_SIZE, act: str = "quick_gelu", width: int = 64, dim: int = 32) -> Any:
+def tiny_clip_config(
+    *, image_size: int = TINY_IMAGE_SIZE, act: str = "quick_gelu", width: int = 64, dim: int = 32
+) -> Any:
     """A CLIP architecture small enough for tests and demos (two layers per tower)."""
     from transformers import CLIPConfig
 
     return CLIPConfig(
         projection_dim=dim,
         text_config=dict(
-            vocab_size=49408, hidden_size=width, intermediate_size=width * 4, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=CLIP_CONTEXT_LENGTH, hidden_act=act,
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+            vocab_size=49408,
+            hidden_size=width,
+            intermediate_size=width * 4,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=CLIP_CONTEXT_LENGTH,
+            hidden_act=act,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
         ),
         vision_config=dict(
-            hidden_size=width, intermediate_size=width * 4, num_hidden_layers=2, num_attention_heads=4,
-            image_size=image_size, patch_size=16, hidden_act=act,
+            hidden_size=width,
+            intermediate_size=width * 4,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=16,
+            hidden_act=act,
         ),
     )
 

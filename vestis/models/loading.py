@@ -13,7 +13,13 @@ from vestis.models import registry
 from vestis.models.base import Encoder
 from vestis.models.preprocess import DEFAULT_MAX_IMAGE_PIXELS, ImageConfig
 from vestis.models.registry import ModelSpec
-from vestis.models.text import CLIP_CONTEXT_LENGTH, TextTokenizer, clip_tokenizer_from_bpe, load_hf_tokenizer, open_clip_clean
+from vestis.models.text import (
+    CLIP_CONTEXT_LENGTH,
+    TextTokenizer,
+    clip_tokenizer_from_bpe,
+    load_hf_tokenizer,
+    open_clip_clean,
+)
 
 RUNTIMES = ("torch", "onnx", "open_clip")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -44,7 +50,9 @@ def detect_format(directory: Path) -> str:
     )
 
 
-def resolve(name_or_path: str | os.PathLike[str], download: bool | None = None) -> tuple[str, Path | None, ModelSpec | None]:
+def resolve(
+    name_or_path: str | os.PathLike[str], download: bool | None = None
+) -> tuple[str, Path | None, ModelSpec | None]:
     """(display name, local directory or None for built-ins, registry spec if named)."""
     if download is None:
         download = os.environ.get("VESTIS_DOWNLOAD", "") == "1"
@@ -148,7 +156,9 @@ def _context_length(spec: ModelSpec | None, tokenizer: Any, fallback: int) -> in
     return fallback
 
 
-def _load_transformers(directory: Path, name: str, spec: ModelSpec | None, fmt: str, *, device: str, **common: Any) -> Encoder:
+def _load_transformers(
+    directory: Path, name: str, spec: ModelSpec | None, fmt: str, *, device: str, **common: Any
+) -> Encoder:
     from transformers import ChineseCLIPModel, CLIPModel
 
     from vestis.models.torch_backend import TorchEncoder
@@ -188,7 +198,9 @@ def _image_config(directory: Path) -> ImageConfig:
         cfg = open_clip_format.read_config(directory)
         image_size = cfg["model_cfg"].get("vision_cfg", {}).get("image_size", 224)
         return ImageConfig.from_open_clip(image_size, cfg.get("preprocess_cfg", {}))
-    raise ModelFormatError(f"{directory}: no preprocessor_config.json (or open_clip_config.json) to say how images are prepared")
+    raise ModelFormatError(
+        f"{directory}: no preprocessor_config.json (or open_clip_config.json) to say how images are prepared"
+    )
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
@@ -202,7 +214,9 @@ def _dir_tokenizer(directory: Path, context_length: int) -> TextTokenizer:
     return TextTokenizer(clip_tokenizer_from_bpe(context_length), context_length)
 
 
-def _load_open_clip(directory: Path, name: str, spec: ModelSpec | None, *, force_native: bool, device: str, **common: Any) -> Encoder:
+def _load_open_clip(
+    directory: Path, name: str, spec: ModelSpec | None, *, force_native: bool, device: str, **common: Any
+) -> Encoder:
     from vestis.models import open_clip_format
     from vestis.models.torch_backend import TorchEncoder
 
@@ -230,7 +244,9 @@ def _load_onnx(directory: Path, name: str, spec: ModelSpec | None, *, precision:
     from vestis.models.onnx_backend import OnnxEncoder, read_meta
 
     meta = read_meta(directory)
-    ctx = int(meta.get("context_length") or (spec.context_length if spec and spec.context_length else CLIP_CONTEXT_LENGTH))
+    ctx = int(
+        meta.get("context_length") or (spec.context_length if spec and spec.context_length else CLIP_CONTEXT_LENGTH)
+    )
     tokenizer = _dir_tokenizer(directory, ctx)
     return OnnxEncoder(
         directory,

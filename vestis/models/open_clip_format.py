@@ -92,9 +92,7 @@ def weight_file(directory: Path) -> Path:
     for name in WEIGHT_FILES:
         if (Path(directory) / name).is_file():
             return Path(directory) / name
-    raise ModelFormatError(
-        f"{directory}: no open_clip weights; expected one of {', '.join(WEIGHT_FILES)}"
-    )
+    raise ModelFormatError(f"{directory}: no open_clip weights; expected one of {', '.join(WEIGHT_FILES)}")
 
 
 def unsupported_reason(model_cfg: dict[str, Any]) -> str | None:
@@ -181,7 +179,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _blocks(prefix_in: str, prefix_out: str, sd: dict[str, torch.Tensor], out: dict[str, torch.Tensor], used: set[str]) -> None:
+def _blocks(
+    prefix_in: str, prefix_out: str, sd: dict[str, torch.Tensor], out: dict[str, torch.Tensor], used: set[str]
+) -> None:
     layer = 0
     while f"{prefix_in}.{layer}.ln_1.weight" in sd:
         src, dst = f"{prefix_in}.{layer}", f"{prefix_out}.{layer}"

@@ -32,8 +32,15 @@ class _OpenClipTokenizer:
 
 class OpenClipEncoder(Encoder):
     def __init__(
-        self, directory: Path, *, name: str, image_config: ImageConfig, device: str = "cpu",
-        batch_size: int = 32, threads: int | None = None, why: str | None = None,
+        self,
+        directory: Path,
+        *,
+        name: str,
+        image_config: ImageConfig,
+        device: str = "cpu",
+        batch_size: int = 32,
+        threads: int | None = None,
+        why: str | None = None,
     ) -> None:
         open_clip = import_open_clip()
         if open_clip is None:

@@ -18,17 +18,18 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vestis.errors import ImageError, InputError
 
-ImageInput = Union[Image.Image, str, PathLike, bytes, bytearray, memoryview]
+ImageInput = Image.Image | str | PathLike | bytes | bytearray | memoryview
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -81,7 +82,7 @@ class ImageConfig:
         raise ValueError("image config gives no fixed output size (no crop and no exact resize)")
 
     @classmethod
-    def from_hf_dict(cls, cfg: dict[str, Any]) -> "ImageConfig":
+    def from_hf_dict(cls, cfg: dict[str, Any]) -> ImageConfig:
         """Read a transformers ``preprocessor_config.json`` (old and new spellings)."""
         size = cfg.get("size", 224)
         resize: int | None = None
@@ -121,11 +122,11 @@ class ImageConfig:
         )
 
     @classmethod
-    def from_hf_file(cls, path: Path) -> "ImageConfig":
+    def from_hf_file(cls, path: Path) -> ImageConfig:
         return cls.from_hf_dict(json.loads(Path(path).read_text()))
 
     @classmethod
-    def from_open_clip(cls, image_size: int | Sequence[int], preprocess_cfg: dict[str, Any]) -> "ImageConfig":
+    def from_open_clip(cls, image_size: int | Sequence[int], preprocess_cfg: dict[str, Any]) -> ImageConfig:
         """open_clip's eval transform: Resize, CenterCrop, ToTensor, Normalize."""
         if isinstance(image_size, (list, tuple)):
             hw = (int(image_size[0]), int(image_size[-1]))
@@ -241,7 +242,7 @@ def load_image(
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(fp)
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"{label}: too large to decode safely ({exc})") from None
+            raise ImageError(f"{label}: image too large to decode safely ({exc})") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{label}: not a readable image ({exc})") from None
         what = label
@@ -250,7 +251,7 @@ def load_image(
         raise ImageError(f"{what}: zero-size image ({w}x{h})")
     if w * h > max_pixels:
         raise ImageError(
-            f"{what}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+            f"{what}: image too large: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
             "(decompression-bomb guard; raise max_image_pixels if this is intended)"
         )
     try:

@@ -9,7 +9,8 @@ through :class:`TorchEncoder`.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class TorchEncoder(Encoder):
         self.threads = threads
         self._token_type_ids = uses_token_type_ids
         cfg = model.config
-        self.dim = int(getattr(cfg, "projection_dim"))
+        self.dim = int(cfg.projection_dim)
         self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
         self.runtime = f"torch fp32 ({type(model).__name__})"
 

@@ -1,0 +1,42 @@
+# The two commands a user types: `make demo` and `make test`.
+# Both create .venv/ in the repository root and install everything pinned.
+
+PYTHON ?= python3
+VENV   := .venv
+REF    := .venv-ref
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints.txt
+REQS   := pyproject.toml requirements/constraints.txt requirements/test.txt requirements/vocab.txt
+
+.PHONY: demo test lint venv clean
+
+demo: $(VENV)/.installed
+	$(BIN)/vestis demo
+
+test: $(VENV)/.installed $(REF)/.installed
+	$(BIN)/ruff check vestis tests benchmarks
+	$(BIN)/ruff format --check vestis tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check vestis tests benchmarks
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: $(REQS)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements/test.txt -e .
+	$(PIP) --no-deps -r requirements/vocab.txt
+	touch $@
+
+# Side environment for the open_clip reference (see tests/reference/open_clip_ref.py).
+$(REF)/.installed: $(VENV)/.installed requirements/reference.txt
+	$(PYTHON) -m venv $(REF)
+	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" \
+	  > "$$($(REF)/bin/python -c 'import site; print(site.getsitepackages()[0])')/vestis-main-venv.pth"
+	$(REF)/bin/pip install --disable-pip-version-check -q --no-deps -r requirements/reference.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(REF)

@@ -1,0 +1,53 @@
+"""Preprocessing: the two crop conventions, config parsing, batch normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from vestis.models.preprocess import ImageConfig, normalize_batch, preprocess_images, resize_and_crop
+
+
+def test_crop_rounding_conventions_differ_only_on_odd_margins():
+    img = Image.fromarray(np.arange(7 * 4 * 3, dtype=np.uint8).reshape(7, 4, 3))
+    floor = ImageConfig(resize=None, crop_hw=(4, 4), crop_rounding="floor")
+    rnd = ImageConfig(resize=None, crop_hw=(4, 4), crop_rounding="round")
+    arr = np.asarray(img)
+    assert np.array_equal(resize_and_crop(img, floor), arr[1:5])  # (7-4)//2 = 1  (transformers)
+    assert np.array_equal(resize_and_crop(img, rnd), arr[2:6])  # round(1.5) = 2 (torchvision)
+
+
+def test_shortest_edge_resize_keeps_aspect():
+    cfg = ImageConfig(resize=224, crop_hw=None)
+    out = resize_and_crop(Image.new("RGB", (60, 80)), cfg)
+    assert out.shape == (298, 224, 3)  # int(224 * 80 / 60)
+
+
+def test_hf_config_spellings():
+    old = ImageConfig.from_hf_dict({"size": 224, "crop_size": 224, "resample": 3})
+    new = ImageConfig.from_hf_dict({"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}})
+    assert old == new and old.output_hw == (224, 224)
+    square = ImageConfig.from_hf_dict({"size": {"height": 224, "width": 224}, "do_center_crop": False})
+    assert square.resize_mode == "squash" and square.output_hw == (224, 224)
+    assert ImageConfig.from_hf_dict(old.to_hf_dict()) == old
+
+
+def test_open_clip_config():
+    cfg = ImageConfig.from_open_clip(224, {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    assert cfg.crop_rounding == "round" and cfg.mean == (0.5, 0.5, 0.5) and cfg.output_hw == (224, 224)
+    squash = ImageConfig.from_open_clip(224, {"resize_mode": "squash"})
+    assert squash.crop_hw is None and squash.output_hw == (224, 224)
+
+
+def test_normalisation_is_vectorised_and_correct():
+    cfg = ImageConfig(mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    batch = np.full((2, 3, 3, 3), 255, dtype=np.uint8)
+    out = normalize_batch(batch, cfg)
+    assert out.shape == (2, 3, 3, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], 1.0)
+    np.testing.assert_allclose(out[:, 1], 3.0)
+    np.testing.assert_allclose(out[:, 2], 1.0)
+
+
+def test_empty_batch_has_the_right_shape():
+    assert preprocess_images([], ImageConfig()).shape == (0, 3, 224, 224)
