@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 REF    := .venv-ref
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints.txt
+PIP    := $(BIN)/pip install --disable-pip-version-check -qq -c requirements/constraints.txt
 REQS   := pyproject.toml requirements/constraints.txt requirements/test.txt requirements/vocab.txt
 
 .PHONY: demo test lint venv clean
@@ -35,7 +35,7 @@ $(REF)/.installed: $(VENV)/.installed requirements/reference.txt
 	$(PYTHON) -m venv $(REF)
 	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" \
 	  > "$$($(REF)/bin/python -c 'import site; print(site.getsitepackages()[0])')/vestis-main-venv.pth"
-	$(REF)/bin/pip install --disable-pip-version-check -q --no-deps -r requirements/reference.txt
+	$(REF)/bin/pip install --disable-pip-version-check -qq --no-deps -r requirements/reference.txt
 	touch $@
 
 clean:

@@ -33,6 +33,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Registry name, model directory or hub id.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads (default: the runtime's).")]
+RuntimeOpt = Annotated[str | None, typer.Option("--runtime", help="torch, onnx or open_clip (default: the format's).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Fetch the model from its hub if it is not here.")]
 
 
 def _version(value: bool) -> None:
@@ -94,6 +96,8 @@ def embed(
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the embeddings.")] = False,
     threads: ThreadsOpt = None,
+    runtime: RuntimeOpt = None,
+    download: DownloadOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
 ) -> None:
     """Embed texts and images; print a summary table or, with --json, the vectors."""
@@ -104,7 +108,7 @@ def embed(
     texts, images = list(text or []), list(image or [])
     if not texts and not images:
         raise VestisError("nothing to embed: give --text and/or --image")
-    enc = load_encoder(model, threads=threads, batch_size=batch_size)
+    enc = load_encoder(model, threads=threads, batch_size=batch_size, runtime=runtime, download=download or None)
     items: list[tuple[str, str, np.ndarray]] = []
     if texts:
         items += [("text", t, v) for t, v in zip(texts, enc.encode_texts(texts))]

@@ -231,3 +231,8 @@ def test_very_long_text_is_truncated(enc):
 def test_bad_batch_size(enc):
     with pytest.raises(InputError, match="batch_size"):
         enc.encode_texts(["a"], batch_size=0)
+
+
+def test_builtin_model_refuses_other_runtimes():
+    with pytest.raises(InputError, match="built in memory"):
+        vestis.load_encoder("vestis-tiny-random", runtime="onnx")

@@ -132,6 +132,12 @@ def load_encoder(
     if directory is None:
         from vestis.models.builtin import tiny_random_encoder
 
+        if runtime not in (None, "torch") or precision != "fp32":
+            raise InputError(
+                f"{name} is built in memory and runs on torch fp32 only; export it first "
+                "(vestis.export.export_onnx) to run it on onnxruntime"
+            )
+
         enc = tiny_random_encoder(**common)
     else:
         fmt = spec.format if spec is not None else detect_format(directory)

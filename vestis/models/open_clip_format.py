@@ -34,41 +34,34 @@ CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = OPEN_CLIP_WEIGHT_FILES
 
 # Settings whose non-default values change the architecture beyond CLIPModel.
+_TOWER_DEFAULTS: dict[str, Any] = {
+    "ls_init_value": None,  # layer scale
+    "final_ln_after_pool": False,
+    "act_kwargs": None,
+    "norm_kwargs": None,
+    "block_type": None,  # custom attention blocks and their options:
+    "qk_norm": False,
+    "scaled_cosine_attn": False,
+    "scale_heads": False,
+    "scale_attn_inner": False,
+    "scale_attn": False,
+    "scale_fc": False,
+}
 _VISION_DEFAULTS: dict[str, Any] = {
-    "ls_init_value": None,
+    **_TOWER_DEFAULTS,
     "attentional_pool": False,
     "no_ln_pre": False,
     "pos_embed_type": "learnable",
-    "final_ln_after_pool": False,
     "pool_type": "tok",
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
     "timm_model_name": None,
 }
 _TEXT_DEFAULTS: dict[str, Any] = {
-    "ls_init_value": None,
+    **_TOWER_DEFAULTS,
     "embed_cls": False,
     "no_causal_mask": False,
-    "final_ln_after_pool": False,
     "pool_type": "argmax",
     "proj_bias": False,
     "proj_type": "linear",
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
     "hf_model_name": None,
     "hf_tokenizer_name": None,
     "tokenizer_mode": None,
