@@ -126,6 +126,129 @@ def embed(
     out.print(table)
 
 
+eval_app = typer.Typer(help="Evaluate with the published protocols (Marqo retrieval, FashionCLIP zero-shot).")
+app.add_typer(eval_app, name="eval")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+
+
+def _cache(no_cache: bool):
+    from vestis.embed import EmbeddingCache
+
+    return None if no_cache else EmbeddingCache()
+
+
+def _summary(title: str, result: dict, keys: list[str]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in keys:
+        value = result.get(key)
+        if value is not None:
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def _emit(result: dict, as_json: bool, title: str, keys: list[str]) -> None:
+    if as_json:
+        print(json.dumps(result, default=str))
+    else:
+        _summary(title, result, keys)
+
+
+@eval_app.command("classify")
+def eval_classify(
+    data: Annotated[
+        str | None, typer.Option("--data", help="Parquet file, folder of parquets, or class folders.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="A built-in dataset: fashion-mnist.")] = None,
+    image_column: Annotated[str, typer.Option("--image-column")] = "image",
+    label_column: Annotated[str | None, typer.Option("--label-column")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated candidate labels.")] = None,
+    template: Annotated[
+        list[str] | None, typer.Option("--template", help="Prompt template with {} (repeatable; ensembled).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N items.")] = None,
+    confusion: Annotated[Path | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")] = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Zero-shot classification scored as FashionCLIP reports it (weighted macro F1)."""
+    from vestis.classify import DEFAULT_TEMPLATES
+    from vestis.eval.classification import evaluate_zero_shot, plot_confusion
+    from vestis.eval.datasets import labelled_images
+    from vestis.models import load_encoder
+
+    items = labelled_images(
+        data=data, dataset=dataset, image_column=image_column, label_column=label_column, limit=limit
+    )
+    candidates = [x.strip() for x in labels.split(",") if x.strip()] if labels else items.classes
+    enc = load_encoder(model)
+    result = evaluate_zero_shot(
+        enc, items.images, items.labels, labels=candidates, templates=template or DEFAULT_TEMPLATES,
+        cache=_cache(no_cache), quiet=quiet,
+    )  # fmt: skip
+    result.update(model=enc.name, data=items.description)
+    if confusion:
+        result["confusion_png"] = str(plot_confusion(result, confusion))
+    keys = ["weighted_f1", "accuracy", "macro_f1", "n", "skipped_unlabelled", "skipped_other_label",
+            "unreadable_images"]  # fmt: skip
+    _emit(result, as_json, f"{enc.name} · {items.description}", keys)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    data: Annotated[str, typer.Option("--data", help="Parquet catalog (file or folder of parquets).")],
+    ground_truth: Annotated[Path, typer.Option("--ground-truth", help="Marqo-style {query: {id: relevance}} JSON.")],
+    image_column: Annotated[str, typer.Option("--image-column")] = "image",
+    id_column: Annotated[str, typer.Option("--id-column")] = "id",
+    title_column: Annotated[str, typer.Option("--title-column")] = "productDisplayName",
+    doc_fields: Annotated[
+        str | None, typer.Option("--doc-fields", help="image or image+text (default: from the file name).")
+    ] = None,
+    weights: Annotated[str, typer.Option("--weights", help="Image,text weights of multi-field docs.")] = "0.9,0.1",
+    query_prefix: Annotated[str, typer.Option("--query-prefix")] = "",
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Retrieval scored with Marqo's protocol (recall, precision, MRR, nDCG, mAP at 1 and 10)."""
+    from vestis.data.catalog import read_catalog
+    from vestis.eval.retrieval import evaluate_retrieval
+    from vestis.models import load_encoder
+
+    try:
+        w = tuple(float(x) for x in weights.split(","))
+    except ValueError:
+        raise VestisError(f"--weights must be numbers separated by a comma, got {weights!r}") from None
+    catalog = read_catalog(data)
+    enc = load_encoder(model)
+    result = evaluate_retrieval(
+        enc, catalog, ground_truth, id_column=id_column, image_column=image_column, title_column=title_column,
+        doc_fields=doc_fields.split("+") if doc_fields else None, weights=w, query_prefix=query_prefix,
+        cache=_cache(no_cache), quiet=quiet,
+    )  # fmt: skip
+    result.update(model=enc.name, ground_truth=str(ground_truth))
+    keys = ["recall@1", "recall@10", "avg_recall", "precision@1", "precision@10", "avg_precision", "mrr@10",
+            "ndcg@10", "map@10", "n_queries", "n_docs", "dropped_ids", "dropped_queries",
+            "unreadable_images"]  # fmt: skip
+    _emit(result, as_json, f"{enc.name} · {ground_truth.name}", keys)
+
+
+@eval_app.command("suite")
+def eval_suite(config: Path, quiet: QuietOpt = False) -> None:
+    """Run several models x tasks; write results/*.json, a markdown leaderboard and plots."""
+    from vestis.eval.suite import run_suite
+
+    summary = run_suite(config, quiet=quiet, console=out)
+    out.print(f"{len(summary['results'])} results written")
+
+
 @app.command()
 def demo(
     model: ModelOpt = None,

@@ -45,6 +45,8 @@ class Encoder(ABC):
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     #: Short description of the runtime, e.g. "torch fp32 (transformers CLIPModel)".
     runtime: str = ""
+    #: Identifies weights and runtime, for embedding caches (set by ``load_encoder``).
+    fingerprint: str = ""
 
     @property
     def context_length(self) -> int:

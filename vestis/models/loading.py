@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -150,7 +151,18 @@ def load_encoder(
         else:
             raise ModelFormatError(f"{directory}: format {fmt!r} cannot run on runtime {runtime!r}")
     enc.max_image_pixels = max_image_pixels
+    enc.fingerprint = _fingerprint(name, directory, enc.runtime)
     return enc
+
+
+def _fingerprint(name: str, directory: Path | None, runtime: str) -> str:
+    """Identifies the weights and runtime (for caches): file names, sizes and mtimes."""
+    h = hashlib.sha256(f"{name}|{runtime}".encode())
+    if directory is not None:
+        for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+            st = path.stat()
+            h.update(f"|{path.relative_to(directory)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
 
 
 def _context_length(spec: ModelSpec | None, tokenizer: Any, fallback: int) -> int:

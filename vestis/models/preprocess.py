@@ -29,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vestis.errors import ImageError, InputError
 
-ImageInput = Image.Image | str | PathLike | bytes | bytearray | memoryview
+ImageInput = Image.Image | np.ndarray | str | PathLike | bytes | bytearray | memoryview
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -216,6 +216,13 @@ def load_image(
     truncated, non-image and oversized input with an :class:`ImageError`.
     """
     what = _describe(index)
+    if isinstance(source, np.ndarray):
+        shape_ok = source.ndim == 2 or (source.ndim == 3 and source.shape[2] in (3, 4))
+        if source.dtype != np.uint8 or not shape_ok:
+            raise ImageError(
+                f"{what}: arrays must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {source.dtype} {source.shape}"
+            )
+        source = Image.fromarray(source)
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -235,7 +242,7 @@ def load_image(
             label = f"{what} ({path})"
         else:
             raise InputError(
-                f"{what}: expected a PIL image, a path or encoded image bytes, got {type(source).__name__}"
+                f"{what}: expected a PIL image, an array, a path or encoded image bytes, got {type(source).__name__}"
             )
         try:
             with warnings.catch_warnings():

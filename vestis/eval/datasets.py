@@ -1,0 +1,82 @@
+"""Labelled image sets for zero-shot evaluation: Fashion-MNIST, parquet catalogs, class folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vestis.data.catalog import FASHION_MNIST_CLASSES, load_fashion_mnist, read_catalog
+from vestis.errors import InputError
+from vestis.models.preprocess import ImageInput
+
+DATASETS = ("fashion-mnist",)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class LabelledImages:
+    images: list[ImageInput]
+    labels: list[str | None]
+    description: str
+    #: The dataset's own class list, in its order (None: the labels present).
+    classes: list[str] | None = None
+
+
+def fashion_mnist(limit: int | None = None) -> LabelledImages:
+    """The 10,000-image test split; labels are Zalando's class names."""
+    images, labels = load_fashion_mnist("test")
+    n = len(images) if limit is None else min(limit, len(images))
+    return LabelledImages(
+        list(images[:n]),
+        [FASHION_MNIST_CLASSES[i] for i in labels[:n]],
+        f"Fashion-MNIST test ({n} images)",
+        classes=list(FASHION_MNIST_CLASSES),
+    )
+
+
+def from_parquet(path: str | Path, image_column: str, label_column: str, limit: int | None = None) -> LabelledImages:
+    table = read_catalog(path, [image_column, label_column])
+    if limit is not None:
+        table = table.slice(0, limit)
+    return LabelledImages(
+        table.column(image_column).to_pylist(),
+        table.column(label_column).to_pylist(),
+        f"{Path(path).name}: {label_column} ({table.num_rows} rows)",
+    )
+
+
+def from_folder(root: str | Path, limit: int | None = None) -> LabelledImages:
+    """``root/<label>/<image files>`` (the ImageFolder layout)."""
+    root = Path(root)
+    pairs = [
+        (str(f), d.name)
+        for d in sorted(p for p in root.iterdir() if p.is_dir())
+        for f in sorted(d.iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not pairs:
+        raise InputError(f"{root}: no images in class sub-folders (expected {root}/<label>/<image>)")
+    pairs = pairs[:limit] if limit is not None else pairs
+    return LabelledImages([p for p, _ in pairs], [lbl for _, lbl in pairs], f"{root.name} ({len(pairs)} images)")
+
+
+def labelled_images(
+    *,
+    data: str | Path | None = None,
+    dataset: str | None = None,
+    image_column: str = "image",
+    label_column: str | None = None,
+    limit: int | None = None,
+) -> LabelledImages:
+    if (data is None) == (dataset is None):
+        raise InputError("give exactly one of --data or --dataset")
+    if dataset is not None:
+        if dataset != "fashion-mnist":
+            raise InputError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+        return fashion_mnist(limit)
+    path = Path(data).expanduser()
+    if path.is_dir() and not any(path.glob("*.parquet")):
+        return from_folder(path, limit)
+    if not label_column:
+        raise InputError("--label-column is required for a parquet catalog")
+    return from_parquet(path, image_column, label_column, limit)
