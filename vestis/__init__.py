@@ -9,7 +9,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from vestis.errors import ImageError, InputError, ModelFormatError, ModelNotFoundError, VestisError
-from vestis.models import DEFAULT_MODEL, Encoder, load_encoder
+from vestis.models import Encoder, default_model, load_encoder
 
 try:
     __version__ = version("vestis")
@@ -17,13 +17,13 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+local"
 
 __all__ = [
-    "DEFAULT_MODEL",
     "Encoder",
     "ImageError",
     "InputError",
     "ModelFormatError",
     "ModelNotFoundError",
     "VestisError",
+    "default_model",
     "__version__",
     "load_encoder",
 ]

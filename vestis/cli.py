@@ -56,9 +56,9 @@ def _root(
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the registered models and whether their files are on this machine."""
-    from vestis.models.registry import BUILTIN, DEFAULT_MODEL, REGISTRY, locate
+    from vestis.models.registry import BUILTIN, REGISTRY, default_model, locate
 
-    rows = []
+    rows, default = [], default_model()
     for spec in REGISTRY.values():
         if spec.format == BUILTIN:
             where = "built in"
@@ -72,7 +72,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                 "hub_id": spec.hub_id,
                 "present": where != "missing",
                 "location": where,
-                "default": spec.name == DEFAULT_MODEL,
+                "default": spec.name == default,
                 "description": spec.description,
             }
         )
@@ -247,6 +247,35 @@ def eval_suite(config: Path, quiet: QuietOpt = False) -> None:
 
     summary = run_suite(config, quiet=quiet, console=out)
     out.print(f"{len(summary['results'])} results written")
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Training config (YAML), e.g. configs/vestis-mini.yaml.")
+    ],
+    out: Annotated[str | None, typer.Option("--out", help="Run folder (overrides the config's).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from the run's checkpoint.")] = True,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
+    stop_after: Annotated[
+        int | None, typer.Option("--stop-after", min=1, help="End this run after that epoch (resume later).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train vestis-mini (contrastive, multi-field); checkpoints every epoch and resumes."""
+    from vestis.train.loop import TrainConfig
+    from vestis.train.loop import train as run_training
+
+    cfg = TrainConfig.from_yaml(config)
+    if out:
+        cfg.out = out
+    if epochs:
+        cfg.epochs = epochs
+    final = run_training(
+        cfg, resume=resume, quiet=quiet, stop_after=stop_after, log=lambda line: err.print(line, highlight=False)
+    )
+    out_dir = Path(cfg.out) / "model"
+    print(json.dumps({"model": str(out_dir), **final}))
 
 
 @app.command()

@@ -11,7 +11,7 @@ from rich.table import Table
 from vestis.classify import label_embeddings, top_k
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.models import load_encoder
-from vestis.models.registry import DEFAULT_MODEL
+from vestis.models.registry import default_model
 
 QUERIES = ("red summer dress", "black leather shoes for men", "a watch")
 
@@ -27,7 +27,7 @@ def _catalog(n: int = 200) -> tuple[str, list[dict]]:
 
 def run_demo(model: str | None = None, *, console: Console | None = None, quiet: bool = False) -> dict:
     console = console or Console()
-    name = model or DEFAULT_MODEL
+    name = model or default_model()
     enc = load_encoder(name)
     if enc.name == "vestis-tiny-random":
         console.print(

@@ -51,3 +51,11 @@ def test_normalisation_is_vectorised_and_correct():
 
 def test_empty_batch_has_the_right_shape():
     assert preprocess_images([], ImageConfig()).shape == (0, 3, 224, 224)
+
+
+def test_longest_side_letterbox_on_white():
+    cfg = ImageConfig(resize=64, resize_mode="longest", crop_hw=None)
+    out = resize_and_crop(Image.new("RGB", (60, 80), (10, 20, 30)), cfg)
+    assert out.shape == (64, 64, 3) and cfg.output_hw == (64, 64)
+    assert (out[:, :2] == 255).all() and (out[:, -2:] == 255).all()  # 48 px wide, centred, white margins
+    assert (out[:, 10:54] == (10, 20, 30)).all()

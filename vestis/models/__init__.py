@@ -2,6 +2,6 @@
 
 from vestis.models.base import Encoder, l2_normalize
 from vestis.models.loading import detect_format, load_encoder
-from vestis.models.registry import DEFAULT_MODEL, REGISTRY, ModelSpec
+from vestis.models.registry import REGISTRY, ModelSpec, default_model
 
-__all__ = ["DEFAULT_MODEL", "REGISTRY", "Encoder", "ModelSpec", "detect_format", "l2_normalize", "load_encoder"]
+__all__ = ["REGISTRY", "Encoder", "ModelSpec", "default_model", "detect_format", "l2_normalize", "load_encoder"]

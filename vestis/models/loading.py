@@ -41,6 +41,8 @@ def detect_format(directory: Path) -> str:
         raise ModelFormatError(f"{d}: config.json has model_type {model_type!r}; expected 'clip' or 'chinese_clip'")
     if (d / "open_clip_config.json").is_file():
         return registry.OPEN_CLIP
+    if (d / "vestis_config.json").is_file():
+        return registry.VESTIS
     graphs = list(d.glob("*.onnx")) + list(d.glob("onnx/*.onnx"))
     if any(p.name.startswith("vision_model") or p.name == "model.onnx" for p in graphs):
         return registry.ONNX
@@ -128,7 +130,7 @@ def load_encoder(
         raise InputError(f"unknown precision {precision!r}; use fp32 or int8")
     if threads is not None and threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads}")
-    name, directory, spec = resolve(name_or_path or registry.DEFAULT_MODEL, download)
+    name, directory, spec = resolve(name_or_path or registry.default_model(), download)
     common: dict[str, Any] = dict(batch_size=batch_size, threads=threads)
     if directory is None:
         from vestis.models.builtin import tiny_random_encoder
@@ -144,6 +146,10 @@ def load_encoder(
         fmt = spec.format if spec is not None else detect_format(directory)
         if runtime == "onnx" or (runtime is None and fmt == registry.ONNX) or precision == "int8":
             enc = _load_onnx(directory, name, spec, precision=precision, **common)
+        elif fmt == registry.VESTIS and runtime in (None, "torch"):
+            from vestis.models.vestis_mini import load_vestis_mini
+
+            enc = load_vestis_mini(directory, name, **common)
         elif runtime == "open_clip" or fmt == registry.OPEN_CLIP:
             enc = _load_open_clip(directory, name, spec, force_native=runtime == "open_clip", device=device, **common)
         elif fmt in (registry.HF_CLIP, registry.CHINESE_CLIP):
@@ -266,11 +272,19 @@ def _load_onnx(directory: Path, name: str, spec: ModelSpec | None, *, precision:
         meta.get("context_length") or (spec.context_length if spec and spec.context_length else CLIP_CONTEXT_LENGTH)
     )
     tokenizer = _dir_tokenizer(directory, ctx)
+    if meta.get("image_config"):
+        saved = dict(meta["image_config"])
+        for key in ("resize_hw", "crop_hw", "mean", "std"):
+            if saved.get(key) is not None:
+                saved[key] = tuple(saved[key])
+        image_config = ImageConfig(**saved)
+    else:
+        image_config = _image_config(directory)
     return OnnxEncoder(
         directory,
         name=name,
         tokenizer=tokenizer,
-        image_config=_image_config(directory),
+        image_config=image_config,
         precision=precision,
         **common,
     )

@@ -54,7 +54,9 @@ class ImageConfig:
     """What a checkpoint's processor does to an image before the model sees it.
 
     ``resize_mode``: ``"shortest"`` scales the short side to ``resize``;
-    ``"squash"`` resizes to exactly ``resize`` x ``resize`` (or ``resize_hw``).
+    ``"squash"`` resizes to exactly ``resize`` x ``resize`` (or ``resize_hw``);
+    ``"longest"`` scales the long side to ``resize`` and pads to a square of
+    ``pad_value`` (catalog photos on white keep their whole garment).
     ``crop_rounding``: ``"floor"`` (transformers) or ``"round"`` (torchvision).
     """
 
@@ -68,6 +70,7 @@ class ImageConfig:
     mean: tuple[float, ...] = OPENAI_CLIP_MEAN
     std: tuple[float, ...] = OPENAI_CLIP_STD
     do_normalize: bool = True
+    pad_value: int = 255
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -77,7 +80,7 @@ class ImageConfig:
             return self.crop_hw
         if self.resize_hw is not None:
             return self.resize_hw
-        if self.resize is not None and self.resize_mode == "squash":
+        if self.resize is not None and self.resize_mode in ("squash", "longest"):
             return (self.resize, self.resize)
         raise ValueError("image config gives no fixed output size (no crop and no exact resize)")
 
@@ -291,8 +294,22 @@ def _crop_offset(size: int, crop: int, rounding: str) -> int:
     return (size - crop) // 2
 
 
+def _letterbox(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
+    size = int(cfg.resize)
+    scale = size / max(img.width, img.height)
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    if (w, h) != img.size:
+        img = img.resize((w, h), resample=_PIL_RESAMPLE[cfg.resample])
+    canvas = np.full((size, size, 3), cfg.pad_value, dtype=np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    canvas[top : top + h, left : left + w] = np.asarray(img, dtype=np.uint8)
+    return canvas
+
+
 def resize_and_crop(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
     """One RGB image to a uint8 array of ``cfg.output_hw`` (H, W, 3)."""
+    if cfg.resize_mode == "longest":
+        return _letterbox(img, cfg)
     target = _resized_size(img.width, img.height, cfg)
     if target is not None and target != img.size:
         img = img.resize(target, resample=_PIL_RESAMPLE[cfg.resample])

@@ -18,9 +18,12 @@ HF_CLIP = "hf-clip"
 OPEN_CLIP = "open-clip"
 CHINESE_CLIP = "chinese-clip"
 ONNX = "onnx"
+VESTIS = "vestis"
 BUILTIN = "builtin"
 
-FORMATS = (HF_CLIP, OPEN_CLIP, CHINESE_CLIP, ONNX, BUILTIN)
+FORMATS = (HF_CLIP, OPEN_CLIP, CHINESE_CLIP, ONNX, VESTIS, BUILTIN)
+#: Where weights that ship inside the vestis package live (``<name>/``).
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _CLIP_TOKENIZER = ("tokenizer.json", "vocab.json")
@@ -111,6 +114,13 @@ REGISTRY: dict[str, ModelSpec] = {
             context_length=52,
         ),
         ModelSpec(
+            name="vestis-mini",
+            format=VESTIS,
+            description="vestis' own model, trained in this repo on KAGL: small ConvNet + frozen MiniLM text tower",
+            files=(("vestis_config.json",), ("model.safetensors",)),
+            context_length=128,
+        ),
+        ModelSpec(
             name="vestis-tiny-random",
             format=BUILTIN,
             description="A tiny CLIP with seeded random weights, built in memory: plumbing and demos only",
@@ -119,8 +129,11 @@ REGISTRY: dict[str, ModelSpec] = {
     )
 }
 
-#: The model used when none is named.  vestis-mini replaces it once it ships.
-DEFAULT_MODEL = "vestis-tiny-random"
+
+def default_model() -> str:
+    """The model used when none is named: the bundled vestis-mini, else the tiny random one."""
+    mini = REGISTRY["vestis-mini"]
+    return mini.name if not mini.missing_files(BUNDLED_DIR / mini.name) else "vestis-tiny-random"
 
 
 def search_dirs() -> list[Path]:
@@ -143,7 +156,7 @@ def hub_cache_dir(hub_id: str) -> Path | None:
 
 def locate(spec: ModelSpec) -> tuple[Path | None, list[Path]]:
     """(directory holding every file of ``spec``, folders searched)."""
-    candidates = [d / spec.name for d in search_dirs()]
+    candidates = [BUNDLED_DIR / spec.name] + [d / spec.name for d in search_dirs()]
     if spec.hub_id:
         cached = hub_cache_dir(spec.hub_id)
         if cached is not None:

@@ -1,0 +1,103 @@
+"""Training: a tiny run learns, resumes exactly, and saves a model vestis can load and export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vestis
+from vestis.data import demo_catalog_path, kagl_parquets
+from vestis.export import export_onnx
+from vestis.models.vestis_mini import MiniConfig
+from vestis.train.augment import AugmentConfig, augment
+from vestis.train.captions import product_views
+from vestis.train.data import is_validation
+from vestis.train.loop import TrainConfig, train
+from vestis.train.loss import field_loss
+
+
+def tiny_config(out, epochs: int) -> TrainConfig:
+    files = kagl_parquets()
+    return TrainConfig(
+        out=str(out),
+        kagl=str(files[0] if files else demo_catalog_path()),
+        ccp=None,
+        limit=240,
+        val_fraction=0.2,
+        epochs=epochs,
+        batch_size=48,
+        lr=3e-3,
+        warmup_steps=3,
+        model=MiniConfig(embed_dim=32, image_size=32, widths=(8, 16, 32, 32), blocks=(1, 1, 1, 1), text_hidden=64),
+    )
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run3")
+    final = train(tiny_config(out, 3), quiet=True, log=lambda _: None)
+    return out, final
+
+
+def test_loss_falls(three_epochs):
+    out, final = three_epochs
+    history = [__import__("json").loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(history) == 3
+    assert history[-1]["loss"] < history[0]["first_loss"] - 0.2
+    assert 0 <= final["val_article_weighted_f1"] <= 1 and final["val_n"] > 0
+
+
+def test_resume_reproduces_an_uninterrupted_run(three_epochs, tmp_path):
+    out, _ = three_epochs
+    train(tiny_config(tmp_path, 3), quiet=True, log=lambda _: None, stop_after=2)  # "interrupted"
+    assert not (tmp_path / "model").exists()
+    lines = []
+    train(tiny_config(tmp_path, 3), resume=True, quiet=True, log=lines.append)
+    assert any("resumed" in line for line in lines)
+    a = load_file(str(out / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
+
+
+def test_trained_model_loads_and_exports_to_onnx(three_epochs, tmp_path, sample_images, sample_texts):
+    out, _ = three_epochs
+    enc = vestis.load_encoder(out / "model")
+    assert enc.dim == 32 and "vestis-mini" in enc.runtime
+    img, txt = enc.encode_images(sample_images[:6]), enc.encode_texts(sample_texts[:6])
+    assert img.shape == (6, 32) and np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
+    onnx_enc = vestis.load_encoder(export_onnx(enc, tmp_path / "onnx"))
+    assert np.abs(onnx_enc.encode_images(sample_images[:6]) - img).max() < 1e-4
+    assert np.abs(onnx_enc.encode_texts(sample_texts[:6]) - txt).max() < 1e-4
+
+
+def test_validation_split_is_stable_and_sized():
+    ids = range(20000)
+    picked = [i for i in ids if is_validation(i, 0.1)]
+    assert 0.09 < len(picked) / 20000 < 0.11
+    assert picked == [i for i in ids if is_validation(str(i), 0.1)]  # ids as int or str agree
+
+
+def test_colourless_augmentations_are_flagged():
+    images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
+    x, colourless = augment(images, AugmentConfig(gray=0.5, invert=0.2), torch.Generator().manual_seed(0))
+    assert x.shape == (64, 3, 32, 32) and 0 < colourless.sum() < 64
+    gray = x[colourless]
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
+    assert not torch.allclose(x[~colourless][:, 0], x[~colourless][:, 1])
+
+
+def test_identical_captions_are_not_negatives():
+    image = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1]]), dim=-1)
+    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05]]), dim=-1)
+    # both products carry the same caption: one column, so nothing pushes them apart
+    loss = field_loss(image, text, torch.tensor([0, 0]), torch.tensor(10.0))
+    assert float(loss) < 0.75  # i2t is exactly 0; t2i spreads over the two images (ln 2 at most)
+
+
+def test_caption_views_never_invent_unknown_fields():
+    views = product_views({"articleType": "Tshirts", "baseColour": "", "productDisplayName": ""})
+    assert "colour" not in views and "title" not in views
+    assert all("  " not in c and c for c in views["composed"])

