@@ -132,6 +132,9 @@ app.add_typer(eval_app, name="eval")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+SplitOpt = Annotated[
+    str, typer.Option("--split", help="all, or the train/val split vestis-mini uses (stable hash of the id).")
+]
 
 
 def _cache(no_cache: bool):
@@ -171,6 +174,7 @@ def eval_classify(
         list[str] | None, typer.Option("--template", help="Prompt template with {} (repeatable; ensembled).")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N items.")] = None,
+    split: SplitOpt = "all",
     confusion: Annotated[Path | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")] = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -184,7 +188,7 @@ def eval_classify(
     from vestis.models import load_encoder
 
     items = labelled_images(
-        data=data, dataset=dataset, image_column=image_column, label_column=label_column, limit=limit
+        data=data, dataset=dataset, image_column=image_column, label_column=label_column, limit=limit, split=split
     )
     candidates = [x.strip() for x in labels.split(",") if x.strip()] if labels else items.classes
     enc = load_encoder(model)
@@ -212,6 +216,7 @@ def eval_retrieval(
     ] = None,
     weights: Annotated[str, typer.Option("--weights", help="Image,text weights of multi-field docs.")] = "0.9,0.1",
     query_prefix: Annotated[str, typer.Option("--query-prefix")] = "",
+    split: SplitOpt = "all",
     model: ModelOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -219,6 +224,7 @@ def eval_retrieval(
 ) -> None:
     """Retrieval scored with Marqo's protocol (recall, precision, MRR, nDCG, mAP at 1 and 10)."""
     from vestis.data.catalog import read_catalog
+    from vestis.data.split import select_split
     from vestis.eval.retrieval import evaluate_retrieval
     from vestis.models import load_encoder
 
@@ -226,7 +232,7 @@ def eval_retrieval(
         w = tuple(float(x) for x in weights.split(","))
     except ValueError:
         raise VestisError(f"--weights must be numbers separated by a comma, got {weights!r}") from None
-    catalog = read_catalog(data)
+    catalog = select_split(read_catalog(data), split, id_column)
     enc = load_encoder(model)
     result = evaluate_retrieval(
         enc, catalog, ground_truth, id_column=id_column, image_column=image_column, title_column=title_column,

@@ -64,3 +64,15 @@ def test_fashion_mnist_reader():
     data = labelled_images(dataset="fashion-mnist", limit=100)
     assert len(data.images) == 100 and data.images[0].shape == (28, 28) and data.images[0].dtype == np.uint8
     assert data.classes[0] == "T-shirt/top" and set(data.labels) <= set(data.classes)
+
+
+def test_split_selects_the_stable_validation_ids(colour_catalog):
+    from vestis.data.split import is_validation
+
+    val = labelled_images(data=colour_catalog, label_column="baseColour", split="val")
+    train = labelled_images(data=colour_catalog, label_column="baseColour", split="train")
+    assert len(val.images) + len(train.images) == 12
+    expected_val = sum(is_validation(100 + i) for i in range(12))
+    assert len(val.images) == expected_val and "val split" in val.description
+    with pytest.raises(InputError, match="unknown split"):
+        labelled_images(data=colour_catalog, label_column="baseColour", split="test")

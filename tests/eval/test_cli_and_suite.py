@@ -31,7 +31,7 @@ def demo_gt(tmp_path):
 def test_eval_retrieval_json_contract(demo_gt, tmp_path):
     env = {**__import__("os").environ, "VESTIS_CACHE_DIR": str(tmp_path / "cache")}
     proc = vestis("eval", "retrieval", "--data", str(demo_catalog_path()), "--image-column", "image",
-                  "--ground-truth", str(demo_gt), "--json", env=env)  # fmt: skip
+                  "--ground-truth", str(demo_gt), "--json", "--model", "vestis-tiny-random", env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("recall@1", "recall@10", "precision@1", "precision@10", "mrr@10", "ndcg@10", "avg_recall",
@@ -42,7 +42,7 @@ def test_eval_retrieval_json_contract(demo_gt, tmp_path):
 
 def test_eval_classify_json_contract(tmp_path):
     proc = vestis("eval", "classify", "--data", str(demo_catalog_path()), "--image-column", "image",
-                  "--label-column", "masterCategory", "--json", "--no-cache",
+                  "--label-column", "masterCategory", "--json", "--no-cache", "--model", "vestis-tiny-random",
                   "--confusion", str(tmp_path / "cm.png"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -11,20 +11,11 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPToken
 
 import vestis
 from tests.conftest import features, normalized, perturb_
+from vestis.models.preprocess import CLIP_PREPROCESSOR_CONFIG
 from vestis.models.text import clip_tokenizer_from_bpe
 
 # FashionCLIP's preprocessor_config.json, in its (old) spelling.
-FASHION_CLIP_PREPROCESSOR = {
-    "crop_size": 224,
-    "do_center_crop": True,
-    "do_normalize": True,
-    "do_resize": True,
-    "feature_extractor_type": "CLIPFeatureExtractor",
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "resample": 3,
-    "size": 224,
-}
+FASHION_CLIP_PREPROCESSOR = CLIP_PREPROCESSOR_CONFIG
 
 
 def tiny_fashion_clip_config() -> CLIPConfig:

@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 
 import vestis
 from vestis.data import demo_catalog_path, kagl_parquets
+from vestis.data.split import is_validation
 from vestis.export import export_onnx
 from vestis.models.vestis_mini import MiniConfig
 from vestis.train.augment import AugmentConfig, augment
 from vestis.train.captions import product_views
-from vestis.train.data import is_validation
 from vestis.train.loop import TrainConfig, train
 from vestis.train.loss import field_loss
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vestis.data.catalog import FASHION_MNIST_CLASSES, load_fashion_mnist, read_catalog
+from vestis.data.split import select_split
 from vestis.errors import InputError
 from vestis.models.preprocess import ImageInput
 
@@ -34,14 +35,17 @@ def fashion_mnist(limit: int | None = None) -> LabelledImages:
     )
 
 
-def from_parquet(path: str | Path, image_column: str, label_column: str, limit: int | None = None) -> LabelledImages:
-    table = read_catalog(path, [image_column, label_column])
+def from_parquet(
+    path: str | Path, image_column: str, label_column: str, limit: int | None = None, split: str = "all"
+) -> LabelledImages:
+    columns = [image_column, label_column] + (["id"] if split != "all" else [])
+    table = select_split(read_catalog(path, columns), split)
     if limit is not None:
         table = table.slice(0, limit)
     return LabelledImages(
         table.column(image_column).to_pylist(),
         table.column(label_column).to_pylist(),
-        f"{Path(path).name}: {label_column} ({table.num_rows} rows)",
+        f"{Path(path).name}: {label_column} ({'' if split == 'all' else split + ' split, '}{table.num_rows} rows)",
     )
 
 
@@ -67,6 +71,7 @@ def labelled_images(
     image_column: str = "image",
     label_column: str | None = None,
     limit: int | None = None,
+    split: str = "all",
 ) -> LabelledImages:
     if (data is None) == (dataset is None):
         raise InputError("give exactly one of --data or --dataset")
@@ -79,4 +84,4 @@ def labelled_images(
         return from_folder(path, limit)
     if not label_column:
         raise InputError("--label-column is required for a parquet catalog")
-    return from_parquet(path, image_column, label_column, limit)
+    return from_parquet(path, image_column, label_column, limit, split)

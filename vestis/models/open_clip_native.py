@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from vestis.errors import ModelFormatError
 from vestis.models.base import Encoder
 from vestis.models.open_clip_format import import_open_clip
 from vestis.models.preprocess import ImageConfig
-from vestis.models.torch_backend import torch_threads
+from vestis.models.torch_backend import torch_runtime
 
 
 class _OpenClipTokenizer:
@@ -68,11 +69,12 @@ class OpenClipEncoder(Encoder):
         self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
         self.runtime = "torch fp32 (open_clip)"
 
+    def _runtime_context(self) -> contextlib.AbstractContextManager[Any]:
+        return torch_runtime(self.threads)
+
     def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
-        with torch_threads(self.threads), torch.inference_mode():
-            x = torch.from_numpy(pixel_values).to(self.device)
-            return self.model.encode_image(x).float().cpu().numpy()
+        x = torch.from_numpy(pixel_values).to(self.device)
+        return self.model.encode_image(x).float().cpu().numpy()
 
     def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch_threads(self.threads), torch.inference_mode():
-            return self.model.encode_text(torch.from_numpy(input_ids).to(self.device)).float().cpu().numpy()
+        return self.model.encode_text(torch.from_numpy(input_ids).to(self.device)).float().cpu().numpy()

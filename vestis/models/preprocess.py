@@ -34,6 +34,20 @@ ImageInput = Image.Image | np.ndarray | str | PathLike | bytes | bytearray | mem
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: OpenAI CLIP's ``preprocessor_config.json`` for 224-px ViTs, in the old spelling that
+#: FashionCLIP's repository still ships.
+CLIP_PREPROCESSOR_CONFIG = {
+    "crop_size": 224,
+    "do_center_crop": True,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "CLIPFeatureExtractor",
+    "image_mean": list(OPENAI_CLIP_MEAN),
+    "image_std": list(OPENAI_CLIP_STD),
+    "resample": 3,
+    "size": 224,
+}
+
 #: Largest image (in pixels) vestis decodes unless told otherwise: 8192 x 8192.
 #: PIL's own bomb guard is process-global; this limit is checked per call.
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192

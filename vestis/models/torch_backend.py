@@ -44,6 +44,14 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def torch_runtime(threads: int | None) -> contextlib.ExitStack:
+    """Inference mode with ``threads`` intra-op threads, for every torch encoder."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch_threads(threads))
+    stack.enter_context(torch.inference_mode())
+    return stack
+
+
 class TorchEncoder(Encoder):
     """A transformers two-tower model (anything with ``get_image_features``/``get_text_features``)."""
 
@@ -73,10 +81,7 @@ class TorchEncoder(Encoder):
         self.runtime = f"torch fp32 ({type(model).__name__})"
 
     def _runtime_context(self) -> contextlib.AbstractContextManager[Any]:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch_threads(self.threads))
-        stack.enter_context(torch.inference_mode())
-        return stack
+        return torch_runtime(self.threads)
 
     def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(pixel_values).to(self.device)

@@ -13,6 +13,7 @@ MiniLM weights are not copied: they come from the pinned package.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from vestis.errors import ModelFormatError
 from vestis.models.base import Encoder
 from vestis.models.preprocess import ImageConfig
 from vestis.models.text import TextTokenizer
-from vestis.models.torch_backend import torch_threads
+from vestis.models.torch_backend import torch_runtime
 
 CONFIG_FILE = "vestis_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -208,14 +209,15 @@ class VestisMiniEncoder(Encoder):
         self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
         self.runtime = "torch fp32 (vestis-mini)"
 
+    def _runtime_context(self) -> contextlib.AbstractContextManager[Any]:
+        return torch_runtime(self.threads)
+
     def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
-        with torch_threads(self.threads), torch.inference_mode():
-            return self.model.image_tower(torch.from_numpy(pixel_values)).numpy()
+        return self.model.image_tower(torch.from_numpy(pixel_values)).numpy()
 
     def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch_threads(self.threads), torch.inference_mode():
-            sent = self.text(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-            return self.model.text_head(sent).numpy()
+        sent = self.text(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+        return self.model.text_head(sent).numpy()
 
 
 def load_vestis_mini(directory: Path, name: str, **common: Any) -> VestisMiniEncoder:

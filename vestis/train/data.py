@@ -8,7 +8,6 @@ of the product id, so it never changes between runs or machines.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from vestis.data.catalog import read_catalog
+from vestis.data.split import is_validation
 from vestis.errors import ImageError
 from vestis.models.preprocess import ImageConfig, load_image, resize_and_crop
 from vestis.progress import progress_bar
@@ -30,12 +30,6 @@ CCP_LABELS = (
     "sweater sweatshirt swimwear t-shirt tie tights top vest wallet watch wedges"
 ).split()
 _CCP_SKIP = {"null", "skin", "hair", "accessories", "intimate", "ring", "earrings", "bracelet", "necklace", "watch"}
-
-
-def is_validation(item_id: object, fraction: float) -> bool:
-    """Stable split: the first 8 bytes of blake2b(id) as a fraction of 2**64."""
-    digest = hashlib.blake2b(str(item_id).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
 @dataclass

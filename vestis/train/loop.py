@@ -275,6 +275,8 @@ def train(
                     model.logit_scale.clamp_(0, math.log(100))
                 losses.append(float(loss.detach()))
                 advance(1)
+                if quiet and (step + 1) % 50 == 0:
+                    log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {np.mean(losses[-50:]):.3f}")
         metrics = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_loss": losses[0],
                    "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
                    "logit_scale": float(model.logit_scale.detach().exp())}  # fmt: skip
