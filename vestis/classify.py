@@ -35,7 +35,7 @@ class Prediction:
     score: float
 
 
-def top_k(
+def top_labels(
     image_embeddings: np.ndarray, label_emb: np.ndarray, labels: Sequence[str], k: int = 1, logit_scale: float = 100.0
 ) -> list[list[Prediction]]:
     """For each image, the ``k`` most probable labels with softmax probabilities."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from vestis.classify import label_embeddings, top_k
+from vestis.classify import label_embeddings, top_labels
 from vestis.data import demo_catalog_path, kagl_parquets
+from vestis.data.split import select_split
+from vestis.embed import embed_images
 from vestis.models import load_encoder
 from vestis.models.registry import default_model
 
@@ -18,9 +19,9 @@ QUERIES = ("red summer dress", "black leather shoes for men", "a watch")
 
 def _catalog(n: int = 200) -> tuple[str, list[dict]]:
     files = kagl_parquets()
-    if files:
-        rows = pq.read_table(files[0]).slice(0, n).to_pylist()
-        return f"{files[0].name} (first {len(rows)} products)", rows
+    if files:  # validation-split products: vestis-mini never trained on them
+        rows = select_split(pq.read_table(files[0]), "val").slice(0, n).to_pylist()
+        return f"{files[0].name} (first {len(rows)} validation-split products)", rows
     path = demo_catalog_path()
     return f"bundled {path.name}", pq.read_table(path).to_pylist()
 
@@ -37,17 +38,11 @@ def run_demo(model: str | None = None, *, console: Console | None = None, quiet:
         )
     source, rows = _catalog()
     console.print(f"model: {enc}\ncatalog: {source}")
-    images = [r["image"] for r in rows]
-    batch = enc.batch_size
-    vectors = []
-    with Progress(console=console, disable=quiet or not console.is_terminal, transient=True) as progress:
-        task = progress.add_task("embedding images", total=len(images))
-        for start in range(0, len(images), batch):
-            vectors.append(enc.encode_images(images[start : start + batch]))
-            progress.advance(task, len(images[start : start + batch]))
-    image_emb = np.concatenate(vectors)
+    embedded = embed_images(enc, [r["image"] for r in rows], quiet=quiet)
+    rows = [r for r, ok in zip(rows, embedded.ok) if ok]
+    image_emb = embedded.vectors[embedded.ok]
     labels = sorted({r["articleType"] for r in rows if r["articleType"]})
-    preds = top_k(image_emb, label_embeddings(enc, labels), labels, k=1, logit_scale=enc.logit_scale)
+    preds = top_labels(image_emb, label_embeddings(enc, labels), labels, k=1, logit_scale=enc.logit_scale)
     truth = [r["articleType"] for r in rows]
     accuracy = float(np.mean([p[0].label == t for p, t in zip(preds, truth)]))
     table = Table(title=f"zero-shot articleType ({len(labels)} labels), first 10 products")
