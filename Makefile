@@ -14,12 +14,12 @@ demo: $(VENV)/.installed
 	$(BIN)/vestis demo
 
 test: $(VENV)/.installed $(REF)/.installed
-	$(BIN)/ruff check vestis tests benchmarks
-	$(BIN)/ruff format --check vestis tests benchmarks
+	$(BIN)/ruff check vestis tests benchmarks scripts
+	$(BIN)/ruff format --check vestis tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check vestis tests benchmarks
+	$(BIN)/ruff check vestis tests benchmarks scripts
 
 venv: $(VENV)/.installed
 
