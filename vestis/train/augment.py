@@ -10,6 +10,7 @@ per item and the loss then uses captions that name no colour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +28,17 @@ class AugmentConfig:
     lowres_sizes: tuple[int, int] = (14, 32)
 
 
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> normalised with the model's per-channel mean and std."""
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
 def augment(
-    images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, mean: float = 0.5, std: float = 0.5
+    images: torch.Tensor,
+    cfg: AugmentConfig,
+    gen: torch.Generator,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S), and a (B,) mask of colourless items."""
     x = images.permute(0, 3, 1, 2).float().div_(255)
@@ -66,4 +76,4 @@ def augment(
         x[gray] = lum.expand(-1, 3, -1, -1)
     x = x.clamp_(0, 1)
     x[invert] = 1 - x[invert]
-    return (x - mean) / std, gray
+    return normalize(x, mean, std), gray

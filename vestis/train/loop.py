@@ -31,7 +31,7 @@ from vestis.errors import InputError
 from vestis.eval.metrics import classification_metrics
 from vestis.models.vestis_mini import MiniConfig, MiniModel, SentenceEncoder, sentence_tokenizer
 from vestis.progress import progress_bar
-from vestis.train.augment import AugmentConfig, augment
+from vestis.train.augment import AugmentConfig, augment, normalize
 from vestis.train.captions import COLOUR_FIELDS, DEFAULT_FIELD_WEIGHTS
 from vestis.train.data import TrainingSet, build_training_set, ccp_items, kagl_items
 from vestis.train.loss import field_loss
@@ -142,7 +142,7 @@ def zero_shot_f1(model: MiniModel, val: TrainingSet, label_sentences: torch.Tens
     feats = []
     for start in range(0, len(keep), 512):
         x = torch.from_numpy(val.images[keep[start : start + 512]]).permute(0, 3, 1, 2).float().div(255)
-        x = (x - 0.5) / 0.5
+        x = normalize(x, model.cfg.mean, model.cfg.std)
         feats.append(F.normalize(model.image_tower(x), dim=-1))
     image = torch.cat(feats)
     text = F.normalize(model.text_head(label_sentences), dim=-1)
@@ -249,7 +249,7 @@ def train(
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue
-                x, colourless = augment(images[idx], cfg.augment, gen)
+                x, colourless = augment(images[idx], cfg.augment, gen, cfg.model.mean, cfg.model.std)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                     image_emb = model.image_tower(x)
                 image_emb = F.normalize(image_emb.float(), dim=-1)
