@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vestis import __version__
+from vestis import __version__, cli_catalog
 from vestis.errors import VestisError
 
 app = typer.Typer(
@@ -125,6 +125,10 @@ def embed(
         table.add_row(kind, src, f"{np.linalg.norm(vec):.4f}", " ".join(f"{x:+.3f}" for x in vec[:4]) + " …")
     out.print(table)
 
+
+app.add_typer(cli_catalog.index_app, name="index")
+for _command in (cli_catalog.search, cli_catalog.similar, cli_catalog.tag, cli_catalog.classify):
+    app.command()(_command)
 
 eval_app = typer.Typer(help="Evaluate with the published protocols (Marqo retrieval, FashionCLIP zero-shot).")
 app.add_typer(eval_app, name="eval")

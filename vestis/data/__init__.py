@@ -6,7 +6,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
-#: 48 KAGL products (one per article type) bundled for demos and offline tests.
+#: 300 KAGL products bundled for demos and offline tests: all from the validation split
+#: (vestis-mini never trained on them), 112 article types, spread round-robin over types.
 #: Source: "Fashion Product Images (Small)", Param Aggarwal, Kaggle, MIT licence;
 #: labels as in Marqo's KAGL ground truth.  Same columns as the full KAGL parquet.
 DEMO_CATALOG = "kagl-demo.parquet"

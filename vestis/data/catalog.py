@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,134 @@ def load_fashion_mnist(split: str = "test", root: Path = FASHION_MNIST_DIR) -> t
     images = _read_idx(images_path)
     labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
     return images, labels
+
+
+# ------------------------------------------------------------------------ catalogs to index
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+#: Columns tried, in order, as a product's title when none is named.
+TITLE_COLUMNS = ("productDisplayName", "title", "name", "product_name")
+
+
+@dataclass
+class CatalogItem:
+    """One product read from a catalog: its id, image (bytes or a file path) and other columns."""
+
+    id: object
+    image: bytes | Path | None
+    metadata: dict
+    image_ref: str | None = None  # the image's path as the catalog gave it
+    image_problem: str | None = None  # why there is no image to read (missing, remote URL, ...)
+
+
+@dataclass
+class CatalogReader:
+    """Streams :class:`CatalogItem` batches from a parquet file or folder of parquets, a CSV or
+    JSONL file of metadata with image paths (relative to the file), or a folder of images."""
+
+    path: Path
+    id_column: str = "id"
+    image_column: str = "image"
+    kind: str = ""
+    total: int = 0
+    columns: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: str | Path, id_column: str = "id", image_column: str = "image") -> CatalogReader:
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise InputError(f"{p}: no such file or directory")
+        reader = cls(p, id_column, image_column)
+        if p.is_dir() and not any(p.glob("*.parquet")):
+            reader.kind = "images"
+            reader._files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            reader.total = len(reader._files)
+            reader.columns = ["path", "folder"]
+            return reader
+        suffix = p.suffix.lower()
+        if p.is_dir() or suffix == ".parquet":
+            reader.kind = "parquet"
+            reader._files = parquet_files(p)
+            schemas = []
+            for f in reader._files:
+                try:
+                    schemas.append(pq.read_schema(f))
+                    reader.total += pq.ParquetFile(f).metadata.num_rows
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise InputError(f"{f}: not a readable parquet file ({exc})") from None
+            reader.columns = list(schemas[0].names)
+        elif suffix in (".csv", ".jsonl", ".ndjson", ".json"):
+            reader.kind = "csv" if suffix == ".csv" else "jsonl"
+            reader._table = _read_text_table(p, reader.kind)
+            reader.total = reader._table.num_rows
+            reader.columns = list(reader._table.column_names)
+        else:
+            raise InputError(f"{p}: unknown catalog format; use parquet, CSV, JSONL or a folder of images")
+        for col, what in ((id_column, "--id-column"), (image_column, "--image-column")):
+            if col not in reader.columns:
+                raise InputError(f"{p}: no column {col!r} ({what}); it has {', '.join(reader.columns)}")
+        return reader
+
+    def batches(self, size: int = 256) -> Iterator[list[CatalogItem]]:
+        if self.kind == "images":
+            for s in range(0, len(self._files), size):
+                yield [self._image_file_item(f) for f in self._files[s : s + size]]
+            return
+        if self.kind == "parquet":
+            for f in self._files:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=size):
+                    yield [self._row_item(r, f.parent) for r in batch.to_pylist()]
+            return
+        for s in range(0, self._table.num_rows, size):
+            yield [self._row_item(r, self.path.parent) for r in self._table.slice(s, size).to_pylist()]
+
+    def _image_file_item(self, f: Path) -> CatalogItem:
+        rel = f.relative_to(self.path).as_posix()
+        folder = f.parent.relative_to(self.path).as_posix()
+        return CatalogItem(rel, f, {"path": rel, "folder": "" if folder == "." else folder}, image_ref=str(f))
+
+    def _row_item(self, row: dict, base: Path) -> CatalogItem:
+        value = row.pop(self.image_column, None)
+        item_id = row.get(self.id_column)
+        meta = {k: _jsonable(v) for k, v in row.items()}
+        if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes": ..., "path": ...}
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)) and value:
+            return CatalogItem(item_id, bytes(value), meta)
+        if isinstance(value, str) and value.strip():
+            ref = value.strip()
+            if ref.startswith(("http://", "https://")):
+                return CatalogItem(item_id, None, meta, ref, "remote image URLs are not fetched; download them first")
+            path = Path(ref.removeprefix("file://")).expanduser()
+            path = path if path.is_absolute() else base / path
+            if not path.is_file():
+                return CatalogItem(item_id, None, meta, ref, f"image file not found: {path}")
+            return CatalogItem(item_id, path, meta, ref)
+        return CatalogItem(item_id, None, meta, None, "no image")
+
+
+def _read_text_table(path: Path, kind: str) -> pa.Table:
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+
+    try:
+        if kind == "csv":
+            # every column as text: ids like 00123 and SKUs keep their form
+            names = pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16)).column_names
+            opts = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+            return pcsv.read_csv(path, convert_options=opts)
+        return pjson.read_json(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: cannot read it as {kind.upper()} ({str(exc).splitlines()[0]})") from None
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, (bytes, bytearray)):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)

@@ -185,11 +185,12 @@ def _load_transformers(
 ) -> Encoder:
     from transformers import ChineseCLIPModel, CLIPModel
 
+    from vestis.models.hf import quiet_from_pretrained
     from vestis.models.torch_backend import TorchEncoder
 
     cls = CLIPModel if fmt == registry.HF_CLIP else ChineseCLIPModel
     try:
-        model = cls.from_pretrained(str(directory), local_files_only=True)
+        model = quiet_from_pretrained(cls, str(directory))
     except Exception as exc:  # corrupt weights, shape mismatches, bad config
         raise ModelFormatError(f"{directory}: cannot load {cls.__name__} ({type(exc).__name__}: {exc})") from None
     text_cfg = model.config.text_config

@@ -166,7 +166,9 @@ class SentenceEncoder(nn.Module):
         self.model_dir = text_model_dir(package)
         from transformers import AutoModel
 
-        self.bert = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
+        from vestis.models.hf import quiet_from_pretrained
+
+        self.bert = quiet_from_pretrained(AutoModel, str(self.model_dir)).eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

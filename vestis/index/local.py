@@ -1,0 +1,545 @@
+"""The embedded default store: one directory, SQLite (+FTS5) as the source of truth.
+
+Layout of an index directory::
+
+    index.sqlite        items, their vectors, thumbnails, an FTS5 keyword index (WAL mode)
+    cache/g<N>/         derived, rebuildable: the vector matrix (and HNSW graph) of generation N
+    write.lock          held by the one writer
+    reports/            build reports (JSON)
+
+Every write is one SQLite transaction that also bumps ``generation``; a crash or
+kill at any moment leaves the last committed generation readable. Readers see a
+consistent snapshot (WAL) while one writer adds. The vector matrix of a generation
+is derived data: written to a temporary folder and renamed into place, rebuilt from
+SQLite when it is missing or damaged, extended incrementally when rows are appended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vestis.errors import InputError, VestisError
+from vestis.index.filters import Filter
+from vestis.index.store import Record, StoreInfo
+from vestis.index.vectors import (
+    AnnConfig,
+    VectorSet,
+    build_vector_set,
+    extend_vector_set,
+    load_vector_set,
+    save_vector_set,
+)
+
+SCHEMA_VERSION = 1
+DB_NAME = "index.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    row INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    id_json TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    image_hash TEXT,
+    meta TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL DEFAULT '',
+    image_error TEXT,
+    image_ref TEXT
+);
+CREATE INDEX IF NOT EXISTS items_image_hash ON items(image_hash);
+CREATE TABLE IF NOT EXISTS vectors (row INTEGER PRIMARY KEY, vec BLOB NOT NULL, img_vec BLOB, txt_vec BLOB);
+CREATE TABLE IF NOT EXISTS thumbs (row INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+    title, body, content='items', content_rowid='row', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS items_ai AFTER INSERT ON items BEGIN
+    INSERT INTO fts(rowid, title, body) VALUES (new.row, new.title, new.body);
+END;
+CREATE TRIGGER IF NOT EXISTS items_ad AFTER DELETE ON items BEGIN
+    INSERT INTO fts(fts, rowid, title, body) VALUES ('delete', old.row, old.title, old.body);
+    DELETE FROM vectors WHERE row = old.row;
+    DELETE FROM thumbs WHERE row = old.row;
+END;
+"""
+
+_CHUNK = 500  # SQLite parameters per IN (...) list
+
+
+def is_index_dir(path: str | Path) -> bool:
+    return (Path(path) / DB_NAME).is_file()
+
+
+def _blob(v: np.ndarray | None) -> bytes | None:
+    return None if v is None else np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
+
+def _field_sql(name: str) -> tuple[str, list]:
+    if name == "id":
+        return "items.id", []
+    return "json_extract(items.meta, ?)", ['$."' + name.replace('"', "") + '"']
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 query matching any of the words of ``text`` (quoted: no FTS syntax gets through)."""
+    words = re.findall(r"\w+", text.lower())
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
+
+
+class LocalStore:
+    """A catalog index in one directory (see the module docstring)."""
+
+    def __init__(self, directory: Path, con: sqlite3.Connection, info: StoreInfo, *, writable: bool) -> None:
+        self.directory = directory
+        self._con = con
+        self.info = info
+        self.writable = writable
+        self._lock = threading.RLock()  # one connection, shared by a server's threads
+        self._snap: tuple[int, VectorSet] | None = None
+        self._write_depth = 0
+        self._lock_file = None
+
+    # -------------------------------------------------------------------- open/create
+
+    @staticmethod
+    def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+        uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+        try:
+            con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=60)
+            con.execute("PRAGMA busy_timeout = 60000")
+            if not readonly:
+                con.execute("PRAGMA journal_mode = WAL")
+                con.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise VestisError(f"{path}: cannot open the index database ({exc})") from None
+        return con
+
+    @classmethod
+    def create(cls, directory: str | Path, info: StoreInfo) -> LocalStore:
+        """Create an empty index, or open the existing one if it was built with the same model."""
+        directory = Path(directory)
+        if is_index_dir(directory):
+            store = cls.open(directory, writable=True)
+            if store.info.fingerprint != info.fingerprint or store.info.dim != info.dim:
+                store.close()
+                raise InputError(
+                    f"{directory} was built with model {store.info.model!r} (dim {store.info.dim}); "
+                    f"it cannot take vectors from {info.model!r} (dim {info.dim}). Use another --out folder."
+                )
+            return store
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory} exists and is not a directory")
+        if directory.is_dir() and any(p.name != "reports" for p in directory.iterdir()):
+            raise InputError(f"{directory} exists and is not an empty folder or a vestis index")
+        directory.mkdir(parents=True, exist_ok=True)
+        con = cls._connect(directory / DB_NAME, readonly=False)
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _split_sql(_SCHEMA):
+                con.execute(stmt)
+            values = {
+                "schema_version": SCHEMA_VERSION,
+                "model": info.model,
+                "fingerprint": info.fingerprint,
+                "dim": info.dim,
+                "settings": info.settings,
+                "fields": [],
+                "generation": 0,
+            }
+            con.executemany(
+                "INSERT OR REPLACE INTO info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            con.close()
+            raise
+        return cls(directory, con, info, writable=True)
+
+    @classmethod
+    def open(cls, directory: str | Path, *, writable: bool = False) -> LocalStore:
+        directory = Path(directory)
+        if not is_index_dir(directory):
+            raise InputError(f"{directory} is not a vestis index (no {DB_NAME}); build one with `vestis index build`")
+        con = cls._connect(directory / DB_NAME, readonly=False)
+        try:
+            info = dict(con.execute("SELECT key, value FROM info").fetchall())
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise VestisError(f"{directory}: the index database is damaged ({exc})") from None
+        version = json.loads(info.get("schema_version", "0"))
+        if version != SCHEMA_VERSION:
+            con.close()
+            raise VestisError(f"{directory}: index format {version}, this vestis reads {SCHEMA_VERSION}; rebuild it")
+        store_info = StoreInfo(
+            model=json.loads(info["model"]),
+            fingerprint=json.loads(info["fingerprint"]),
+            dim=int(json.loads(info["dim"])),
+            settings=json.loads(info["settings"]),
+        )
+        return cls(directory, con, store_info, writable=writable)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------- basics
+
+    @property
+    def ann_config(self) -> AnnConfig:
+        return AnnConfig.from_dict(self.info.settings.get("ann"))
+
+    def _info_value(self, key: str, default=None):
+        row = self._con.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def generation(self) -> int:
+        with self._lock:
+            return int(self._info_value("generation", 0))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._con.execute("SELECT count(*) FROM items").fetchone()[0]
+
+    def fields(self) -> list[str]:
+        with self._lock:
+            return list(self._info_value("fields", []))
+
+    def update_settings(self, **settings) -> None:
+        with self.writer(), self._lock:
+            merged = {**self.info.settings, **settings}
+            self._con.execute("UPDATE info SET value = ? WHERE key = 'settings'", (json.dumps(merged),))
+            self.info = StoreInfo(self.info.model, self.info.fingerprint, self.info.dim, merged)
+
+    # ------------------------------------------------------------------------- writes
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the index's write lock (one writer at a time, across processes)."""
+        if not self.writable:
+            raise VestisError(f"{self.directory} was opened read-only")
+        with self._lock:
+            if self._write_depth == 0:
+                self._lock_file = open(self.directory / "write.lock", "a+")  # noqa: SIM115
+                try:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self._lock_file.close()
+                    raise VestisError(
+                        f"{self.directory} is being written by another process; try again later"
+                    ) from None
+            self._write_depth += 1
+            try:
+                yield
+            finally:
+                self._write_depth -= 1
+                if self._write_depth == 0:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+                    self._lock_file.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            con.execute("UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        for r in records:
+            if r.vector.shape != (self.info.dim,):
+                raise InputError(f"item {r.id!r}: vector shape {r.vector.shape}, the index holds dim {self.info.dim}")
+        with self.writer(), self._lock, self._transaction() as con:
+            ids = [r.id for r in records]
+            for s in range(0, len(ids), _CHUNK):
+                part = ids[s : s + _CHUNK]
+                con.execute(f"DELETE FROM items WHERE id IN ({','.join('?' * len(part))})", part)
+            for r in records:
+                cur = con.execute(
+                    "INSERT INTO items (id, id_json, content_hash, image_hash, meta, title, body, image_error, "
+                    "image_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.id, json.dumps(r.id if r.id_value is None else r.id_value), r.content_hash, r.image_hash,
+                        json.dumps(r.metadata, default=str), r.title, r.body, r.image_error, r.image_ref,
+                    ),
+                )  # fmt: skip
+                row = cur.lastrowid
+                con.execute(
+                    "INSERT INTO vectors VALUES (?, ?, ?, ?)",
+                    (row, _blob(r.vector), _blob(r.image_vector), _blob(r.text_vector)),
+                )
+                if r.thumbnail:
+                    con.execute("INSERT INTO thumbs VALUES (?, ?)", (row, r.thumbnail))
+            known = set(self._info_value("fields", []))
+            new_fields = sorted({k for r in records for k in r.metadata} - known)
+            if new_fields:
+                con.execute(
+                    "UPDATE info SET value = ? WHERE key = 'fields'", (json.dumps(sorted(known | set(new_fields))),)
+                )
+
+    def delete(self, ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        deleted: list[str] = []
+        if not ids:
+            return deleted
+        with self.writer(), self._lock, self._transaction() as con:
+            for s in range(0, len(ids), _CHUNK):
+                part = ids[s : s + _CHUNK]
+                marks = ",".join("?" * len(part))
+                deleted += [r[0] for r in con.execute(f"SELECT id FROM items WHERE id IN ({marks})", part)]
+                con.execute(f"DELETE FROM items WHERE id IN ({marks})", part)
+        return deleted
+
+    # -------------------------------------------------------------------------- reads
+
+    def _rows_for_ids(self, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for s in range(0, len(ids), _CHUNK):
+            part = list(ids[s : s + _CHUNK])
+            marks = ",".join("?" * len(part))
+            found.update(self._con.execute(f"SELECT id, row FROM items WHERE id IN ({marks})", part).fetchall())
+        return found
+
+    def get(self, ids: Sequence[str], *, vectors: bool = False, thumbnails: bool = False) -> dict[str, Record]:
+        ids = [str(i) for i in ids]
+        out: dict[str, Record] = {}
+        cols = (
+            "items.row, id, id_json, content_hash, image_hash, meta, title, body, image_error, image_ref"
+            + (", vec, img_vec, txt_vec" if vectors else "")
+            + (", thumbs.data" if thumbnails else "")
+        )
+        joins = (" JOIN vectors USING (row)" if vectors else "") + (
+            " LEFT JOIN thumbs ON thumbs.row = items.row" if thumbnails else ""
+        )
+        dim = self.info.dim
+        with self._lock:
+            for s in range(0, len(ids), _CHUNK):
+                part = ids[s : s + _CHUNK]
+                marks = ",".join("?" * len(part))
+                for r in self._con.execute(f"SELECT {cols} FROM items{joins} WHERE id IN ({marks})", part):
+                    rec = Record(
+                        id=r[1], vector=np.zeros(dim, np.float32), metadata=json.loads(r[5]), content_hash=r[3],
+                        image_hash=r[4], title=r[6], body=r[7], image_error=r[8], image_ref=r[9],
+                        id_value=json.loads(r[2]),
+                    )  # fmt: skip
+                    i = 10
+                    if vectors:
+                        rec.vector = np.frombuffer(r[10], np.float32).copy()
+                        rec.image_vector = None if r[11] is None else np.frombuffer(r[11], np.float32).copy()
+                        rec.text_vector = None if r[12] is None else np.frombuffer(r[12], np.float32).copy()
+                        i = 13
+                    if thumbnails:
+                        rec.thumbnail = r[i]
+                    out[rec.id] = rec
+        return out
+
+    def content_hashes(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._con.execute("SELECT id, content_hash FROM items").fetchall())
+
+    def ids_with_image_hash(self, image_hash: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items WHERE image_hash = ?", (image_hash,))]
+
+    def sample_ids(self, n: int) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY row LIMIT ?", (n,))]
+
+    def all_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY row")]
+
+    def image_vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """(ids, image vectors) of the items whose image could be read, in index order."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT id, img_vec FROM items JOIN vectors USING (row) WHERE img_vec IS NOT NULL ORDER BY row"
+            ).fetchall()
+        if ids is not None:
+            want = set(map(str, ids))
+            rows = [r for r in rows if r[0] in want]
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.info.dim)
+        return [r[0] for r in rows], vecs
+
+    def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
+        if field not in self.fields():
+            raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
+        sql, params = _field_sql(field)
+        with self._lock:
+            return [
+                (v, n)
+                for v, n in self._con.execute(
+                    f"SELECT {sql} AS v, count(*) AS n FROM items WHERE v IS NOT NULL AND v != '' "
+                    "GROUP BY v ORDER BY n DESC, v LIMIT ?",
+                    [*params, limit],
+                )
+            ]
+
+    def _filter_rows(self, where: Filter) -> np.ndarray:
+        where.check_fields([*self.fields(), "id"])
+        sql, params = where.compile(_field_sql)
+        try:
+            rows = self._con.execute(f"SELECT row FROM items WHERE {sql}", params).fetchall()
+        except sqlite3.Error as exc:
+            raise InputError(f"filter {where.text!r} cannot be applied: {exc}") from None
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # ------------------------------------------------------------------- vector search
+
+    def _snapshot(self) -> VectorSet:
+        """The vector snapshot of the current generation: cached in memory, else on disk, else
+        built from SQLite (incrementally from the newest older snapshot) and saved for next time."""
+        with self._lock:
+            self._con.execute("BEGIN")
+            try:
+                gen = int(self._info_value("generation", 0))
+                if self._snap is not None and self._snap[0] == gen:
+                    return self._snap[1]
+                cache = self.directory / "cache"
+                loaded = load_vector_set(cache / f"g{gen}")
+                if loaded is not None:
+                    vs = loaded[0]
+                else:
+                    vs = self._build_snapshot(cache, gen)
+            finally:
+                self._con.execute("COMMIT")
+            self._snap = (gen, vs)
+            return vs
+
+    def _vectors_after(self, after: int) -> tuple[np.ndarray, np.ndarray]:
+        got = self._con.execute("SELECT row, vec FROM vectors WHERE row > ? ORDER BY row", (after,)).fetchall()
+        rows = np.fromiter((g[0] for g in got), dtype=np.int64, count=len(got))
+        return rows, np.frombuffer(b"".join(g[1] for g in got), np.float32).reshape(len(got), self.info.dim)
+
+    def _build_snapshot(self, cache: Path, gen: int) -> VectorSet:
+        previous = self._snap[1] if self._snap is not None else None
+        if previous is None:
+            older = [int(p.name[1:]) for p in cache.glob("g*") if p.name[1:].isdigit() and int(p.name[1:]) < gen]
+            loaded = load_vector_set(cache / f"g{max(older)}") if older else None
+            previous = loaded[0] if loaded else None
+        live_rows = np.fromiter((r[0] for r in self._con.execute("SELECT row FROM items ORDER BY row")), np.int64)
+        vs = None
+        if previous is not None:
+            after = int(previous.rows[-1]) if len(previous.rows) else -1
+            new_rows, new_vectors = self._vectors_after(after)
+            vs = extend_vector_set(previous, live_rows, new_rows, new_vectors, self.ann_config)
+        if vs is None:
+            rows, vectors = self._vectors_after(-1)
+            vs = build_vector_set(rows, vectors, self.ann_config)
+        if self.writable or os.access(cache.parent, os.W_OK):
+            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim})
+            for old in cache.glob("g*"):
+                if old.name[1:].isdigit() and int(old.name[1:]) < gen:
+                    shutil.rmtree(old, ignore_errors=True)
+        return vs
+
+    def refresh(self) -> None:
+        """Bring the derived vector snapshot up to date now (writers call this after a batch of writes)."""
+        self._snapshot()
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[str] = (),
+        exact: bool = False,
+    ) -> list[tuple[str, float]]:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.info.dim,):
+            raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
+        vs = self._snapshot()
+        with self._lock:
+            allowed = self._filter_rows(where) if where is not None else None
+            excluded = np.array(list(self._rows_for_ids(list(exclude)).values()), dtype=np.int64) if exclude else None
+            rows, scores = vs.search(vector, k, vs.allowed_mask(allowed, excluded), exact=exact)
+            return self._ids_for_rows(rows, scores)
+
+    def _ids_for_rows(self, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
+        found: dict[int, str] = {}
+        row_list = [int(r) for r in rows]
+        for s in range(0, len(row_list), _CHUNK):
+            part = row_list[s : s + _CHUNK]
+            marks = ",".join("?" * len(part))
+            found.update(self._con.execute(f"SELECT row, id FROM items WHERE row IN ({marks})", part).fetchall())
+        return [(found[r], float(sc)) for r, sc in zip(row_list, scores) if r in found]
+
+    def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
+        match = fts_query(text)
+        if match is None or k <= 0:
+            return []
+        sql, params = ("", [])
+        if where is not None:
+            where.check_fields([*self.fields(), "id"])
+            sql, params = where.compile(_field_sql)
+            sql = f" AND ({sql})"
+        with self._lock:
+            try:
+                rows = self._con.execute(
+                    "SELECT items.id, bm25(fts, 2.0, 1.0) AS s FROM fts JOIN items ON items.row = fts.rowid "
+                    f"WHERE fts MATCH ?{sql} ORDER BY s LIMIT ?",
+                    [match, *params, k],
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise InputError(f"keyword search failed: {exc}") from None
+        return [(i, -float(s)) for i, s in rows]
+
+    def check(self) -> dict:
+        """Consistency report: items, vectors and FTS rows agree, the FTS index is intact."""
+        with self._lock:
+            n_items = self._con.execute("SELECT count(*) FROM items").fetchone()[0]
+            n_vectors = self._con.execute("SELECT count(*) FROM vectors").fetchone()[0]
+            orphans = self._con.execute(
+                "SELECT count(*) FROM items LEFT JOIN vectors USING (row) WHERE vectors.row IS NULL"
+            ).fetchone()[0]
+            integrity = self._con.execute("PRAGMA integrity_check").fetchone()[0]
+            try:
+                self._con.execute("INSERT INTO fts(fts) VALUES ('integrity-check')")
+                fts_ok = True
+            except sqlite3.DatabaseError:
+                fts_ok = False
+        return {
+            "items": n_items,
+            "vectors": n_vectors,
+            "items_without_vector": orphans,
+            "sqlite_integrity": integrity,
+            "fts_ok": fts_ok,
+            "ok": n_items == n_vectors and orphans == 0 and integrity == "ok" and fts_ok,
+        }
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of ``script``; trigger bodies (BEGIN ... END;) stay whole."""
+    out, buf = [], []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        in_trigger = text.upper().startswith("CREATE TRIGGER")
+        if (in_trigger and text.upper().endswith("END;")) or (not in_trigger and text.endswith(";")):
+            out.append(text)
+            buf = []
+    return out

@@ -1,0 +1,232 @@
+"""The vector engine of the local store: exact search, and faiss HNSW above a size threshold.
+
+A :class:`VectorSet` is an immutable snapshot: ``rows`` (ascending store row ids,
+one per position), their unit vectors, a ``live`` mask (rows deleted since the
+snapshot was built stay in the HNSW graph but are masked out), and optionally an
+HNSW graph over the same positions. Filters and exclusions are passed *into* the
+search as a set of allowed positions (faiss ``IDSelectorBitmap``); when that set
+is small, an exact scan over it is both faster and exact, so that is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Default size from which an HNSW graph is built (below it, exact search is fast enough).
+DEFAULT_ANN_THRESHOLD = 50_000
+#: A filtered search scans exactly when at most this many positions are allowed.
+EXACT_SUBSET_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class AnnConfig:
+    """HNSW settings: ``quantizer`` is float32 (flat), float16 or int8 (faiss scalar quantizers)."""
+
+    threshold: int = DEFAULT_ANN_THRESHOLD
+    m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 96
+    quantizer: str = "float32"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> AnnConfig:
+        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def make_hnsw(dim: int, config: AnnConfig):
+    import faiss
+
+    if config.quantizer == "float32":
+        index = faiss.IndexHNSWFlat(dim, config.m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        qtype = {"float16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}.get(config.quantizer)
+        if qtype is None:
+            raise ValueError(f"unknown quantizer {config.quantizer!r}; use float32, float16 or int8")
+        index = faiss.IndexHNSWSQ(dim, qtype, config.m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.ef_construction
+    return index
+
+
+def _add_to_hnsw(index, vectors: np.ndarray, chunk: int = 65536) -> None:
+    if not index.is_trained:
+        index.train(np.ascontiguousarray(vectors[: min(len(vectors), 200_000)], dtype=np.float32))
+    for s in range(0, len(vectors), chunk):
+        index.add(np.ascontiguousarray(vectors[s : s + chunk], dtype=np.float32))
+
+
+@dataclass
+class VectorSet:
+    rows: np.ndarray  # int64 (n,), ascending
+    vectors: np.ndarray  # float32 (n, dim)
+    live: np.ndarray  # bool (n,)
+    hnsw: object | None = None
+    config: AnnConfig = field(default_factory=AnnConfig)
+
+    @property
+    def n_live(self) -> int:
+        return int(self.live.sum())
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of the given store rows that are in this snapshot (others dropped)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pos = np.searchsorted(self.rows, rows)
+        pos = np.clip(pos, 0, max(len(self.rows) - 1, 0))
+        ok = (len(self.rows) > 0) & (self.rows[pos] == rows) if len(self.rows) else np.zeros(len(rows), bool)
+        return pos[ok]
+
+    def allowed_mask(self, allowed_rows: np.ndarray | None, excluded_rows: np.ndarray | None) -> np.ndarray | None:
+        """The live positions a search may return, or None when it is every position."""
+        if allowed_rows is None and (excluded_rows is None or not len(excluded_rows)) and self.live.all():
+            return None
+        mask = self.live.copy()
+        if allowed_rows is not None:
+            only = np.zeros(len(self.rows), dtype=bool)
+            only[self.positions(allowed_rows)] = True
+            mask &= only
+        if excluded_rows is not None and len(excluded_rows):
+            mask[self.positions(excluded_rows)] = False
+        return mask
+
+    def search(
+        self, query: np.ndarray, k: int, mask: np.ndarray | None = None, *, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the ``k`` best inner products among allowed positions, best first."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        n_allowed = len(self.rows) if mask is None else int(mask.sum())
+        k = min(k, n_allowed)
+        if k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        use_exact = exact or self.hnsw is None or (mask is not None and n_allowed <= EXACT_SUBSET_MAX)
+        if use_exact:
+            if mask is None:
+                pos, scores = _top_k(np.asarray(self.vectors) @ query, k)
+            else:
+                cand = np.flatnonzero(mask)
+                p, scores = _top_k(np.asarray(self.vectors[cand]) @ query, k)
+                pos = cand[p]
+            return self.rows[pos], scores
+        import faiss
+
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.config.ef_search, k)
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")
+            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        scores, pos = self.hnsw.search(query[None, :], k, params=params)
+        pos, scores = pos[0], scores[0]
+        found = pos >= 0
+        return self.rows[pos[found]], scores[found].astype(np.float32)
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(len(scores))
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return order, scores[order].astype(np.float32)
+
+
+def build_vector_set(rows: np.ndarray, vectors: np.ndarray, config: AnnConfig) -> VectorSet:
+    """A fresh snapshot of ``rows`` (ascending) and their vectors; an HNSW graph from ``config.threshold``."""
+    rows = np.asarray(rows, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    hnsw = None
+    if len(rows) and len(rows) >= config.threshold:
+        hnsw = make_hnsw(vectors.shape[1], config)
+        _add_to_hnsw(hnsw, vectors)
+    return VectorSet(rows, vectors, np.ones(len(rows), dtype=bool), hnsw, config)
+
+
+def extend_vector_set(
+    previous: VectorSet, live_rows: np.ndarray, new_rows: np.ndarray, new_vectors: np.ndarray, config: AnnConfig
+) -> VectorSet | None:
+    """``previous`` with ``new_rows`` appended (and added to its graph) and rows no longer in
+    ``live_rows`` masked; None when a fresh build is due (a quarter of the positions dead, or
+    ``previous`` is not a prefix of the live rows). Reuses, and extends, ``previous``'s graph."""
+    last = int(previous.rows[-1]) if len(previous.rows) else -1
+    live_rows = np.asarray(live_rows, dtype=np.int64)
+    new_rows = np.asarray(new_rows, dtype=np.int64)
+    old_live = live_rows[live_rows <= last]
+    if len(new_rows) and int(new_rows.min()) <= last:
+        return None
+    positions = previous.positions(old_live)
+    if len(positions) != len(old_live):
+        return None
+    total = len(previous.rows) + len(new_rows)
+    if total - len(live_rows) > 0.25 * max(total, 1):
+        return None
+    live = np.zeros(len(previous.rows), dtype=bool)
+    live[positions] = True
+    new_vectors = np.ascontiguousarray(new_vectors, dtype=np.float32)
+    rows = np.concatenate([previous.rows, new_rows])
+    vectors = np.concatenate([np.asarray(previous.vectors), new_vectors]) if len(new_rows) else previous.vectors
+    hnsw = previous.hnsw
+    if hnsw is not None and len(new_rows):
+        _add_to_hnsw(hnsw, new_vectors)
+    elif hnsw is None and len(rows) >= config.threshold:
+        hnsw = make_hnsw(new_vectors.shape[1], config)
+        _add_to_hnsw(hnsw, np.asarray(vectors))
+    return VectorSet(rows, vectors, np.concatenate([live, np.ones(len(new_rows), dtype=bool)]), hnsw, config)
+
+
+# ------------------------------------------------------------------------------ on disk
+
+
+def save_vector_set(vs: VectorSet, directory: Path, meta: dict) -> None:
+    """Write the snapshot to ``directory`` atomically (a temporary folder renamed into place)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    try:
+        np.save(tmp / "rows.npy", vs.rows)
+        np.save(tmp / "vectors.npy", np.asarray(vs.vectors, dtype=np.float32))
+        np.save(tmp / "live.npy", vs.live)
+        if vs.hnsw is not None:
+            import faiss
+
+            faiss.write_index(vs.hnsw, str(tmp / "hnsw.faiss"))
+        (tmp / "meta.json").write_text(json.dumps({**meta, "ann": vs.config.to_dict(), "n": len(vs.rows)}))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.rename(tmp, directory)
+    except FileExistsError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another writer saved the same generation
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not directory.is_dir():
+            raise exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_vector_set(directory: Path) -> tuple[VectorSet, dict] | None:
+    """The snapshot in ``directory`` (vectors memory-mapped), or None if it is absent or damaged."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        rows = np.load(directory / "rows.npy")
+        vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+        live = np.load(directory / "live.npy")
+        hnsw = None
+        if (directory / "hnsw.faiss").is_file():
+            import faiss
+
+            hnsw = faiss.read_index(str(directory / "hnsw.faiss"))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if len(rows) != len(vectors) or len(rows) != len(live):
+        return None
+    return VectorSet(rows, vectors, live, hnsw, AnnConfig.from_dict(meta.get("ann"))), meta

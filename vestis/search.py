@@ -1,0 +1,299 @@
+"""Searching a catalog index: text, image or item queries, filters, hybrid, steering.
+
+:class:`Catalog` pairs a store with the encoder it was built with. Every query
+becomes one vector (weighted sum of its parts, normalised), optionally moved along
+text directions ("darker", "casual->formal": the difference between the text
+embeddings of the two ends, as in FashionCLIP's GradREC), then searched with the
+filter applied inside the store. Hybrid search fuses the vector ranking with BM25
+over titles and metadata by reciprocal rank fusion. The CLI and the HTTP API both
+call :meth:`Catalog.search`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vestis.errors import InputError
+from vestis.index.filters import Filter, parse_filter
+from vestis.index.local import LocalStore
+from vestis.models.base import Encoder, l2_normalize
+from vestis.models.preprocess import ImageInput
+
+#: Reciprocal rank fusion constant (Cormack et al. 2009).
+RRF_K = 60
+#: Weight of a ``-term`` without an explicit weight.
+NEGATIVE_WEIGHT = -0.5
+MAX_K = 1000
+
+#: Built-in steering directions: name -> (towards, away from).
+STEERS: dict[str, tuple[str, str]] = {
+    "darker": ("dark", "light"),
+    "lighter": ("light", "dark"),
+    "more formal": ("formal", "casual"),
+    "more casual": ("casual", "formal"),
+    "sportier": ("sporty", "elegant"),
+    "more elegant": ("elegant", "sporty"),
+    "without sleeves": ("sleeveless", "long-sleeved"),
+    "with sleeves": ("long-sleeved", "sleeveless"),
+    "more colourful": ("colourful", "plain"),
+    "plainer": ("plain", "patterned"),
+    "warmer": ("winter", "summer"),
+    "for summer": ("summer", "winter"),
+}
+STEER_TEMPLATES = ("a photo of a {} {}.", "a {} {}")
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    text: str
+    weight: float
+
+
+def parse_terms(query: str) -> list[QueryTerm]:
+    """``"summer dress, -floral, beach:0.5"`` -> weighted terms.
+
+    Terms are separated by commas; a leading ``-`` makes a term negative (weight
+    -0.5 unless given); ``term:w`` sets the weight. A query without commas or
+    signs is one term of weight 1.
+    """
+    terms = []
+    for raw in query.split(","):
+        text = raw.strip()
+        if not text:
+            continue
+        weight = 1.0
+        m = re.fullmatch(r"(.*?):\s*(-?\d+(?:\.\d+)?)", text)
+        if m and m.group(1).strip():
+            text, weight = m.group(1).strip(), float(m.group(2))
+        if text.startswith("-") and len(text) > 1:
+            text = text[1:].strip()
+            weight = -abs(weight) if m else NEGATIVE_WEIGHT
+        terms.append(QueryTerm(text, weight))
+    if not terms:
+        raise InputError("the query is empty")
+    return terms
+
+
+def parse_steer(spec: str) -> tuple[str, str]:
+    """A built-in direction name, or ``"from->to"``."""
+    key = spec.strip().lower()
+    if key in STEERS:
+        return STEERS[key]
+    if "->" in key:
+        a, b = (x.strip() for x in key.split("->", 1))
+        if a and b:
+            return b, a
+    raise InputError(f"unknown steering {spec!r}; use one of: {', '.join(STEERS)}, or 'from->to' (e.g. casual->formal)")
+
+
+@dataclass
+class Hit:
+    id: object
+    score: float  # cosine to the query (or the fused score in hybrid search)
+    metadata: dict
+    cosine: float | None = None
+    keyword_rank: int | None = None
+    vector_rank: int | None = None
+    thumbnail: bytes | None = None
+    image_ref: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"id": self.id, "score": round(float(self.score), 6)}
+        out.update({k: v for k, v in self.metadata.items() if k not in out})
+        return out
+
+
+@dataclass
+class SearchResults:
+    hits: list[Hit]
+    query: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"results": [h.to_dict() for h in self.hits], "query": self.query}
+
+
+class Catalog:
+    """An index opened for search, with the encoder that built it."""
+
+    def __init__(self, store: LocalStore, encoder: Encoder) -> None:
+        if encoder.fingerprint != store.info.fingerprint:
+            raise InputError(
+                f"the index was built with {store.info.model!r}; searching it needs that model, not {encoder.name!r}"
+            )
+        self.store = store
+        self.encoder = encoder
+        self._direction_cache: dict[tuple, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, directory: str | Path, *, encoder: Encoder | None = None, **load_kwargs) -> Catalog:
+        store = LocalStore.open(directory)
+        if encoder is None:
+            from vestis.models import load_encoder
+
+            try:
+                encoder = load_encoder(store.info.model, **load_kwargs)
+            except BaseException:
+                store.close()
+                raise
+        return cls(store, encoder)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------- queries
+
+    def direction(self, towards: str, away: str, subject: str) -> np.ndarray:
+        """Unit vector from ``away`` to ``towards`` for ``subject`` (prompt-ensembled)."""
+        key = (towards, away, subject)
+        if key not in self._direction_cache:
+            prompts = [t.format(a, subject) for a in (towards, away) for t in STEER_TEMPLATES]
+            e = self.encoder.encode_texts(prompts).reshape(2, len(STEER_TEMPLATES), -1).mean(axis=1)
+            d = e[0] - e[1]
+            self._direction_cache[key] = d / max(float(np.linalg.norm(d)), 1e-12)
+        return self._direction_cache[key]
+
+    def query_vector(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        steer: Sequence[str] = (),
+        steer_strength: float = 1.0,
+    ) -> tuple[np.ndarray, dict]:
+        """The normalised query vector and a description of how it was made."""
+        parts: list[np.ndarray] = []
+        described: dict = {}
+        subject = "garment"
+        if text is not None:
+            terms = parse_terms(text)
+            emb = self.encoder.encode_texts([t.text for t in terms])
+            parts.append(sum(t.weight * e for t, e in zip(terms, emb)))
+            described["terms"] = [{"text": t.text, "weight": t.weight} for t in terms]
+            positive = [t.text for t in terms if t.weight > 0]
+            subject = " ".join(positive) or subject
+        if image is not None:
+            parts.append(self.encoder.encode_images([image])[0])
+            described["image"] = True
+        if item_id is not None:
+            rec = self.store.get([str(item_id)], vectors=True).get(str(item_id))
+            if rec is None:
+                raise InputError(f"no item {item_id!r} in the index")
+            parts.append(rec.vector)
+            described["item"] = rec.id_value
+            subject = str(rec.metadata.get("articleType") or rec.title or subject)
+        if not parts:
+            raise InputError("give a text query, an image or an item id")
+        q = np.sum(parts, axis=0)
+        if float(np.linalg.norm(q)) < 1e-6:
+            raise InputError("the query's terms cancel out; give it a positive term")
+        q = l2_normalize(q[None, :])[0]
+        if steer:
+            moves = []
+            for spec in steer:
+                towards, away = parse_steer(spec)
+                q = q + steer_strength * self.direction(towards, away, subject)
+                moves.append(f"{away}->{towards}")
+            q = l2_normalize(q[None, :])[0]
+            described["steer"] = moves
+            described["steer_strength"] = steer_strength
+        return q.astype(np.float32), described
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        k: int = 10,
+        offset: int = 0,
+        where: str | Filter | None = None,
+        hybrid: float = 0.0,
+        steer: Sequence[str] = (),
+        steer_strength: float = 1.0,
+        min_score: float | None = None,
+        exclude: Sequence[str] = (),
+        exact: bool = False,
+        thumbnails: bool = False,
+    ) -> SearchResults:
+        """The ``k`` best items after ``offset``: see the module docstring for each option."""
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+        if offset < 0:
+            raise InputError(f"offset must be >= 0, got {offset}")
+        if not 0.0 <= hybrid <= 1.0:
+            raise InputError(f"hybrid weight must be between 0 and 1, got {hybrid}")
+        flt = parse_filter(where) if isinstance(where, str) or where is None else where
+        q, described = self.query_vector(text, image=image, item_id=item_id, steer=steer, steer_strength=steer_strength)
+        want = k + offset
+        exclude = [str(x) for x in exclude]
+        if hybrid > 0 and text is not None:
+            keyword_text = " ".join(t.text for t in parse_terms(text) if t.weight > 0)
+            pool = max(50, 3 * want)
+            vec = self.store.search(q, pool, where=flt, exclude=exclude, exact=exact)
+            kw = [
+                h
+                for h in self.store.keyword_search(keyword_text, pool + len(exclude), where=flt)
+                if h[0] not in exclude
+            ]
+            ranked = _rrf(vec, kw, hybrid)
+            cosines = dict(vec)
+            missing = [i for i, _ in ranked[:want] if i not in cosines]
+            if missing:
+                got = self.store.get(missing, vectors=True)
+                cosines.update({i: float(r.vector @ q) for i, r in got.items()})
+            vranks = {i: r for r, (i, _) in enumerate(vec, 1)}
+            kranks = {i: r for r, (i, _) in enumerate(kw, 1)}
+            scored = [(i, s, cosines.get(i), vranks.get(i), kranks.get(i)) for i, s in ranked]
+            if min_score is not None:
+                scored = [x for x in scored if x[2] is not None and x[2] >= min_score]
+        else:
+            vec = self.store.search(q, want, where=flt, exclude=exclude, exact=exact)
+            scored = [(i, s, s, r, None) for r, (i, s) in enumerate(vec, 1)]
+            if min_score is not None:
+                scored = [x for x in scored if x[1] >= min_score]
+        page = scored[offset:want]
+        records = self.store.get([x[0] for x in page], thumbnails=thumbnails)
+        hits = [
+            Hit(
+                id=records[i].id_value, score=s, metadata=records[i].metadata, cosine=c, vector_rank=vr,
+                keyword_rank=kr, thumbnail=records[i].thumbnail, image_ref=records[i].image_ref,
+            )
+            for i, s, c, vr, kr in page
+            if i in records
+        ]  # fmt: skip
+        described.update(k=k, offset=offset, filter=flt.text if flt else None, hybrid=hybrid, min_score=min_score)
+        return SearchResults(hits, described)
+
+    def similar(self, item_id: str, *, k: int = 10, **kwargs) -> SearchResults:
+        """Items most like ``item_id``, excluding it and its exact duplicates (same image bytes)."""
+        rec = self.store.get([str(item_id)]).get(str(item_id))
+        if rec is None:
+            raise InputError(f"no item {item_id!r} in the index")
+        exclude = [rec.id]
+        if rec.image_hash:
+            exclude += [i for i in self.store.ids_with_image_hash(rec.image_hash) if i != rec.id]
+        kwargs.setdefault("exclude", ())
+        kwargs["exclude"] = [*kwargs["exclude"], *exclude]
+        results = self.search(item_id=rec.id, k=k, **kwargs)
+        results.query["excluded_duplicates"] = len(exclude) - 1
+        return results
+
+
+def _rrf(vector: list[tuple[str, float]], keyword: list[tuple[str, float]], keyword_weight: float):
+    scores: dict[str, float] = {}
+    for weight, ranking in ((1.0 - keyword_weight, vector), (keyword_weight, keyword)):
+        for rank, (item, _) in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + weight / (RRF_K + rank)
+    return sorted(scores.items(), key=lambda x: -x[1])

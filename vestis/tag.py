@@ -1,0 +1,190 @@
+"""Zero-shot tagging of whole catalogs against one or more taxonomies.
+
+A taxonomy is a named list of labels with prompt templates. Built-in ones come from
+the KAGL fields (``vestis/data/taxonomies/kagl.yaml``); others from a YAML/JSON file
+(``{name: [labels]}`` or ``{name: {labels: [...], templates: [...]}}``), a text file
+(one label per line; the taxonomy takes the file's name) or a comma-separated list.
+Tagging an index reuses the image vectors it stores; tagging a catalog file embeds it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from vestis.classify import DEFAULT_TEMPLATES, Prediction, label_embeddings, top_labels
+from vestis.errors import InputError
+from vestis.models.base import Encoder
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    name: str
+    labels: tuple[str, ...]
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+
+
+def builtin_taxonomies() -> dict[str, Taxonomy]:
+    text = resources.files("vestis.data").joinpath("taxonomies", "kagl.yaml").read_text()
+    return {name: _taxonomy(name, spec, "kagl.yaml") for name, spec in yaml.safe_load(text).items()}
+
+
+def _taxonomy(name: str, spec: object, source: str) -> Taxonomy:
+    if isinstance(spec, dict):
+        labels, templates = spec.get("labels"), spec.get("templates") or list(DEFAULT_TEMPLATES)
+    else:
+        labels, templates = spec, list(DEFAULT_TEMPLATES)
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int, float)) for x in labels):
+        raise InputError(f"{source}: taxonomy {name!r} needs a non-empty list of labels")
+    labels = [str(x).strip() for x in labels if str(x).strip()]
+    if len(set(labels)) != len(labels):
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        raise InputError(f"{source}: taxonomy {name!r} repeats labels {', '.join(dup)}")
+    if not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise InputError(f"{source}: taxonomy {name!r}: every template must contain '{{}}'")
+    return Taxonomy(str(name), tuple(labels), tuple(templates))
+
+
+def parse_labels(specs: str | Sequence[str]) -> list[Taxonomy]:
+    """Taxonomies from ``--labels`` values (see the module docstring); names must be unique."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise InputError("give --labels: a file, built-in taxonomy names (kagl, articleType, ...) or a list")
+    builtin = builtin_taxonomies()
+    out: list[Taxonomy] = []
+    for spec in specs:
+        spec = spec.strip()
+        path = Path(spec).expanduser()
+        if spec == "kagl":
+            out += builtin.values()
+        elif path.is_file():
+            out += _from_file(path)
+        elif spec and all(p.strip() in builtin for p in spec.split(",")):
+            out += [builtin[p.strip()] for p in spec.split(",")]
+        else:
+            labels = [x.strip() for x in spec.split(",") if x.strip()]
+            if not labels:
+                raise InputError(f"--labels {spec!r}: no labels")
+            out.append(_taxonomy("label" if len(specs) == 1 else f"labels{len(out) + 1}", labels, "--labels"))
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        raise InputError(f"taxonomy names must be unique, got {', '.join(names)}")
+    return out
+
+
+def _from_file(path: Path) -> list[Taxonomy]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise InputError(f"{path}: not valid {path.suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
+        if isinstance(data, list):
+            return [_taxonomy(path.stem, data, str(path))]
+        if isinstance(data, dict) and data:
+            return [_taxonomy(name, spec, str(path)) for name, spec in data.items()]
+        raise InputError(f"{path}: expected a list of labels or a mapping of taxonomy names to labels")
+    labels = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [_taxonomy(path.stem, labels, str(path))]
+
+
+def tag_vectors(
+    encoder: Encoder, image_vectors: np.ndarray, taxonomies: Sequence[Taxonomy], k: int = 3
+) -> dict[str, list[list[Prediction]]]:
+    """Top-``k`` labels (softmax over each taxonomy) for each image vector."""
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}")
+    return {
+        t.name: top_labels(
+            image_vectors, label_embeddings(encoder, t.labels, t.templates), t.labels, k=k,
+            logit_scale=encoder.logit_scale,
+        )
+        for t in taxonomies
+    }  # fmt: skip
+
+
+def tags_table(ids: list, tags: dict[str, list[list[Prediction]]], errors: dict[int, str]) -> pa.Table:
+    """One row per id: ``<taxonomy>`` (top label), ``<taxonomy>_score``, ``<taxonomy>_top`` (top-k list),
+    and ``error`` (why an item has no tags). ``tags`` rows follow the ids that have no error."""
+    ok = [i for i in range(len(ids)) if i not in errors]
+    columns: dict[str, list] = {"id": ids}
+    top_type = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
+    arrays: dict[str, pa.Array] = {}
+    for name, preds in tags.items():
+        label, score, top = [None] * len(ids), [None] * len(ids), [None] * len(ids)
+        for i, p in zip(ok, preds):
+            label[i], score[i] = p[0].label, p[0].score
+            top[i] = [{"label": x.label, "score": x.score} for x in p]
+        arrays[name] = pa.array(label, pa.string())
+        arrays[f"{name}_score"] = pa.array(score, pa.float32())
+        arrays[f"{name}_top"] = pa.array(top, top_type)
+    arrays["error"] = pa.array([errors.get(i) for i in range(len(ids))], pa.string())
+    return pa.table({"id": pa.array(columns["id"]), **arrays})
+
+
+def tag_catalog(
+    source: str | Path,
+    taxonomies: Sequence[Taxonomy],
+    out: str | Path,
+    *,
+    encoder: Encoder | None = None,
+    model: str | None = None,
+    k: int = 3,
+    id_column: str = "id",
+    image_column: str = "image",
+    quiet: bool = False,
+) -> dict:
+    """Tag every product of a catalog file/folder or an index directory; write a parquet file."""
+    from vestis.index.local import LocalStore, is_index_dir
+    from vestis.models import load_encoder
+
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise InputError(f"--out {out}: the tags are written as parquet; name the file *.parquet")
+    errors: dict[int, str] = {}
+    if is_index_dir(source):
+        with LocalStore.open(source) as store:
+            encoder = encoder or load_encoder(model or store.info.model)
+            if encoder.fingerprint != store.info.fingerprint:
+                raise InputError(f"{source} holds {store.info.model!r} vectors; tag it with that model")
+            all_ids = store.all_ids()
+            with_image, vectors = store.image_vectors()
+            records = store.get(all_ids)
+        have = set(with_image)
+        ordered = [i for i in all_ids if i in have] + [i for i in all_ids if i not in have]
+        errors = {n: "no readable image" for n, i in enumerate(ordered) if i not in have}
+        ids = [records[i].id_value for i in ordered]
+    else:
+        from vestis.data.catalog import CatalogReader
+        from vestis.embed import embed_images
+
+        encoder = encoder or load_encoder(model)
+        reader = CatalogReader.open(source, id_column=id_column, image_column=image_column)
+        items = [item for batch in reader.batches() for item in batch]
+        images = [item.image if item.image is not None else b"" for item in items]
+        embedded = embed_images(encoder, images, quiet=quiet, description="tagging")
+        errors = {i: reason for i, reason in embedded.failed}
+        ids = [item.id for item in items]
+        vectors = embedded.vectors[embedded.ok]
+    tags = tag_vectors(encoder, vectors, taxonomies, k=k)
+    table = tags_table(ids, tags, errors)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+    return {
+        "out": str(out),
+        "items": len(ids),
+        "tagged": len(ids) - len(errors),
+        "failed": [{"id": ids[i], "reason": r} for i, r in sorted(errors.items())],
+        "taxonomies": {t.name: len(t.labels) for t in taxonomies},
+        "model": encoder.name,
+    }
