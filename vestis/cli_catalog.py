@@ -253,7 +253,10 @@ def search(
         float, typer.Option("--hybrid", min=0.0, max=1.0, help="Keyword (BM25) weight in rank fusion; 0 = vector.")
     ] = 0.0,
     steer: SteerOpt = None,
-    steer_strength: Annotated[float, typer.Option("--steer-strength", help="How far to move the query.")] = 1.0,
+    steer_strength: Annotated[
+        float | None,
+        typer.Option("--steer-strength", help="How far to move the query (default 0.5 for text, 1 for images)."),
+    ] = None,
     min_score: Annotated[float | None, typer.Option("--min-score", help="Drop results below this cosine.")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exact search even where an HNSW graph exists.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Also write a page of result thumbnails here.")] = None,
@@ -280,7 +283,7 @@ def similar(
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
     where: WhereOpt = None,
     steer: SteerOpt = None,
-    steer_strength: Annotated[float, typer.Option("--steer-strength")] = 1.0,
+    steer_strength: Annotated[float | None, typer.Option("--steer-strength")] = None,
     min_score: Annotated[float | None, typer.Option("--min-score")] = None,
     html: Annotated[Path | None, typer.Option("--html")] = None,
     as_json: JsonOpt = False,

@@ -28,7 +28,7 @@ def test_build_then_rebuild_skips_everything(kagl_small, tmp_path, tiny):
     assert again.added == again.updated == 0 and again.unchanged == 60
     with LocalStore.open(tmp_path / "idx") as store:
         assert store.check()["ok"]
-        rec = store.get(["%d" % pq.read_table(kagl_small).column("id")[0].as_py()], thumbnails=True)
+        rec = store.get([str(pq.read_table(kagl_small).column("id")[0].as_py())], thumbnails=True)
         (only,) = rec.values()
         assert only.thumbnail[:2] == b"\xff\xd8" and isinstance(only.id_value, int)
     reports = sorted((tmp_path / "idx" / "reports").glob("build-*.json"))

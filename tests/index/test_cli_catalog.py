@@ -1,0 +1,86 @@
+"""The catalog commands as scripts use them (the contract in the README), and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_cli import run
+
+
+def last_json(proc):
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def built(kagl_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "idx"
+    proc = run("index", "build", str(kagl_small), "--out", str(out), "--model", "vestis-mini", "--id-column", "id",
+               "--image-column", "image")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_search_json_contract(built, kagl_small):
+    columns = set(pq.read_schema(kagl_small).names) - {"image"}
+    out = last_json(run("search", str(built), "jeans", "--k", "5", "--json"))
+    assert list(out) == ["results"] and len(out["results"]) == 5
+    first = out["results"][0]
+    assert list(first)[:2] == ["id", "score"] and columns <= set(first)
+    assert isinstance(first["id"], int)
+    scores = [r["score"] for r in out["results"]]
+    assert scores == sorted(scores, reverse=True)
+    sim = last_json(run("similar", str(built), str(first["id"]), "--k", "4", "--json"))
+    assert len(sim["results"]) == 4 and first["id"] not in [r["id"] for r in sim["results"]]
+
+
+def test_search_options_from_the_command_line(built, tmp_path, image_files):
+    out = last_json(run("search", str(built), "shoes", "--where", "masterCategory = 'Footwear'", "--k", "50",
+                        "--hybrid", "0.3", "--steer", "darker", "--json"))  # fmt: skip
+    assert out["results"] and all(r["masterCategory"] == "Footwear" for r in out["results"])
+    out = last_json(run("search", str(built), "--image", image_files[0], "--k", "3", "--html", str(tmp_path / "r.html"),
+                        "--json"))  # fmt: skip
+    assert len(out["results"]) == 3 and "data:image/jpeg;base64," in (tmp_path / "r.html").read_text()
+    table = run("search", str(built), "red dress", "--k", "3")
+    assert table.returncode == 0 and "score" in table.stdout
+
+
+def test_index_maintenance_commands(built, kagl_small, tmp_path):
+    import shutil
+
+    copy = tmp_path / "idx"
+    shutil.copytree(built, copy)
+    ids = [str(i) for i in pq.read_table(kagl_small).column("id").to_pylist()[:2]]
+    out = last_json(run("index", "delete", str(copy), *ids, "--json"))
+    assert sorted(out["deleted"]) == sorted(ids) and out["total_items"] == 58
+    out = last_json(run("index", "add", str(copy), str(kagl_small), "--json"))
+    assert out["added"] == 2 and len(out["skipped_existing"]) == 58
+    out = last_json(run("index", "update", str(copy), str(kagl_small), "--json"))
+    assert out["unchanged"] == 60
+    info = last_json(run("index", "info", str(copy), "--facet", "season", "--json"))
+    assert info["items"] == 60 and info["check"]["ok"] and info["model"] == "vestis-mini"
+    assert sum(n for _, n in info["facets"]["season"]) <= 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "{tmp}/nowhere", "jeans"], "not a vestis index"),
+        (["search", "{idx}", "jeans", "--where", "colour = 'Red'"], "unknown field 'colour'"),
+        (["search", "{idx}", "jeans", "--where", "baseColour = 'Red'; DROP TABLE items"], "not allowed"),
+        (["search", "{idx}"], "give a text QUERY"),
+        (["search", "{idx}", "jeans", "--steer", "fancier"], "unknown steering"),
+        (["similar", "{idx}", "no-such-id"], "no item"),
+        (["index", "build", "{tmp}/missing.parquet", "--out", "{tmp}/x"], "no such file"),
+        (["index", "build", "{catalog}", "--out", "{idx}", "--model", "vestis-tiny-random"], "cannot take vectors"),
+        (["index", "delete", "{idx}"], "no ids given"),
+    ],
+)
+def test_errors_are_one_line(built, kagl_small, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, idx=built, catalog=kagl_small) for a in args]
+    proc = run(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
