@@ -63,8 +63,11 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
-def test_demo_runs_quietly():
-    proc = run("demo", "--quiet")
+def test_demo_builds_searches_and_writes_a_page(tmp_path):
+    proc = run("demo", "--quiet", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "accuracy over" in proc.stdout
-    assert ("random weights" in proc.stdout) == (vestis.default_model() == "vestis-tiny-random")
+    assert "zero-shot tags for" in proc.stdout and "more like item" in proc.stdout
+    html = (tmp_path / "results.html").read_text()
+    assert html.count("<section>") == 9 and "data:image/jpeg;base64," in html
+    again = run("demo", "--quiet", "--out", str(tmp_path))  # the index is reused, nothing re-embedded
+    assert again.returncode == 0 and "0 new" in again.stdout

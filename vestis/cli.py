@@ -291,12 +291,13 @@ def train(
 @app.command()
 def demo(
     model: ModelOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the index and the HTML page go.")] = Path("build/demo"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Zero-shot label the bundled demo catalog (or KAGL when present) with the default model."""
+    """Index a few hundred KAGL products, search them several ways, tag them, write an HTML page."""
     from vestis.demo import run_demo
 
-    run_demo(model, console=out, quiet=quiet)
+    run_demo(model, out=out_dir, console=out, quiet=quiet)
 
 
 def main() -> None:

@@ -1,60 +1,101 @@
-"""``make demo``: zero-shot label a small catalog and search it by text."""
+"""``make demo``: index a small catalog, search it several ways, tag it, write an HTML page.
+
+The catalog is the first few hundred validation-split products of ../shared/data/kagl
+when it is present (the bundled model never trained on them), else the 300 bundled
+KAGL products (``vestis/data/demo/kagl-demo.parquet``, also validation-split).
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import collections
+import time
+from pathlib import Path
+
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from vestis.classify import label_embeddings, top_labels
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.data.split import select_split
-from vestis.embed import embed_images
+from vestis.html import render_results, write_html
+from vestis.index.build import build_index
 from vestis.models import load_encoder
-from vestis.models.registry import default_model
+from vestis.search import Catalog
+from vestis.tag import parse_labels, tag_vectors
 
-QUERIES = ("red summer dress", "black leather shoes for men", "a watch")
+N_SHARED = 500
 
 
-def _catalog(n: int = 200) -> tuple[str, list[dict]]:
+def _catalog(workdir: Path) -> tuple[str, Path]:
     files = kagl_parquets()
-    if files:  # validation-split products: vestis-mini never trained on them
-        rows = select_split(pq.read_table(files[0]), "val").slice(0, n).to_pylist()
-        return f"{files[0].name} (first {len(rows)} validation-split products)", rows
+    if files:
+        table = select_split(pq.read_table(files[0]), "val").slice(0, N_SHARED)
+        path = workdir / "catalog.parquet"
+        pq.write_table(table, path)
+        return f"{files[0].name}: first {table.num_rows} validation-split products", path
     path = demo_catalog_path()
-    return f"bundled {path.name}", pq.read_table(path).to_pylist()
+    return f"bundled {path.name} ({pq.read_metadata(path).num_rows} validation-split KAGL products)", path
 
 
-def run_demo(model: str | None = None, *, console: Console | None = None, quiet: bool = False) -> dict:
-    console = console or Console()
-    name = model or default_model()
-    enc = load_encoder(name)
-    if enc.name == "vestis-tiny-random":
-        console.print(
-            "[yellow]Note:[/] the default model is still vestis-tiny-random (random weights): the plumbing "
-            "runs end to end, but the labels and search results below are meaningless until the "
-            "trained vestis-mini model ships."
-        )
-    source, rows = _catalog()
-    console.print(f"model: {enc}\ncatalog: {source}")
-    embedded = embed_images(enc, [r["image"] for r in rows], quiet=quiet)
-    rows = [r for r, ok in zip(rows, embedded.ok) if ok]
-    image_emb = embedded.vectors[embedded.ok]
-    labels = sorted({r["articleType"] for r in rows if r["articleType"]})
-    preds = top_labels(image_emb, label_embeddings(enc, labels), labels, k=1, logit_scale=enc.logit_scale)
-    truth = [r["articleType"] for r in rows]
-    accuracy = float(np.mean([p[0].label == t for p, t in zip(preds, truth)]))
-    table = Table(title=f"zero-shot articleType ({len(labels)} labels), first 10 products")
-    for col in ("id", "title", "true", "predicted", "p"):
+def _print(console: Console, title: str, results, fields=("articleType", "baseColour", "usage")) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("id", "score", *fields, "title"):
         table.add_column(col)
-    for r, p in list(zip(rows, preds))[:10]:
-        table.add_row(str(r["id"]), r["productDisplayName"] or "-", r["articleType"], p[0].label, f"{p[0].score:.2f}")
+    for h in results.hits:
+        title_text = str(h.metadata.get("productDisplayName") or "")[:40]
+        table.add_row(str(h.id), f"{h.score:.3f}", *(str(h.metadata.get(f) or "") for f in fields), title_text)
     console.print(table)
-    console.print(f"accuracy over {len(rows)} products: {accuracy:.3f} (chance {1 / len(labels):.3f})")
-    query_emb = enc.encode_texts(list(QUERIES))
-    for q, qv in zip(QUERIES, query_emb):
-        best = np.argsort(-(image_emb @ qv))[:3]
-        hits = ", ".join(f"{rows[i]['articleType']}/{rows[i]['baseColour']} ({image_emb[i] @ qv:.2f})" for i in best)
-        console.print(f"search {q!r}: {hits}")
-    return {"model": enc.name, "n": len(rows), "accuracy": accuracy}
+
+
+def run_demo(
+    model: str | None = None, *, out: Path = Path("build/demo"), console: Console | None = None, quiet: bool = False
+) -> dict:
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = load_encoder(model)
+    source, catalog = _catalog(out)
+    console.print(f"model: {encoder}\ncatalog: {source}")
+    start = time.perf_counter()
+    report = build_index(catalog, out / "index", encoder=encoder, quiet=quiet)
+    console.print(
+        f"index {out / 'index'}: {report.total_items} items ({report.added} new, {report.unchanged} already there) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+    sections = []
+    with Catalog.open(out / "index", encoder=encoder) as cat:
+        some = cat.search("a plain white t-shirt", k=1).hits[0]
+        first_image = cat.store.get([str(some.id)], thumbnails=True)[str(some.id)].thumbnail
+        searches = [
+            ("text: 'jeans'", dict(text="jeans")),
+            ("text: 'red summer dress'", dict(text="red summer dress")),
+            ("text + filter: 'shoes' where usage = 'Formal'", dict(text="shoes", where="usage = 'Formal'")),
+            ("weighted terms: 'bag, -black'", dict(text="bag, -black")),
+            ("hybrid (keyword weight 0.5): 'nike shoes'", dict(text="nike shoes", hybrid=0.5)),
+            ("text steered: 'tshirt' -> darker", dict(text="tshirt", steer=["darker"])),
+            (f"image: the photo of item {some.id}", dict(image=first_image)),
+        ]
+        for title, kwargs in searches:
+            results = cat.search(k=5, thumbnails=True, **kwargs)
+            _print(console, title, results)
+            sections.append((title, results))
+        for title, kwargs in (
+            (f"more like item {some.id}", {}),
+            (f"more like item {some.id}, but darker", {"steer": ["darker"]}),
+        ):
+            results = cat.similar(str(some.id), k=5, thumbnails=True, **kwargs)
+            _print(console, title, results)
+            sections.append((title, results))
+        ids, vectors = cat.store.image_vectors()
+        truth = {i: r.metadata.get("articleType") for i, r in cat.store.get(ids).items()}
+    taxonomies = parse_labels("articleType,baseColour,season,usage")
+    tags = tag_vectors(encoder, vectors, taxonomies, k=1)
+    accuracy = sum(p[0].label == truth[i] for i, p in zip(ids, tags["articleType"])) / max(1, len(ids))
+    colours = collections.Counter(p[0].label for p in tags["baseColour"]).most_common(5)
+    console.print(
+        f"zero-shot tags for {len(ids)} products: articleType agrees with the catalog on {accuracy:.0%} "
+        f"({len(taxonomies[0].labels)} labels); most tagged colours: {', '.join(f'{c} ({n})' for c, n in colours)}"
+    )
+    page = write_html(out / "results.html", render_results(f"vestis demo · {encoder.name} · {source}", sections))
+    console.print(f"result page: {page.resolve()}")
+    return {"model": encoder.name, "items": report.total_items, "article_accuracy": accuracy, "html": str(page)}
