@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -85,10 +86,17 @@ def _blob(v: np.ndarray | None) -> bytes | None:
     return None if v is None else np.ascontiguousarray(v, dtype=np.float32).tobytes()
 
 
+def _field_expr(name: str) -> str:
+    """SQL for a metadata field; the same text in filters and in the field's expression index,
+    so SQLite can use the index. ``name`` is a known field; quotes are escaped."""
+    path = '$."' + name.replace('"', "") + '"'
+    return "json_extract(meta, '" + path.replace("'", "''") + "')"
+
+
 def _field_sql(name: str) -> tuple[str, list]:
     if name == "id":
         return "items.id", []
-    return "json_extract(items.meta, ?)", ['$."' + name.replace('"', "") + '"']
+    return _field_expr(name), []
 
 
 def fts_query(text: str) -> str | None:
@@ -299,6 +307,9 @@ class LocalStore:
                 con.execute(
                     "UPDATE info SET value = ? WHERE key = 'fields'", (json.dumps(sorted(known | set(new_fields))),)
                 )
+                for f in new_fields:  # expression indexes: filters on any field use an index, not a scan
+                    name = "meta_" + hashlib.blake2b(f.encode(), digest_size=6).hexdigest()
+                    con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items({_field_expr(f)})")
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         ids = list(dict.fromkeys(str(i) for i in ids))
