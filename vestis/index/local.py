@@ -115,6 +115,7 @@ class LocalStore:
         self.writable = writable
         self._lock = threading.RLock()  # one connection, shared by a server's threads
         self._snap: tuple[int, VectorSet] | None = None
+        self._filter_cache: dict[tuple[int, str], np.ndarray] = {}
         self._write_depth = 0
         self._lock_file = None
 
@@ -410,13 +411,21 @@ class LocalStore:
             ]
 
     def _filter_rows(self, where: Filter) -> np.ndarray:
+        """Rows matching ``where``; the last few filters' rows are kept per generation (facet clicks repeat)."""
+        key = (self.generation(), where.text)
+        if key in self._filter_cache:
+            return self._filter_cache[key]
         where.check_fields([*self.fields(), "id"])
         sql, params = where.compile(_field_sql)
         try:
             rows = self._con.execute(f"SELECT row FROM items WHERE {sql}", params).fetchall()
         except sqlite3.Error as exc:
             raise InputError(f"filter {where.text!r} cannot be applied: {exc}") from None
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        result = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if len(self._filter_cache) >= 32:
+            self._filter_cache.pop(next(iter(self._filter_cache)))
+        self._filter_cache[key] = result
+        return result
 
     # ------------------------------------------------------------------- vector search
 
