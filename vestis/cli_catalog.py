@@ -128,38 +128,31 @@ def index_build(
     )  # fmt: skip
 
 
-@index_app.command("add")
-def index_add(
-    index: Annotated[Path, typer.Argument(help="Index directory.")],
-    catalog: Annotated[Path, typer.Argument(help="Catalog with the new items.")],
-    id_column: IdColOpt = "id",
-    image_column: ImageColOpt = "image",
-    title_column: TitleColOpt = None,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Add the catalog's items whose ids are not in the index yet."""
-    _build(
-        "add", catalog, index, id_column=id_column, image_column=image_column, title_column=title_column,
-        quiet=quiet, as_json=as_json,
-    )  # fmt: skip
+def _incremental(mode: str, doc: str):
+    """``index add`` and ``index update``: the same options, another mode of build_index."""
+
+    def command(
+        index: Annotated[Path, typer.Argument(help="Index directory.")],
+        catalog: Annotated[Path, typer.Argument(help="Catalog with the new or changed items.")],
+        id_column: IdColOpt = "id",
+        image_column: ImageColOpt = "image",
+        title_column: TitleColOpt = None,
+        as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
+    ) -> None:
+        _build(
+            mode, catalog, index, id_column=id_column, image_column=image_column, title_column=title_column,
+            quiet=quiet, as_json=as_json,
+        )  # fmt: skip
+
+    command.__doc__ = doc
+    return command
 
 
-@index_app.command("update")
-def index_update(
-    index: Annotated[Path, typer.Argument(help="Index directory.")],
-    catalog: Annotated[Path, typer.Argument(help="Catalog with changed items.")],
-    id_column: IdColOpt = "id",
-    image_column: ImageColOpt = "image",
-    title_column: TitleColOpt = None,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Refresh indexed items from the catalog (re-embedding only those whose image or title changed)."""
-    _build(
-        "update", catalog, index, id_column=id_column, image_column=image_column, title_column=title_column,
-        quiet=quiet, as_json=as_json,
-    )  # fmt: skip
+index_app.command("add")(_incremental("add", "Add the catalog's items whose ids are not in the index yet."))
+index_app.command("update")(
+    _incremental("update", "Refresh indexed items from the catalog (re-embedding only changed images or titles).")
+)
 
 
 @index_app.command("delete")
