@@ -53,8 +53,11 @@ def _taxonomy(name: str, spec: object, source: str) -> Taxonomy:
     return Taxonomy(str(name), tuple(labels), tuple(templates))
 
 
-def parse_labels(specs: str | Sequence[str]) -> list[Taxonomy]:
-    """Taxonomies from ``--labels`` values (see the module docstring); names must be unique."""
+def parse_labels(specs: str | Sequence[str], *, allow_files: bool = True) -> list[Taxonomy]:
+    """Taxonomies from ``--labels`` values (see the module docstring); names must be unique.
+
+    ``allow_files=False`` (for specs from network clients) never reads a path from disk.
+    """
     specs = [specs] if isinstance(specs, str) else list(specs)
     if not specs:
         raise InputError("give --labels: a file, built-in taxonomy names (kagl, articleType, ...) or a list")
@@ -65,7 +68,7 @@ def parse_labels(specs: str | Sequence[str]) -> list[Taxonomy]:
         path = Path(spec).expanduser()
         if spec == "kagl":
             out += builtin.values()
-        elif path.is_file():
+        elif allow_files and path.is_file():
             out += _from_file(path)
         elif spec and all(p.strip() in builtin for p in spec.split(",")):
             out += [builtin[p.strip()] for p in spec.split(",")]

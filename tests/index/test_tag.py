@@ -65,3 +65,10 @@ def test_tag_and_classify_cli(kagl_small, tmp_path, image_files):
     assert out["failed"][0]["image"].endswith("nope.jpg")
     proc = run("tag", str(kagl_small), "--labels", "a,b", "--out", str(tmp_path / "t.csv"))
     assert proc.returncode == 2 and "parquet" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_files_are_not_read_when_not_allowed(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("alpha\nbeta\n")
+    assert parse_labels(str(secret))[0].labels == ("alpha", "beta")
+    assert parse_labels(str(secret), allow_files=False)[0].labels == (str(secret),)

@@ -131,12 +131,13 @@ def build_index(
     ann: AnnConfig | None = None,
     quiet: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    write_report: bool = True,
 ) -> BuildReport:
     """Index ``catalog`` into the directory ``out`` (created, or extended when it is an index).
 
     ``mode``: ``build`` adds new items and refreshes changed ones; ``add`` only adds ids not in
     the index; ``update`` only refreshes ids already there. ``prune`` (build) deletes items no
-    longer in the catalog.
+    longer in the catalog. ``write_report`` saves the report under ``out/reports/``.
     """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
@@ -208,7 +209,8 @@ def build_index(
         store.close()
     report.seconds = round(time.perf_counter() - start, 3)
     report.items_per_second = round(report.seen / report.seconds, 1) if report.seconds else 0.0
-    _write_report(Path(out), report)
+    if write_report:
+        _write_report(Path(out), report)
     return report
 
 
