@@ -21,6 +21,7 @@ import numpy as np
 from vestis.errors import InputError
 from vestis.index.filters import Filter, parse_filter
 from vestis.index.local import LocalStore
+from vestis.index.store import load_index_encoder
 from vestis.models.base import Encoder, l2_normalize
 from vestis.models.preprocess import ImageInput
 
@@ -125,8 +126,11 @@ class Catalog:
 
     def __init__(self, store: LocalStore, encoder: Encoder) -> None:
         if encoder.fingerprint != store.info.fingerprint:
+            built = f"{store.info.model!r} ({store.info.settings.get('precision', 'fp32')})"
+            mine = f"{encoder.name!r} ({getattr(encoder, 'precision', 'fp32')})"
             raise InputError(
-                f"the index was built with {store.info.model!r}; searching it needs that model, not {encoder.name!r}"
+                f"the index was built with {built}; searching it needs that model in that precision, not {mine}"
+                + (" (same name: its weight files differ from the build's)" if built == mine else "")
             )
         self.store = store
         self.encoder = encoder
@@ -136,10 +140,8 @@ class Catalog:
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, **load_kwargs) -> Catalog:
         store = LocalStore.open(directory)
         if encoder is None:
-            from vestis.models import load_encoder
-
             try:
-                encoder = load_encoder(store.info.model, **load_kwargs)
+                encoder = load_index_encoder(store.info, **load_kwargs)
             except BaseException:
                 store.close()
                 raise

@@ -147,6 +147,7 @@ def tag_catalog(
 ) -> dict:
     """Tag every product of a catalog file/folder or an index directory; write a parquet file."""
     from vestis.index.local import LocalStore, is_index_dir
+    from vestis.index.store import load_index_encoder
     from vestis.models import load_encoder
 
     out = Path(out)
@@ -155,7 +156,7 @@ def tag_catalog(
     errors: dict[int, str] = {}
     if is_index_dir(source):
         with LocalStore.open(source) as store:
-            encoder = encoder or load_encoder(model or store.info.model)
+            encoder = encoder or (load_encoder(model) if model else load_index_encoder(store.info))
             if encoder.fingerprint != store.info.fingerprint:
                 raise InputError(f"{source} holds {store.info.model!r} vectors; tag it with that model")
             all_ids = store.all_ids()

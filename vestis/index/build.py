@@ -25,7 +25,7 @@ from vestis.data.catalog import TITLE_COLUMNS, CatalogItem, CatalogReader
 from vestis.embed import embed_images
 from vestis.errors import InputError
 from vestis.index.local import LocalStore, is_index_dir
-from vestis.index.store import Record, StoreInfo
+from vestis.index.store import Record, StoreInfo, load_index_encoder
 from vestis.index.vectors import AnnConfig
 from vestis.models.base import Encoder, l2_normalize
 from vestis.progress import progress_bar
@@ -108,7 +108,11 @@ def resolve_title_column(columns: Sequence[str], title_column: str | None) -> st
 
 
 def open_or_create(out: str | Path, encoder: Encoder, weights: tuple[float, float], ann: AnnConfig | None):
-    settings = {"weights": list(weights), "ann": (ann or AnnConfig()).to_dict()}
+    settings = {
+        "weights": list(weights),
+        "ann": (ann or AnnConfig()).to_dict(),
+        "precision": getattr(encoder, "precision", "fp32"),
+    }
     store = LocalStore.create(out, StoreInfo(encoder.name, encoder.fingerprint, encoder.dim, settings))
     if ann is not None and store.info.settings.get("ann") != ann.to_dict():
         store.update_settings(ann=ann.to_dict())
@@ -152,8 +156,9 @@ def build_index(
 
         if model is None and is_index_dir(out):
             with LocalStore.open(out) as existing:
-                model = existing.info.model
-        encoder = load_encoder(model)
+                encoder = load_index_encoder(existing.info)
+        else:
+            encoder = load_encoder(model)
     start = time.perf_counter()
     report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=str(catalog))
     store = open_or_create(out, encoder, weights, ann)

@@ -83,3 +83,17 @@ class Store(Protocol):
     def sample_ids(self, n: int) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+def load_index_encoder(info: StoreInfo, **load_kwargs):
+    """The encoder an index was built with: its model, in the precision it was built in.
+
+    Vectors of one model in another precision (bf16 vs fp32) differ slightly, and the
+    model fingerprint tells them apart, so the build's precision is recorded and reused.
+    """
+    from vestis.models import load_encoder
+
+    precision = info.settings.get("precision")
+    if precision and "precision" not in load_kwargs:
+        load_kwargs["precision"] = precision
+    return load_encoder(info.model, **load_kwargs)
