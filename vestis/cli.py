@@ -18,7 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from vestis import __version__, cli_catalog
+from vestis.cli_export import export_app
 from vestis.errors import VestisError
+from vestis.serve.cli import serve
 
 app = typer.Typer(
     name="vestis",
@@ -129,9 +131,11 @@ def embed(
 app.add_typer(cli_catalog.index_app, name="index")
 for _command in (cli_catalog.search, cli_catalog.similar, cli_catalog.tag, cli_catalog.classify):
     app.command()(_command)
+app.command()(serve)
 
 eval_app = typer.Typer(help="Evaluate with the published protocols (Marqo retrieval, FashionCLIP zero-shot).")
 app.add_typer(eval_app, name="eval")
+app.add_typer(export_app, name="export")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import InputError
-from vestis.models.preprocess import DEFAULT_MAX_IMAGE_PIXELS, ImageConfig, ImageInput, preprocess_images
+from vestis.models.preprocess import DEFAULT_MAX_IMAGE_PIXELS, ImageConfig, ImageInput, pixel_batches
+from vestis.models.runtime import default_decode_threads, default_threads
 from vestis.models.text import TextTokenizer, validate_texts
 
 
@@ -47,6 +48,18 @@ class Encoder(ABC):
     runtime: str = ""
     #: Identifies weights and runtime, for embedding caches (set by ``load_encoder``).
     fingerprint: str = ""
+    #: "fp32", "bf16" or "int8": the arithmetic the model runs in.
+    precision: str = "fp32"
+    #: Intra-op threads for inference (None: the runtime's default, every CPU).
+    threads: int | None = None
+    #: Image-decoding worker threads (None: see vestis.models.runtime; 0: inline).
+    decode_threads: int | None = None
+    #: Decode the next batch while the model runs this one.  Off for torch: its OpenMP
+    #: threads stall at every barrier when another thread takes a core, so torch
+    #: encoders decode with every core between batches instead.
+    overlap_decode: bool = True
+    #: Decode large JPEGs at reduced scale (libjpeg draft mode) where the model's input size allows.
+    jpeg_draft: bool = True
 
     @property
     def context_length(self) -> int:
@@ -74,10 +87,24 @@ class Encoder(ABC):
             raise InputError("images must be a list of PIL images, paths or bytes")
         bs = self._batch_size(batch_size)
         out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for start, chunk in _chunks(images, bs):
-            pixels = preprocess_images(chunk, self.image_config, start_index=start, max_pixels=self.max_image_pixels)
+        workers = self.decode_threads
+        overlap = self.overlap_decode and len(images) > bs  # one batch: nothing to overlap with
+        if workers is None:
+            workers = default_decode_threads() if overlap else (self.threads or default_threads())
+        if len(images) <= 1:
+            workers = 0  # a single image (a query): no pool to start
+        batches = pixel_batches(
+            images,
+            self.image_config,
+            bs,
+            workers=workers,
+            prefetch=overlap,
+            max_pixels=self.max_image_pixels,
+            draft=self.jpeg_draft,
+        )
+        for start, pixels in batches:
             with self._runtime_context():
-                out[start : start + len(chunk)] = self._forward_images(pixels)
+                out[start : start + len(pixels)] = self._forward_images(pixels)
         return l2_normalize(out)
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
@@ -87,6 +114,11 @@ class Encoder(ABC):
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
+        if len(items) <= bs:  # one batch: padded to its longest item, no need to sort (a query)
+            ids, mask = self.tokenizer(items)
+            with self._runtime_context():
+                out[:] = self._forward_texts(ids, mask)
+            return l2_normalize(out)
         # Sort by token length so each batch pads only to its own longest item.
         order = np.argsort(self.tokenizer.lengths(items), kind="stable")
         for _, idx in _chunks(order, bs):

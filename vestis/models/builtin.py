@@ -45,7 +45,9 @@ def tiny_clip_config(
     )
 
 
-def tiny_random_encoder(*, seed: int = 0, batch_size: int = 32, threads: int | None = None) -> TorchEncoder:
+def tiny_random_encoder(
+    *, seed: int = 0, batch_size: int = 32, threads: int | None = None, precision: str = "fp32"
+) -> TorchEncoder:
     """``vestis-tiny-random``: seeded random weights, CLIP's real tokenizer. Not a useful model."""
     from transformers import CLIPModel
 
@@ -62,4 +64,5 @@ def tiny_random_encoder(*, seed: int = 0, batch_size: int = 32, threads: int | N
         image_config=ImageConfig(resize=TINY_IMAGE_SIZE, crop_hw=(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)),
         batch_size=batch_size,
         threads=threads,
+        precision=precision,
     )

@@ -107,56 +107,113 @@ def _download(hub_id: str) -> Path:
         raise ModelNotFoundError(f"could not download {hub_id!r}: {type(exc).__name__}: {exc}") from None
 
 
+#: Bundled models whose bf16 parity with fp32 is checked in CI on their real weights
+#: (tests/models/test_speed.py: KAGL images and titles, cosine >= 0.99, zero-shot
+#: top-1 agreement >= 99%), so bf16 may be their default where the CPU has bf16.
+BF16_VERIFIED = frozenset({"vestis-mini"})
+
+
+def default_precision(directory: Path | None, name: str, runtime: str) -> str:
+    """The precision a model runs in when none is asked for: the fastest one whose parity holds.
+
+    The rule, in order:
+
+    * ONNX graphs: int8 when the directory's ``vestis_onnx.json`` records that
+      the int8 graphs passed parity with the torch fp32 model (``vestis export
+      onnx --int8`` measures it: cosine >= 0.99 for every image and text, zero-shot
+      top-1 agreement >= 99%), or when int8 graphs are all there is; else fp32.
+      Published int8 graphs with no such record run only when asked for.
+    * torch: bf16 for the bundled models in :data:`BF16_VERIFIED` on a CPU with
+      native bf16 (AVX512-BF16 or AMX); fp32 for every other checkpoint, whose
+      bf16 parity nobody has measured (``precision="bf16"`` asks for it;
+      ``vestis export onnx`` reports it).
+    * open_clip itself: fp32.
+    """
+    if runtime == "onnx" and directory is not None:
+        from vestis.models.onnx_backend import available_precisions, read_meta
+
+        available = available_precisions(directory)
+        if "int8" in available:
+            recorded = read_meta(directory).get("parity", {}).get("onnx int8", {})
+            if recorded.get("passed") is True or "fp32" not in available:
+                return "int8"
+        return "fp32"
+    if runtime == "torch" and name in BF16_VERIFIED and directory == registry.BUNDLED_DIR / name:
+        from vestis.models.runtime import bf16_supported
+
+        if bf16_supported():
+            return "bf16"
+    return "fp32"
+
+
 def load_encoder(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
     runtime: str | None = None,
-    precision: str = "fp32",
+    precision: str | None = None,
     device: str = "cpu",
     batch_size: int = 32,
     threads: int | None = None,
+    decode_threads: int | None = None,
     download: bool | None = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Encoder:
     """Load an encoder from a registry name, a local directory or a hub id.
 
     ``runtime`` picks the backend (``torch``, ``onnx`` or ``open_clip``); by default
-    the one the files are published for.  ``threads`` bounds intra-op threads
-    for this encoder; ``max_image_pixels`` is the decompression-bomb limit.
+    the one the files are published for.  ``precision`` (``fp32``, ``bf16`` on
+    torch, ``int8`` on onnx): by default the fastest one whose parity with fp32
+    holds for this model (:func:`default_precision`).  ``threads`` bounds
+    intra-op threads for this encoder, ``decode_threads`` the image-decoding
+    workers that run beside it (see :mod:`vestis.models.runtime`);
+    ``max_image_pixels`` is the decompression-bomb limit.
     """
+    from vestis.models.runtime import check_precision
+
     if runtime is not None and runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    if precision not in ("fp32", "int8"):
-        raise InputError(f"unknown precision {precision!r}; use fp32 or int8")
+    if precision is not None:
+        check_precision(precision)
     if threads is not None and threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads}")
+    if decode_threads is not None and decode_threads < 0:
+        raise InputError(f"decode_threads must be >= 0, got {decode_threads}")
     name, directory, spec = resolve(name_or_path or registry.default_model(), download)
     common: dict[str, Any] = dict(batch_size=batch_size, threads=threads)
     if directory is None:
         from vestis.models.builtin import tiny_random_encoder
 
-        if runtime not in (None, "torch") or precision != "fp32":
+        if runtime not in (None, "torch") or precision == "int8":
             raise InputError(
-                f"{name} is built in memory and runs on torch fp32 only; export it first "
-                "(vestis.export.export_onnx) to run it on onnxruntime"
+                f"{name} is built in memory and runs on torch only; export it first "
+                "(vestis export onnx) to run it on onnxruntime"
             )
 
-        enc = tiny_random_encoder(**common)
+        enc = tiny_random_encoder(precision=precision or "fp32", **common)
     else:
         fmt = spec.format if spec is not None else detect_format(directory)
-        if runtime == "onnx" or (runtime is None and fmt == registry.ONNX) or precision == "int8":
+        if runtime in ("torch", "open_clip") and precision == "int8":
+            raise InputError(f"int8 runs on onnxruntime, not {runtime} (vestis export onnx MODEL --out DIR --int8)")
+        if runtime == "onnx" or (runtime is None and (fmt == registry.ONNX or precision == "int8")):
+            precision = precision or default_precision(directory, name, "onnx")
             enc = _load_onnx(directory, name, spec, precision=precision, **common)
         elif fmt == registry.VESTIS and runtime in (None, "torch"):
             from vestis.models.vestis_mini import load_vestis_mini
 
-            enc = load_vestis_mini(directory, name, **common)
+            precision = precision or default_precision(directory, name, "torch")
+            enc = load_vestis_mini(directory, name, precision=precision, **common)
         elif runtime == "open_clip" or fmt == registry.OPEN_CLIP:
-            enc = _load_open_clip(directory, name, spec, force_native=runtime == "open_clip", device=device, **common)
+            enc = _load_open_clip(
+                directory, name, spec, force_native=runtime == "open_clip", device=device,
+                precision=precision or "fp32", **common,
+            )  # fmt: skip
         elif fmt in (registry.HF_CLIP, registry.CHINESE_CLIP):
-            enc = _load_transformers(directory, name, spec, fmt, device=device, **common)
+            precision = precision or default_precision(directory, name, "torch")
+            enc = _load_transformers(directory, name, spec, fmt, device=device, precision=precision, **common)
         else:
             raise ModelFormatError(f"{directory}: format {fmt!r} cannot run on runtime {runtime!r}")
     enc.max_image_pixels = max_image_pixels
+    enc.decode_threads = decode_threads
     enc.fingerprint = _fingerprint(name, directory, enc.runtime)
     return enc
 
@@ -181,7 +238,7 @@ def _context_length(spec: ModelSpec | None, tokenizer: Any, fallback: int) -> in
 
 
 def _load_transformers(
-    directory: Path, name: str, spec: ModelSpec | None, fmt: str, *, device: str, **common: Any
+    directory: Path, name: str, spec: ModelSpec | None, fmt: str, *, device: str, precision: str, **common: Any
 ) -> Encoder:
     from transformers import ChineseCLIPModel, CLIPModel
 
@@ -206,6 +263,7 @@ def _load_transformers(
         image_config=image_config,
         device=device,
         uses_token_type_ids=fmt == registry.CHINESE_CLIP,
+        precision=precision,
         **common,
     )
 
@@ -240,7 +298,14 @@ def _dir_tokenizer(directory: Path, context_length: int) -> TextTokenizer:
 
 
 def _load_open_clip(
-    directory: Path, name: str, spec: ModelSpec | None, *, force_native: bool, device: str, **common: Any
+    directory: Path,
+    name: str,
+    spec: ModelSpec | None,
+    *,
+    force_native: bool,
+    device: str,
+    precision: str,
+    **common: Any,
 ) -> Encoder:
     from vestis.models import open_clip_format
     from vestis.models.torch_backend import TorchEncoder
@@ -257,11 +322,15 @@ def _load_open_clip(
     if force_native or reason:
         from vestis.models.open_clip_native import OpenClipEncoder
 
+        if precision != "fp32":
+            raise InputError(f"{name}: open_clip itself runs fp32 only, not {precision}")
         return OpenClipEncoder(directory, name=name, image_config=image_config, device=device, why=reason, **common)
     model, _ = open_clip_format.load_as_clip_model(directory)
     tokenizer = TextTokenizer(clip_tokenizer_from_bpe(ctx), ctx, clean=open_clip_clean)
-    enc = TorchEncoder(model, name=name, tokenizer=tokenizer, image_config=image_config, device=device, **common)
-    enc.runtime = "torch fp32 (open_clip weights converted to CLIPModel)"
+    enc = TorchEncoder(
+        model, name=name, tokenizer=tokenizer, image_config=image_config, device=device, precision=precision, **common
+    )
+    enc.runtime = f"torch {precision} (open_clip weights converted to CLIPModel)"
     return enc
 
 

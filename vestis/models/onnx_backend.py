@@ -20,6 +20,7 @@ import numpy as np
 from vestis.errors import ModelFormatError
 from vestis.models.base import Encoder
 from vestis.models.preprocess import ImageConfig
+from vestis.models.runtime import cpu_count
 from vestis.models.text import TextTokenizer
 
 VARIANT_SUFFIXES = {"fp32": ("",), "int8": ("_quantized", "_int8", "_uint8")}
@@ -30,12 +31,22 @@ META_FILE = "vestis_onnx.json"
 def find_graphs(directory: Path, precision: str = "fp32") -> tuple[Path, Path]:
     """Paths of (vision, text) graphs in ``directory`` or its ``onnx/`` folder.
 
+    A vestis export names its graphs per precision in ``vestis_onnx.json``
+    (an int8 export may keep a tower in fp32 where int8 did not pass parity).
     A single combined ``model.onnx`` (how FashionCLIP's own repository ships
     its ONNX file) is split into the two towers once and cached.
     """
     if precision not in VARIANT_SUFFIXES:
-        raise ModelFormatError(f"unknown ONNX precision {precision!r}; use one of {sorted(VARIANT_SUFFIXES)}")
+        raise ModelFormatError(f"the ONNX backend runs {' or '.join(VARIANT_SUFFIXES)}, not {precision!r}")
     folders = (Path(directory) / "onnx", Path(directory))
+    for folder in folders:
+        meta_path = folder / META_FILE
+        if meta_path.is_file():
+            graphs = json.loads(meta_path.read_text()).get("graphs", {}).get(precision)
+            if graphs:
+                vision, text = folder / graphs["vision"], folder / graphs["text"]
+                if vision.is_file() and text.is_file():
+                    return vision, text
     for folder in folders:
         for suffix in VARIANT_SUFFIXES[precision]:
             vision, text = folder / f"vision_model{suffix}.onnx", folder / f"text_model{suffix}.onnx"
@@ -48,7 +59,7 @@ def find_graphs(directory: Path, precision: str = "fp32") -> tuple[Path, Path]:
     raise ModelFormatError(
         f"{directory}: no ONNX graph pair for precision {precision}; expected "
         "onnx/vision_model.onnx and onnx/text_model.onnx (or *_quantized.onnx for int8), "
-        "or a combined onnx/model.onnx"
+        "or a combined onnx/model.onnx (vestis export onnx MODEL --out DIR [--int8] writes them)"
     )
 
 
@@ -100,13 +111,34 @@ def split_combined(path: Path) -> tuple[Path, Path]:
     return vision, text
 
 
-def _session(path: Path, threads: int | None) -> Any:
+def available_precisions(directory: Path) -> list[str]:
+    """The precisions ``directory`` has a graph pair for."""
+    out = []
+    for precision in VARIANT_SUFFIXES:
+        try:
+            find_graphs(directory, precision)
+        except ModelFormatError:
+            continue
+        out.append(precision)
+    return out
+
+
+def _session(path: Path, threads: int | None, spinning: bool = True) -> Any:
+    """An onnxruntime CPU session with ``threads`` intra-op threads.
+
+    ``spinning``: whether idle pool threads busy-wait for the next operator.
+    That saves about a millisecond per text query, but while images are being
+    decoded beside inference the spinning threads would take the decoders'
+    cores, so image graphs run with it off.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads or cpu_count()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -145,8 +177,11 @@ class OnnxEncoder(Encoder):
         logit_scale: float | None = None,
     ) -> None:
         vision_path, text_path = find_graphs(directory, precision)
-        self.vision = _session(vision_path, threads)
-        self.text = _session(text_path, threads)
+        self.vision = _session(vision_path, threads, spinning=False)
+        self.text = _session(text_path, threads, spinning=True)
+        self.graphs = (vision_path, text_path)
+        self.precision = precision
+        self.threads = threads
         self.name = name
         self.tokenizer = tokenizer
         self.image_config = image_config

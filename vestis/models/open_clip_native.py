@@ -32,6 +32,8 @@ class _OpenClipTokenizer:
 
 
 class OpenClipEncoder(Encoder):
+    overlap_decode = False  # OpenMP: decode between batches, with every core (see Encoder)
+
     def __init__(
         self,
         directory: Path,

@@ -10,15 +10,20 @@ Two conventions exist among the reference projects and they differ in detail:
 Both are expressed by one :class:`ImageConfig`; the loaders read it from the
 checkpoint's ``preprocessor_config.json`` or ``open_clip_config.json``.
 Decoding and resizing are per image (PIL's C code); rescaling and
-normalisation run once over the whole batch.
+normalisation are a table look-up per value.  Encoders use :func:`pixel_batches`,
+which decodes in worker threads one batch ahead of the model and uses JPEG
+draft mode for large photos (the only step whose pixels differ from the
+checkpoint's processor; see ``docs/speed.md`` for the measured tolerance).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -232,6 +237,12 @@ def load_image(
     (CMYK, palette, 16-bit, grayscale, alpha onto white) and refuses empty,
     truncated, non-image and oversized input with an :class:`ImageError`.
     """
+    img, what = _open_image(source, index, max_pixels)
+    return _finish_decoding(img, what)
+
+
+def _open_image(source: ImageInput, index: int | None, max_pixels: int) -> tuple[Image.Image, str]:
+    """Open (not yet decode) ``source`` and check its size; (image, how to name it in errors)."""
     what = _describe(index)
     if isinstance(source, np.ndarray):
         shape_ok = source.ndim == 2 or (source.ndim == 3 and source.shape[2] in (3, 4))
@@ -278,6 +289,10 @@ def load_image(
             f"{what}: image too large: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
             "(decompression-bomb guard; raise max_image_pixels if this is intended)"
         )
+    return img, what
+
+
+def _finish_decoding(img: Image.Image, what: str) -> Image.Image:
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
@@ -308,10 +323,11 @@ def _crop_offset(size: int, crop: int, rounding: str) -> int:
     return (size - crop) // 2
 
 
-def _letterbox(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
+def _letterbox(img: Image.Image, cfg: ImageConfig, source_size: tuple[int, int] | None = None) -> np.ndarray:
+    sw, sh = source_size or img.size
     size = int(cfg.resize)
-    scale = size / max(img.width, img.height)
-    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    scale = size / max(sw, sh)
+    w, h = max(1, round(sw * scale)), max(1, round(sh * scale))
     if (w, h) != img.size:
         img = img.resize((w, h), resample=_PIL_RESAMPLE[cfg.resample])
     canvas = np.full((size, size, 3), cfg.pad_value, dtype=np.uint8)
@@ -320,11 +336,17 @@ def _letterbox(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
     return canvas
 
 
-def resize_and_crop(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
-    """One RGB image to a uint8 array of ``cfg.output_hw`` (H, W, 3)."""
+def resize_and_crop(img: Image.Image, cfg: ImageConfig, source_size: tuple[int, int] | None = None) -> np.ndarray:
+    """One RGB image to a uint8 array of ``cfg.output_hw`` (H, W, 3).
+
+    ``source_size`` is the (width, height) the geometry is computed from when
+    ``img`` was decoded at reduced size (JPEG draft mode): the output then has
+    the size and framing that the full-size image would give.
+    """
     if cfg.resize_mode == "longest":
-        return _letterbox(img, cfg)
-    target = _resized_size(img.width, img.height, cfg)
+        return _letterbox(img, cfg, source_size)
+    sw, sh = source_size or img.size
+    target = _resized_size(sw, sh, cfg)
     if target is not None and target != img.size:
         img = img.resize(target, resample=_PIL_RESAMPLE[cfg.resample])
     arr = np.asarray(img, dtype=np.uint8)
@@ -341,29 +363,227 @@ def resize_and_crop(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
     return arr
 
 
+# --------------------------------------------------------------------------- fast path
+#
+# What runs when an encoder embeds images.  It gives the same pixels as the
+# functions above (bit for bit) except where JPEG draft mode applies, and is
+# fast because:
+#
+# * a JPEG much larger than the model's input is decoded at 1/2, 1/4 or 1/8
+#   scale by libjpeg itself (draft mode), never below DRAFT_MARGIN times the
+#   size the resize step produces, so the bicubic/bilinear resize that follows
+#   still filters properly;
+# * rescaling and normalisation are one table look-up per value (a 256-entry
+#   table per channel, computed with the same float32 operations as
+#   ``normalize_batch`` did, so the values are identical), written straight
+#   into the batch tensor in channel-first order;
+# * images are decoded by worker threads (PIL and numpy release the GIL)
+#   while the model runs the previous batch; see :func:`pixel_batches`.
+
+#: A draft-decoded JPEG keeps at least this many times the resized size on each side.
+DRAFT_MARGIN = 2
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _target_size(w: int, h: int, cfg: ImageConfig) -> tuple[int, int] | None:
+    """(width, height) the resize step makes of a (w, h) image, None if there is none."""
+    if cfg.resize_mode == "longest":
+        scale = int(cfg.resize) / max(w, h)
+        return max(1, round(w * scale)), max(1, round(h * scale))
+    return _resized_size(w, h, cfg)
+
+
+def _draft(img: Image.Image, cfg: ImageConfig) -> tuple[int, int] | None:
+    """Let libjpeg decode a large JPEG at reduced scale; the full (displayed) size if it did."""
+    if img.format != "JPEG" or not hasattr(img, "draft"):
+        return None
+    w, h = img.size
+    try:
+        rotated = img.getexif().get(0x0112, 1) in _ROTATED
+    except Exception:  # a damaged EXIF block: load_image's exif_transpose reports it
+        return None
+    shown = (h, w) if rotated else (w, h)
+    target = _target_size(*shown, cfg)
+    if target is None:
+        return None
+    tw, th = (target[1], target[0]) if rotated else target
+    if w < 2 * DRAFT_MARGIN * tw or h < 2 * DRAFT_MARGIN * th:
+        return None  # not even a 1/2-scale decode would keep the margin
+    img.draft(img.mode, (DRAFT_MARGIN * tw, DRAFT_MARGIN * th))
+    return shown if img.size != (w, h) else None
+
+
+def prepare_image(
+    source: ImageInput,
+    cfg: ImageConfig,
+    *,
+    index: int | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft: bool = True,
+) -> np.ndarray:
+    """Decode, resize and crop one image to uint8 (H, W, 3), with JPEG draft mode where it applies."""
+    img, what = _open_image(source, index, max_pixels)
+    # Only files vestis opened itself: a caller's PIL image is never changed.
+    full_size = _draft(img, cfg) if draft and not isinstance(source, Image.Image) else None
+    return resize_and_crop(_finish_decoding(img, what), cfg, full_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalize_table(rescale: float, mean: tuple[float, ...], std: tuple[float, ...], normalize: bool) -> np.ndarray:
+    """(3, 256) float32: every uint8 value of every channel, rescaled and normalised."""
+    values = np.arange(256, dtype=np.float32)[:, None].repeat(3, axis=1)
+    x = values * np.float32(rescale)
+    if normalize:
+        x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    table = np.ascontiguousarray(x.T, dtype=np.float32)
+    table.setflags(write=False)
+    return table
+
+
+def normalize_table(cfg: ImageConfig) -> np.ndarray:
+    return _normalize_table(float(cfg.rescale_factor), tuple(cfg.mean), tuple(cfg.std), bool(cfg.do_normalize))
+
+
+def normalize_into(image: np.ndarray, out: np.ndarray, table: np.ndarray) -> None:
+    """uint8 (H, W, 3) -> float32 (3, H, W) ``out``, through the per-channel table."""
+    for c in range(3):
+        np.take(table[c], image[:, :, c], out=out[c], mode="clip")
+
+
 def normalize_batch(batch: np.ndarray, cfg: ImageConfig) -> np.ndarray:
-    """uint8 (N, H, W, 3) to float32 (N, 3, H, W), rescaled and normalised at once."""
-    x = batch.astype(np.float32) * np.float32(cfg.rescale_factor)
-    if cfg.do_normalize:
-        mean = np.asarray(cfg.mean, dtype=np.float32)
-        std = np.asarray(cfg.std, dtype=np.float32)
-        x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """uint8 (N, H, W, 3) to float32 (N, 3, H, W), rescaled and normalised."""
+    n, h, w = batch.shape[:3]
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    table = normalize_table(cfg)
+    for i in range(n):
+        normalize_into(batch[i], out[i], table)
+    return out
+
+
+def _prepare_part(
+    items: Sequence[ImageInput],
+    part: range,
+    out: np.ndarray,
+    cfg: ImageConfig,
+    start_index: int,
+    max_pixels: int,
+    draft: bool,
+) -> tuple[int, BaseException] | None:
+    """Fill ``out[j]`` for ``j`` in ``part``; the first failure as (j, error) instead of raising."""
+    table = normalize_table(cfg)
+    for j in part:
+        try:
+            arr = prepare_image(items[j], cfg, index=start_index + j, max_pixels=max_pixels, draft=draft)
+        except Exception as exc:
+            return j, exc
+        normalize_into(arr, out[j], table)
+    return None
+
+
+def _split(n: int, parts: int) -> list[range]:
+    bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _fixed_hw(cfg: ImageConfig) -> tuple[int, int] | None:
+    try:
+        return cfg.output_hw
+    except ValueError:
+        return None
 
 
 def preprocess_images(
-    images: Iterable[ImageInput],
+    images: Sequence[ImageInput],
     cfg: ImageConfig,
     *,
     start_index: int = 0,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft: bool = False,
+    pool: Executor | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
-    """Decode, resize, crop and normalise a batch into float32 (N, 3, H, W)."""
-    arrays = [
-        resize_and_crop(load_image(src, index=start_index + i, max_pixels=max_pixels), cfg)
-        for i, src in enumerate(images)
-    ]
-    if not arrays:
-        h, w = cfg.output_hw
-        return np.zeros((0, 3, h, w), dtype=np.float32)
-    return normalize_batch(np.stack(arrays), cfg)
+    """Decode, resize, crop and normalise a batch into float32 (N, 3, H, W).
+
+    With ``draft=False`` (the default here) the pixels are exactly those of the
+    checkpoint's own processor; ``pool`` spreads the images over ``workers``
+    threads of an executor.
+    """
+    images = list(images) if not isinstance(images, Sequence) else images
+    hw = _fixed_hw(cfg)
+    if hw is None:  # no fixed output size: only a batch of equal sizes can be stacked
+        arrays = [
+            prepare_image(src, cfg, index=start_index + i, max_pixels=max_pixels, draft=draft)
+            for i, src in enumerate(images)
+        ]
+        return normalize_batch(np.stack(arrays), cfg)
+    out = np.empty((len(images), 3, *hw), dtype=np.float32)
+    parts = _split(len(images), workers if pool is not None else 1)
+    args = (out, cfg, start_index, max_pixels, draft)
+    if pool is None or len(parts) <= 1:
+        results = [_prepare_part(images, p, *args) for p in parts]
+    else:
+        results = list(pool.map(lambda p: _prepare_part(images, p, *args), parts))
+    _raise_first(results)
+    return out
+
+
+def _raise_first(results: Iterable[tuple[int, BaseException] | None]) -> None:
+    failures = [r for r in results if r is not None]
+    if failures:
+        raise min(failures, key=lambda f: f[0])[1]
+
+
+def pixel_batches(
+    images: Sequence[ImageInput],
+    cfg: ImageConfig,
+    batch_size: int,
+    *,
+    workers: int = 1,
+    prefetch: bool = True,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, float32 (n, 3, H, W))`` batch by batch.
+
+    With ``workers >= 1`` the images of a batch are decoded by that many
+    threads.  With ``prefetch``, batch k+1 is decoded while the caller works
+    on batch k (one batch ahead, never more); without, decoding waits until
+    the caller asks for the next batch, so that decoding and the caller's work
+    never compete for cores.  ``workers=0`` decodes inline.  An unreadable
+    image raises the same :class:`ImageError` as :func:`load_image`, naming its
+    position in ``images``, when its batch is reached.
+    """
+    n = len(images)
+    if workers <= 0 or _fixed_hw(cfg) is None:
+        for start in range(0, n, batch_size):
+            chunk = images[start : start + batch_size]
+            yield start, preprocess_images(chunk, cfg, start_index=start, max_pixels=max_pixels, draft=draft)
+        return
+    hw = _fixed_hw(cfg)
+    assert hw is not None
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vestis-decode") as pool:
+
+        def submit(start: int) -> tuple[np.ndarray, list[Future]]:
+            chunk = images[start : start + batch_size]
+            out = np.empty((len(chunk), 3, *hw), dtype=np.float32)
+            futures = [
+                pool.submit(_prepare_part, chunk, part, out, cfg, start, max_pixels, draft)
+                for part in _split(len(chunk), workers)
+            ]
+            return out, futures
+
+        pending = submit(0) if n else None
+        try:
+            for start in range(0, n, batch_size):
+                if pending is None:
+                    pending = submit(start)
+                out, futures = pending
+                results = [f.result() for f in futures]
+                more = start + batch_size < n
+                pending = submit(start + batch_size) if prefetch and more else None
+                _raise_first(results)
+                yield start, out
+        finally:
+            if pending is not None:
+                for f in pending[1]:
+                    f.cancel()

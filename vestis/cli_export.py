@@ -1,0 +1,134 @@
+"""``vestis export onnx MODEL --out DIR [--int8]``: ONNX graphs plus a parity report.
+
+Registered on the main app in :mod:`vestis.cli`.  Writes the layout the ONNX
+backend reads (``onnx/vision_model.onnx``, ``onnx/text_model.onnx``, dynamic
+batch and sequence length; with ``--int8`` also ``*_quantized.onnx`` for each
+tower where int8 passes parity), then measures every variant against the torch
+fp32 model on real catalog images and titles, prints the table and saves it as
+``DIR/parity.json``.  With ``--json`` the report is one JSON object on the last
+line of stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vestis.errors import InputError
+
+# Piped output is not cut to 80 columns: the parity table is ~120 wide.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+export_app = typer.Typer(
+    help="Export a model for faster runtimes (ONNX fp32/int8), with a parity report.", no_args_is_help=True
+)
+
+
+@export_app.command("onnx")
+def export_onnx_command(
+    model: Annotated[str, typer.Argument(help="Registry name, model directory or hub id (a torch-format model).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the export to.")],
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write int8 graphs (kept per tower only where they pass parity).")
+    ] = False,
+    parity_images: Annotated[
+        int, typer.Option("--parity-images", min=8, help="Catalog images to measure parity on.")
+    ] = 500,
+    parity_texts: Annotated[
+        int, typer.Option("--parity-texts", min=1, help="Product titles to measure parity on.")
+    ] = 500,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", min=8, help="Images to calibrate static int8 quantisation.")
+    ] = 128,
+    no_bf16: Annotated[bool, typer.Option("--no-bf16", help="Do not measure torch bf16 parity.")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads.")] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch the model from its hub if it is not here.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+) -> None:
+    """Export MODEL's image and text towers to ONNX (fp32, and int8 with --int8) and report parity."""
+    from vestis.export import export_onnx, verify_export
+    from vestis.models import load_encoder
+    from vestis.models.parity import parity_data
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; give a directory")
+
+    def log(line: str) -> None:
+        if not quiet:
+            err.print(line, highlight=False)
+
+    enc = load_encoder(model, runtime="torch", precision="fp32", threads=threads, download=download or None)
+    data = parity_data(parity_images, parity_texts, calibration_images if int8 else 0)
+    log(f"{enc.name}: {enc.runtime}; parity data: {data.describe()}")
+    export_onnx(enc, out_dir, int8=int8, calibration_images=data.calibration, log=log)
+    report = verify_export(enc, out_dir, data, threads=threads, bf16=not no_bf16, log=log)
+    report["out"] = str(out_dir)
+    if as_json:
+        print(json.dumps(report, default=str))
+        return
+    out.print(parity_table(report))
+    for line in int8_attempts(report):
+        out.print(line, highlight=False)
+    out.print(f"wrote {out_dir}/onnx and {out_dir}/parity.json")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def parity_table(report: dict[str, Any]) -> Table:
+    """The parity report as a rich table (one row per variant)."""
+    th = report["thresholds"]
+    ref = next(iter(report["rows"].values()))
+    margin = ref.get("top1_margin_median")
+    caption = f"passes: every cosine >= {th['cosine_min']} and zero-shot top-1 agreement >= {th['top1_agreement']:.0%}"
+    if margin is not None:
+        caption += f"; fp32's median top-1 margin {margin:.4f} (near 0: choices are coin flips, e.g. random weights)"
+    table = Table(title=f"{report['model']}: parity with {report['reference']} ({report['data']})", caption=caption)
+    columns = ("variant", "img cos min", "img cos mean", "txt cos min", "txt cos mean", "top-1 agree", "img/s",
+               "txt/s", "parity")  # fmt: skip
+    for col in columns:
+        table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col == "variant")
+    for name, row in report["rows"].items():
+        if "passed" not in row:
+            verdict = "reference"
+        elif row.get("written") is False:
+            verdict = "[yellow]none written[/]"
+        else:
+            verdict = "[green]pass[/]" if row["passed"] else "[red]fail[/]"
+        agree = row.get("top1_agreement")
+        table.add_row(
+            name,
+            _fmt(row.get("image_cos_min")),
+            _fmt(row.get("image_cos_mean")),
+            _fmt(row.get("text_cos_min")),
+            _fmt(row.get("text_cos_mean")),
+            "-" if agree is None else f"{agree:.1%}",
+            _fmt(row.get("images_per_s"), 1),
+            _fmt(row.get("texts_per_s"), 1),
+            verdict,
+        )
+    return table
+
+
+def int8_attempts(report: dict[str, Any]) -> list[str]:
+    """One line per int8 variant tried, per tower, and the result."""
+    int8 = report["rows"].get("onnx int8") or {}
+    lines = [f"int8 {tower} tower: {attempt}" for tower, tried in int8.get("tried", {}).items() for attempt in tried]
+    for tower, method in int8.get("methods", {}).items():
+        lines.append(f"int8 {tower} tower runs: {method}")
+    return lines

@@ -1,0 +1,277 @@
+"""Request and response models of the HTTP API (pydantic; they are also the OpenAPI spec).
+
+The embeddings models follow OpenAI's ``POST /v1/embeddings`` exactly, plus image
+inputs (data URLs, or ``{"type": "image_url", "image_url": {"url": ...}}`` items).
+vestis' own endpoints forbid unknown fields, so a misspelt option is an error rather
+than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = str | int | float | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------- errors
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, as OpenAI shapes them."""
+
+    error: ErrorBody
+
+
+# --------------------------------------------------------------------- embeddings
+
+
+class ImageURL(BaseModel):
+    url: str = Field(description="A data URL: data:image/jpeg;base64,... (remote URLs are not fetched).")
+    detail: str | None = None
+
+
+class ImageInputItem(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageURL | str
+
+
+class TextInputItem(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+InputItem = Annotated[ImageInputItem | TextInputItem, Field(discriminator="type")]
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings request. Strings that are ``data:image/...;base64,`` URLs are images."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str | InputItem] | list[list[int]] | list[int] = Field(
+        description="A string, or a list of strings, image data URLs and image_url/text items."
+    )
+    model: str | None = Field(None, description="The served model's name (GET /v1/models).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(
+        None,
+        ge=1,
+        description="Keep the first N dimensions and re-normalise (vestis models are not Matryoshka-trained).",
+    )
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    images: int = Field(0, description="vestis extension: image inputs (they are not tokenised).")
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "vestis"
+    dim: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+# ------------------------------------------------------------------------- search
+
+
+class SearchRequest(_Strict):
+    """A text query, a photo, an item id, or several of them (their vectors are summed)."""
+
+    catalog: str | None = Field(None, description="Catalog name (default: the first served).")
+    query: str | None = Field(
+        None, max_length=2000, description="Text; 'a, -b, c:0.5' weights terms (negative with '-')."
+    )
+    image: str | None = Field(None, description="A photo as a data URL or base64 (multipart: a file field).")
+    item_id: str | int | None = Field(None, description="Search by this item ('more like this' when alone).")
+    k: int = Field(10, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=10_000)
+    where: str | None = Field(None, max_length=4096, description="Filter, e.g. baseColour = 'Red' AND season IN (...)")
+    filters: dict[str, list[str | int | float]] | None = Field(
+        None, description="Facet selections {field: [values]}: values of one field OR-ed, fields AND-ed."
+    )
+    hybrid: float = Field(0.0, ge=0.0, le=1.0, description="Keyword (BM25) weight in rank fusion; 0 = vector only.")
+    steer: list[str] = Field(default_factory=list, max_length=8, description="darker, more formal, ... or 'a->b'.")
+    steer_strength: float = Field(1.0, ge=-5.0, le=5.0)
+    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    exclude: list[str | int] = Field(default_factory=list, max_length=1000)
+    exact: bool = False
+    include_thumbnails: bool = Field(False, description="Inline each result's thumbnail as a data URL.")
+
+
+class SearchHit(BaseModel):
+    rank: int
+    id: str | int
+    score: float
+    cosine: float | None = None
+    metadata: dict
+    thumbnail_url: str | None = None
+    thumbnail: str | None = None
+
+
+class SearchResponse(BaseModel):
+    object: Literal["search.results"] = "search.results"
+    catalog: str
+    model: str
+    results: list[SearchHit]
+    query: dict
+    took_ms: float
+
+
+# ----------------------------------------------------------------------- classify
+
+
+class ClassifyRequest(_Strict):
+    """Zero-shot labels for one or more photos: built-in taxonomies and/or your own labels."""
+
+    image: str | None = Field(None, description="A photo as a data URL or base64.")
+    images: list[str] | None = Field(None, max_length=32)
+    taxonomies: list[str] | None = Field(
+        None, max_length=32, description="Built-in taxonomies (GET /v1/taxonomies); 'kagl' means all of them."
+    )
+    labels: list[str] | str | None = Field(None, description="Your labels: a list, or a comma-separated string.")
+    templates: list[str] | None = Field(None, max_length=16, description="Prompt templates with {} (ensembled).")
+    k: int = Field(3, ge=1, le=50)
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResult(BaseModel):
+    index: int
+    labels: dict[str, list[LabelScore]]
+
+
+class ClassifyResponse(BaseModel):
+    object: Literal["classification"] = "classification"
+    model: str
+    results: list[ClassifyResult]
+
+
+# -------------------------------------------------------------------------- items
+
+
+class ItemIn(_Strict):
+    id: str | int = Field(description="The product id (the catalog key).")
+    image: str | None = Field(None, description="Product photo as a data URL or base64; omitted: indexed by title.")
+    metadata: dict[str, Scalar] = Field(
+        default_factory=dict, description="Catalog columns (title: productDisplayName/title/name)."
+    )
+
+
+class ItemBody(_Strict):
+    """One item for PUT /v1/catalogs/{name}/items/{id} (the id comes from the path)."""
+
+    image: str | None = None
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class ItemsRequest(_Strict):
+    items: list[ItemIn] = Field(min_length=1, max_length=256)
+
+
+class DeleteRequest(_Strict):
+    ids: list[str | int] = Field(min_length=1, max_length=10_000)
+
+
+class WriteReport(BaseModel):
+    object: Literal["catalog.write"] = "catalog.write"
+    catalog: str
+    mode: str
+    added: int = 0
+    updated: int = 0
+    metadata_updated: int = 0
+    unchanged: int = 0
+    deleted: list[str] = Field(default_factory=list)
+    not_found: list[str] = Field(default_factory=list)
+    skipped_existing: list[str] = Field(default_factory=list)
+    skipped_missing: list[str] = Field(default_factory=list)
+    unreadable_images: list[dict] = Field(default_factory=list)
+    not_indexed: list[dict] = Field(default_factory=list)
+    total_items: int
+
+
+class ItemOut(BaseModel):
+    id: str | int
+    title: str
+    metadata: dict
+    image_error: str | None = None
+    thumbnail_url: str | None = None
+
+
+class CatalogInfo(BaseModel):
+    name: str
+    model: str
+    dim: int
+    items: int
+    fields: list[str]
+    generation: int
+
+
+class CatalogList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CatalogInfo]
+
+
+class FacetValue(BaseModel):
+    value: str | int | float
+    count: int
+
+
+class Facet(BaseModel):
+    field: str
+    values: list[FacetValue]
+    distinct: int
+    truncated: bool
+
+
+class FacetsResponse(BaseModel):
+    catalog: str
+    facets: list[Facet]
+
+
+class Taxonomy(BaseModel):
+    name: str
+    labels: list[str]
+    templates: list[str]
+
+
+class TaxonomyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Taxonomy]

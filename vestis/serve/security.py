@@ -1,0 +1,283 @@
+"""API keys, rate limits, request size limits and timeouts: one ASGI middleware in front of the app.
+
+* **Keys** come from ``--api-keys-file`` (one per line; ``#`` comments; a line may be
+  the key itself or ``sha256:<hex>`` of it, so the file need not hold secrets) and from
+  ``VESTIS_API_KEYS`` (comma-separated). Only their SHA-256 digests are kept in memory;
+  a request's key (``Authorization: Bearer KEY`` as OpenAI's clients send it, or
+  ``X-API-Key``) is hashed and compared with :func:`hmac.compare_digest` against every
+  stored digest. With keys configured every route needs one, except the health checks
+  and the web page's static files (which hold no data).
+* **No keys**: the server is open, so it must listen on loopback only (the CLI refuses
+  another address), and the middleware answers 403 to any peer that is not loopback and
+  to any ``Host`` header that is not a loopback name (a DNS-rebinding page in a browser
+  cannot reach it either).
+* **Rate limits**: a token bucket per key (``rate`` requests per minute, bursts of
+  ``burst``); over it: 429 with ``Retry-After``.
+* **Sizes**: a declared ``Content-Length`` over the limit is refused before the body is
+  read (413); a chunked body is counted as it arrives and cut off at the limit.
+* **Timeouts**: a request not answered within ``timeout`` seconds gets 504.
+
+Errors are OpenAI-shaped JSON: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+
+from vestis.errors import InputError
+
+ENV_KEYS = "VESTIS_API_KEYS"
+MIN_KEY_LENGTH = 12
+_HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of a key: what vestis stores (and what ``sha256:`` lines in a keys file hold)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _parse_key(text: str, source: str) -> str:
+    m = _HASHED.match(text)
+    if m:
+        return m.group(1).lower()
+    if len(text) < MIN_KEY_LENGTH or any(c.isspace() for c in text):
+        raise InputError(f"{source}: API keys must be at least {MIN_KEY_LENGTH} characters without spaces")
+    return hash_key(text)
+
+
+def load_key_hashes(file: str | Path | None = None, env: str | None = None) -> frozenset[str]:
+    """Digests of the keys in ``file`` and in ``env`` (default: ``$VESTIS_API_KEYS``)."""
+    hashes: set[str] = set()
+    if file is not None:
+        path = Path(file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--api-keys-file {path}: {exc.strerror or exc}") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                hashes.add(_parse_key(line, f"{path}, line {n}"))
+        if not hashes:
+            raise InputError(f"--api-keys-file {path}: no keys in it")
+    env = os.environ.get(ENV_KEYS, "") if env is None else env
+    for part in env.split(","):
+        if part.strip():
+            hashes.add(_parse_key(part.strip(), ENV_KEYS))
+    return frozenset(hashes)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``... (an address or name that stays on this machine)."""
+    host = host.strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(header: str) -> str:
+    header = header.strip()
+    if header.startswith("["):  # [::1]:8000
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class KeyStore:
+    """Hashed API keys; ``check(key)`` returns the key's id (a digest prefix) or None."""
+
+    def __init__(self, hashes: Iterable[str]) -> None:
+        self._digests = [bytes.fromhex(h) for h in sorted(set(hashes))]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def check(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        found = None
+        for d in self._digests:  # compare against all of them: the time does not depend on which matched
+            if hmac.compare_digest(d, digest):
+                found = d
+        return found.hex()[:12] if found is not None else None
+
+
+class RateLimiter:
+    """A token bucket per key: ``per_minute`` requests a minute on average, bursts of ``burst``."""
+
+    def __init__(self, per_minute: float, burst: int | None = None) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst if burst is not None else max(1, math.ceil(per_minute / 6)))
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def acquire(self, key: str) -> float:
+        """0 if the request may go ahead, else the seconds until it may."""
+        if not self.enabled:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than the limit of {limit:,} bytes")
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+async def send_error(send, status: int, message: str, type_: str, code: str | None = None, headers=()) -> None:
+    body = json.dumps(error_body(message, type_, code)).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: Sent with every response: no MIME sniffing, no referrer, no framing; the page loads only its own files.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+]
+
+
+@dataclass
+class GuardSettings:
+    keys: KeyStore
+    limiter: RateLimiter
+    max_body_bytes: int
+    timeout: float
+    public_paths: tuple[str, ...] = ("/healthz", "/readyz")
+    public_prefixes: tuple[str, ...] = ("/static/",)
+    page_paths: tuple[str, ...] = ("/", "/index.html", "/favicon.ico")
+    slow_prefixes: tuple[str, ...] = ("/v1/catalogs/",)  # writes may re-embed many items
+    slow_timeout: float = 600.0
+
+
+class GuardMiddleware:
+    """Loopback/host checks, API keys, rate limit, body limit and timeout (see the module docstring)."""
+
+    def __init__(self, app, settings: GuardSettings) -> None:
+        self.app = app
+        self.s = settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        s = self.s
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        public = path in s.public_paths or path in s.page_paths or path.startswith(s.public_prefixes)
+        if not s.keys:
+            client = (scope.get("client") or ("", 0))[0]
+            if not is_loopback_host(client or ""):
+                await send_error(send, 403, "this server has no API keys and answers loopback clients only",
+                                 "permission_error", "loopback_only")  # fmt: skip
+                return
+            host = _host_of(headers.get("host", ""))
+            if host and not is_loopback_host(host):
+                await send_error(
+                    send,
+                    403,
+                    f"host {host!r} is not allowed: without API keys this server answers requests for localhost only",
+                    "permission_error",
+                    "host_not_allowed",
+                )
+                return
+        elif not public:
+            token = headers.get("x-api-key")
+            auth = headers.get("authorization", "")
+            if not token and auth[:7].lower() == "bearer ":
+                token = auth[7:].strip()
+            key_id = s.keys.check(token)
+            if key_id is None:
+                message = "missing API key: send 'Authorization: Bearer KEY'" if not token else "invalid API key"
+                await send_error(send, 401, message, "invalid_request_error", "invalid_api_key",
+                                 [("www-authenticate", "Bearer")])  # fmt: skip
+                return
+            scope.setdefault("state", {})["key_id"] = key_id
+            wait = s.limiter.acquire(key_id)
+            if wait > 0:
+                await send_error(send, 429, f"rate limit reached for this key; retry in {wait:.1f} s",
+                                 "rate_limit_error", "rate_limit_exceeded",
+                                 [("retry-after", str(max(1, math.ceil(wait))))])  # fmt: skip
+                return
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await send_error(send, 400, "bad Content-Length header", "invalid_request_error", "bad_request")
+                return
+            if size > s.max_body_bytes:
+                await send_error(send, 413, f"request body of {size:,} bytes is larger than the limit of "
+                                 f"{s.max_body_bytes:,}", "invalid_request_error", "request_too_large")  # fmt: skip
+                return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > s.max_body_bytes:
+                    raise BodyTooLarge(s.max_body_bytes)
+            return message
+
+        started = False
+        extra = SECURITY_HEADERS if not path.startswith(("/docs", "/redoc")) else SECURITY_HEADERS[:3]
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        timeout = s.slow_timeout if path.startswith(s.slow_prefixes) and scope.get("method") != "GET" else s.timeout
+        try:
+            await asyncio.wait_for(self.app(scope, limited_receive, tracking_send), timeout)
+        except TimeoutError:
+            if not started:
+                await send_error(send, 504, f"the request took longer than {timeout:g} s", "timeout_error", "timeout")

@@ -1,0 +1,406 @@
+// vestis web page: search by words or photo, filter facets, "more like this", steering, tags.
+// Plain JavaScript, no build step. Everything the server sends is shown with textContent.
+"use strict";
+
+(() => {
+  const PAGE = 24;
+  const META_FIELDS = ["articleType", "baseColour", "season", "usage"];
+  const TITLE_FIELDS = ["productDisplayName", "title", "name", "product_name"];
+  const STEERS = ["darker", "lighter", "more formal", "more casual", "sportier", "more elegant",
+    "more colourful", "plainer", "warmer", "for summer"];
+  const TAG_TAXONOMIES = ["articleType", "baseColour", "masterCategory", "season", "usage"];
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    key: sessionStorage.getItem("vestis-key") || "",
+    catalog: null,
+    query: "",
+    image: null, // data URL of the uploaded photo
+    item: null, // {id, title} for "more like this"
+    saved: null, // the search to go back to after "more like this"
+    steer: new Set(),
+    filters: new Map(), // field -> Set of values
+    offset: 0,
+    busy: 0,
+  };
+
+  // ------------------------------------------------------------------ API calls
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path, body) {
+    const headers = { Accept: "application/json" };
+    if (state.key) headers.Authorization = "Bearer " + state.key;
+    const init = { headers, method: body === undefined ? "GET" : "POST" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    let data = null;
+    try { data = await res.json(); } catch (_) { data = null; }
+    if (!res.ok) {
+      const msg = (data && data.error && data.error.message) || res.statusText || "request failed";
+      if (res.status === 401) askForKey(msg);
+      throw new ApiError(res.status, msg);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- API key dialog
+
+  function askForKey(reason) {
+    const dialog = $("key-dialog");
+    if (dialog.open) return;
+    $("key-input").value = "";
+    if (reason) $("key-dialog").querySelector("p").textContent = reason + ". The key is kept in this tab only.";
+    dialog.showModal();
+  }
+
+  $("key-form").addEventListener("submit", () => {
+    state.key = $("key-input").value.trim();
+    sessionStorage.setItem("vestis-key", state.key);
+    init();
+  });
+  $("key-cancel").addEventListener("click", () => $("key-dialog").close());
+  $("key-button").addEventListener("click", () => askForKey(""));
+
+  // ------------------------------------------------------------------- start-up
+
+  async function init() {
+    setStatus("Loading the catalog…");
+    let catalogs;
+    try {
+      catalogs = (await api("/v1/catalogs")).data;
+    } catch (err) {
+      setStatus(err.status === 401 ? "This server needs an API key." : "Cannot reach the server: " + err.message, true);
+      return;
+    }
+    if (!catalogs.length) {
+      setStatus("This server has no catalog (start it with --catalog DIR). Photo tagging still works.");
+      return;
+    }
+    const select = $("catalog");
+    select.replaceChildren(...catalogs.map((c) => new Option(`${c.name} (${c.items} items)`, c.name)));
+    select.closest("label").hidden = catalogs.length < 2;
+    if (!state.catalog || !catalogs.some((c) => c.name === state.catalog)) state.catalog = catalogs[0].name;
+    select.value = state.catalog;
+    showCatalogInfo(catalogs.find((c) => c.name === state.catalog));
+    renderSteers();
+    await loadFacets();
+    setStatus("Type what you are looking for, or drop a photo.");
+  }
+
+  function showCatalogInfo(c) {
+    $("catalog-info").textContent = c ? `${c.name}: ${c.items.toLocaleString()} items · model ${c.model}` : "";
+  }
+
+  $("catalog").addEventListener("change", async (e) => {
+    state.catalog = e.target.value;
+    state.filters.clear();
+    state.item = null;
+    await init();
+    if (hasQuery()) search();
+  });
+
+  // --------------------------------------------------------------------- facets
+
+  async function loadFacets() {
+    const box = $("facets");
+    box.replaceChildren();
+    let facets;
+    try {
+      facets = (await api(`/v1/catalogs/${encodeURIComponent(state.catalog)}/facets?limit=12`)).facets;
+    } catch (err) {
+      box.textContent = "Filters unavailable: " + err.message;
+      return;
+    }
+    for (const facet of facets) {
+      const fs = document.createElement("fieldset");
+      fs.className = "facet";
+      const legend = document.createElement("legend");
+      legend.textContent = facet.field;
+      fs.append(legend);
+      for (const { value, count } of facet.values) {
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.value = String(value);
+        box.dataset.field = facet.field;
+        box.checked = !!state.filters.get(facet.field)?.has(String(value));
+        box.addEventListener("change", onFacet);
+        const text = document.createElement("span");
+        text.textContent = String(value);
+        const n = document.createElement("span");
+        n.className = "count";
+        n.textContent = count;
+        label.append(box, text, n);
+        fs.append(label);
+      }
+      box.append(fs);
+    }
+  }
+
+  function onFacet(e) {
+    const { field } = e.target.dataset;
+    const set = state.filters.get(field) || new Set();
+    if (e.target.checked) set.add(e.target.value); else set.delete(e.target.value);
+    if (set.size) state.filters.set(field, set); else state.filters.delete(field);
+    $("clear-filters").hidden = state.filters.size === 0;
+    if (hasQuery()) search();
+  }
+
+  $("clear-filters").addEventListener("click", () => {
+    state.filters.clear();
+    for (const box of $("facets").querySelectorAll("input[type=checkbox]")) box.checked = false;
+    $("clear-filters").hidden = true;
+    if (hasQuery()) search();
+  });
+
+  // ------------------------------------------------------------------- steering
+
+  function renderSteers() {
+    const box = $("steer-buttons");
+    box.replaceChildren(...STEERS.map((name) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "chip";
+      b.textContent = name;
+      b.setAttribute("aria-pressed", String(state.steer.has(name)));
+      b.addEventListener("click", () => {
+        if (state.steer.has(name)) state.steer.delete(name); else state.steer.add(name);
+        b.setAttribute("aria-pressed", String(state.steer.has(name)));
+        if (hasQuery()) search(); else setStatus("Search first, then steer the results.");
+      });
+      return b;
+    }));
+  }
+
+  // --------------------------------------------------------------------- photos
+
+  const drop = $("drop");
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) usePhoto(file);
+  });
+  $("file").addEventListener("change", (e) => {
+    if (e.target.files[0]) usePhoto(e.target.files[0]);
+  });
+  $("clear-image").addEventListener("click", () => {
+    state.image = null;
+    $("file").value = "";
+    $("preview-box").hidden = true;
+    $("tags").hidden = true;
+    if (hasQuery()) search(); else clearResults();
+  });
+
+  function usePhoto(file) {
+    if (!file.type.startsWith("image/")) {
+      setStatus(`${file.name} is not an image.`, true);
+      return;
+    }
+    const reader = new FileReader();
+    reader.onload = () => {
+      state.image = reader.result;
+      state.item = null;
+      state.query = "";
+      $("q").value = "";
+      $("preview").src = state.image;
+      $("preview").alt = "Your photo: " + file.name;
+      $("preview-box").hidden = false;
+      search();
+      tagPhoto();
+    };
+    reader.onerror = () => setStatus("Could not read " + file.name, true);
+    reader.readAsDataURL(file);
+  }
+
+  async function tagPhoto() {
+    const panel = $("tags");
+    panel.hidden = false;
+    $("tags-status").textContent = "Tagging your photo…";
+    $("tag-list").replaceChildren();
+    try {
+      const out = await api("/v1/classify", { image: state.image, taxonomies: TAG_TAXONOMIES, k: 3 });
+      const labels = out.results[0].labels;
+      const rows = [];
+      for (const name of Object.keys(labels)) {
+        const group = document.createElement("section");
+        group.className = "tag-group";
+        const h = document.createElement("h3");
+        h.textContent = name;
+        const list = document.createElement("ul");
+        for (const { label, score } of labels[name]) {
+          const li = document.createElement("li");
+          const text = document.createElement("span");
+          text.className = "tag-label";
+          text.textContent = label;
+          const bar = document.createElement("span");
+          bar.className = "bar";
+          bar.setAttribute("aria-hidden", "true");
+          bar.style.setProperty("--w", Math.round(score * 100) + "%");
+          const pct = document.createElement("span");
+          pct.className = "pct";
+          pct.textContent = Math.round(score * 100) + "%";
+          li.append(text, bar, pct);
+          list.append(li);
+        }
+        group.append(h, list);
+        rows.push(group);
+      }
+      $("tag-list").replaceChildren(...rows);
+      $("tags-status").textContent = "";
+    } catch (err) {
+      $("tags-status").textContent = "Tagging failed: " + err.message;
+    }
+  }
+
+  // --------------------------------------------------------------------- search
+
+  function hasQuery() {
+    return Boolean(state.query || state.image || state.item);
+  }
+
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.query = $("q").value.trim();
+    if (state.item) { state.item = null; $("back").hidden = true; }
+    if (!hasQuery()) {
+      setStatus("Type what you are looking for, or drop a photo.");
+      return;
+    }
+    search();
+  });
+  $("hybrid").addEventListener("change", () => { if (state.query) search(); });
+
+  $("back").addEventListener("click", () => {
+    if (state.saved) Object.assign(state, state.saved);
+    state.item = null;
+    state.saved = null;
+    $("back").hidden = true;
+    $("q").value = state.query;
+    if (hasQuery()) search(); else clearResults();
+  });
+
+  function moreLikeThis(hit) {
+    if (!state.item) state.saved = { query: state.query, image: state.image };
+    state.item = { id: hit.id, title: titleOf(hit) };
+    state.query = "";
+    state.image = null;
+    $("back").hidden = !state.saved || !(state.saved.query || state.saved.image);
+    search();
+  }
+
+  function request(offset) {
+    const body = { catalog: state.catalog, k: PAGE, offset, include_thumbnails: true };
+    if (state.item) body.item_id = state.item.id;
+    if (state.query) body.query = state.query;
+    if (state.image) body.image = state.image;
+    if (state.query && $("hybrid").checked) body.hybrid = 0.3;
+    if (state.steer.size) body.steer = [...state.steer];
+    if (state.filters.size) {
+      body.filters = {};
+      for (const [field, values] of state.filters) body.filters[field] = [...values];
+    }
+    return body;
+  }
+
+  function describe() {
+    const parts = [];
+    if (state.item) parts.push(`items like “${state.item.title}”`);
+    if (state.query) parts.push(`“${state.query}”`);
+    if (state.image) parts.push("your photo");
+    let text = parts.join(" + ");
+    if (state.steer.size) text += `, steered ${[...state.steer].join(", ")}`;
+    const n = [...state.filters.values()].reduce((a, s) => a + s.size, 0);
+    if (n) text += `, ${n} filter${n > 1 ? "s" : ""}`;
+    return text;
+  }
+
+  async function search(append = false) {
+    if (!state.catalog) return;
+    state.offset = append ? state.offset + PAGE : 0;
+    const ticket = ++state.busy;
+    setStatus("Searching " + describe() + "…");
+    document.body.setAttribute("aria-busy", "true");
+    let out;
+    try {
+      out = await api("/v1/search", request(state.offset));
+    } catch (err) {
+      if (ticket === state.busy) setStatus("Search failed: " + err.message, true);
+      return;
+    } finally {
+      if (ticket === state.busy) document.body.removeAttribute("aria-busy");
+    }
+    if (ticket !== state.busy) return; // a newer search is under way
+    $("results-title").textContent = state.item ? `More like “${state.item.title}”` : "Results";
+    const cards = out.results.map(card);
+    if (append) $("results").append(...cards); else $("results").replaceChildren(...cards);
+    const shown = $("results").children.length;
+    setStatus(shown ? `${shown} results for ${describe()} (${Math.round(out.took_ms)} ms)` : `No results for ${describe()}.`);
+    $("more").hidden = out.results.length < PAGE;
+    if (!append) $("results").focus({ preventScroll: true });
+  }
+
+  $("more").addEventListener("click", () => search(true));
+
+  function clearResults() {
+    $("results").replaceChildren();
+    $("more").hidden = true;
+    $("results-title").textContent = "Results";
+    setStatus("Type what you are looking for, or drop a photo.");
+  }
+
+  function titleOf(hit) {
+    const m = hit.metadata || {};
+    for (const f of TITLE_FIELDS) if (m[f]) return String(m[f]);
+    const kind = [m.baseColour, m.articleType].filter(Boolean).join(" ");
+    return kind || `Item ${hit.id}`;
+  }
+
+  function card(hit) {
+    const node = $("card").content.firstElementChild.cloneNode(true);
+    const title = titleOf(hit);
+    node.dataset.id = String(hit.id);
+    const img = node.querySelector("img");
+    if (hit.thumbnail) {
+      img.src = hit.thumbnail;
+      img.alt = title;
+    } else {
+      img.replaceWith(Object.assign(document.createElement("span"), { className: "no-image", textContent: "no image" }));
+    }
+    node.querySelector(".title").textContent = title;
+    node.querySelector(".score").textContent = `score ${hit.score.toFixed(3)} · #${hit.rank} · id ${hit.id}`;
+    const meta = node.querySelector(".meta");
+    for (const f of META_FIELDS) {
+      const v = hit.metadata && hit.metadata[f];
+      if (v === undefined || v === null || v === "") continue;
+      const dt = document.createElement("dt");
+      dt.textContent = f;
+      const dd = document.createElement("dd");
+      dd.textContent = String(v);
+      dd.dataset.field = f;
+      meta.append(dt, dd);
+    }
+    const btn = node.querySelector(".more-like");
+    btn.setAttribute("aria-label", `More like this: ${title}`);
+    btn.addEventListener("click", () => moreLikeThis(hit));
+    return node;
+  }
+
+  function setStatus(text, error = false) {
+    const el = $("status");
+    el.textContent = text;
+    el.classList.toggle("error", error);
+  }
+
+  init();
+})();
