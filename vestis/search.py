@@ -246,7 +246,7 @@ class Catalog:
         want = k + offset
         exclude = [str(x) for x in exclude]
         if hybrid > 0 and text is not None:
-            keyword_text = " ".join(t.text for t in parse_terms(text) if t.weight > 0)
+            keyword_text = " ".join(t["text"] for t in described["terms"] if t["weight"] > 0)
             pool = max(50, 3 * want)
             vec = self.store.search(q, pool, where=flt, exclude=exclude, exact=exact)
             kw = [

@@ -118,7 +118,6 @@ def tags_table(ids: list, tags: dict[str, list[list[Prediction]]], errors: dict[
     """One row per id: ``<taxonomy>`` (top label), ``<taxonomy>_score``, ``<taxonomy>_top`` (top-k list),
     and ``error`` (why an item has no tags). ``tags`` rows follow the ids that have no error."""
     ok = [i for i in range(len(ids)) if i not in errors]
-    columns: dict[str, list] = {"id": ids}
     top_type = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
     arrays: dict[str, pa.Array] = {}
     for name, preds in tags.items():
@@ -130,7 +129,7 @@ def tags_table(ids: list, tags: dict[str, list[list[Prediction]]], errors: dict[
         arrays[f"{name}_score"] = pa.array(score, pa.float32())
         arrays[f"{name}_top"] = pa.array(top, top_type)
     arrays["error"] = pa.array([errors.get(i) for i in range(len(ids))], pa.string())
-    return pa.table({"id": pa.array(columns["id"]), **arrays})
+    return pa.table({"id": pa.array(ids), **arrays})
 
 
 def tag_catalog(

@@ -167,7 +167,8 @@ def build_index(
         with store.writer():
             existing = store.content_hashes()
             seen: set[str] = set()
-            pending: list[tuple[CatalogItem, str, str, bool]] = []
+            pending: list[tuple[CatalogItem, str, str, bool, bytes | None]] = []
+            restored: list[tuple[CatalogItem, str, str]] = []
             with progress_bar(reader.total, f"indexing {Path(catalog).name}", quiet=quiet) as advance:
                 for batch in reader.batches(batch_size):
                     for item in batch:
@@ -195,10 +196,13 @@ def build_index(
                             report.unchanged += 1
                             continue
                         if old is not None and old.split(".")[0] == embed_hash:
-                            _restore_metadata(store, key, item, title, title_col, f"{embed_hash}.{meta_hash}")
-                            report.metadata_updated += 1
+                            restored.append((item, title, f"{embed_hash}.{meta_hash}"))
                             continue
-                        pending.append((item, title, f"{embed_hash}.{meta_hash}", old is None))
+                        pending.append((item, title, f"{embed_hash}.{meta_hash}", old is None, image))
+                    if restored:
+                        _restore_metadata(store, restored, title_col)
+                        report.metadata_updated += len(restored)
+                        restored = []
                     if pending:
                         _embed_and_store(store, encoder, pending, weights, title_col, report, quiet=True)
                         pending = []
@@ -233,18 +237,24 @@ def _record(item: CatalogItem, title: str, title_col: str | None, content_hash: 
     )  # fmt: skip
 
 
-def _restore_metadata(store: LocalStore, key: str, item: CatalogItem, title: str, title_col, content_hash) -> None:
-    old = store.get([key], vectors=True, thumbnails=True)[key]
-    rec = _record(item, title, title_col, content_hash, vector=old.vector)
-    rec.image_vector, rec.text_vector, rec.thumbnail = old.image_vector, old.text_vector, old.thumbnail
-    rec.image_hash, rec.image_error = old.image_hash, old.image_error
-    store.upsert([rec])
+def _restore_metadata(store: LocalStore, items: list[tuple[CatalogItem, str, str]], title_col: str | None) -> None:
+    """Store new metadata for items whose image and title did not change, keeping their vectors
+    (one read and one transaction for the batch)."""
+    olds = store.get([str(item.id) for item, _, _ in items], vectors=True, thumbnails=True)
+    records = []
+    for item, title, content_hash in items:
+        old = olds[str(item.id)]
+        rec = _record(item, title, title_col, content_hash, vector=old.vector)
+        rec.image_vector, rec.text_vector, rec.thumbnail = old.image_vector, old.text_vector, old.thumbnail
+        rec.image_hash, rec.image_error = old.image_hash, old.image_error
+        records.append(rec)
+    store.upsert(records)
 
 
 def _embed_and_store(
     store: LocalStore,
     encoder: Encoder,
-    pending: list[tuple[CatalogItem, str, str, bool]],
+    pending: list[tuple[CatalogItem, str, str, bool, bytes | None]],
     weights: tuple[float, float],
     title_col: str | None,
     report: BuildReport,
@@ -252,7 +262,7 @@ def _embed_and_store(
     quiet: bool,
 ) -> None:
     """Embed one batch (images, then titles) and commit it as one transaction."""
-    images = [_image_bytes(p[0]) for p in pending]
+    images = [p[4] for p in pending]  # read once, when the item was hashed
     readable = [i for i, b in enumerate(images) if b]
     img_vecs: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {i: pending[i][0].image_problem or "no image" for i, b in enumerate(images) if not b}
@@ -268,7 +278,7 @@ def _embed_and_store(
     txt_vecs = dict(zip(titled, encoder.encode_texts([pending[i][1] for i in titled]))) if titled else {}
     w_img, w_txt = weights
     records = []
-    for i, (item, title, content_hash, is_new) in enumerate(pending):
+    for i, (item, title, content_hash, is_new, _) in enumerate(pending):
         img, txt = img_vecs.get(i), txt_vecs.get(i)
         if img is not None and txt is not None and w_img > 0 and w_txt > 0:
             doc = l2_normalize((w_img * img + w_txt * txt)[None, :])[0]

@@ -410,13 +410,17 @@ class LocalStore:
                 )
             ]
 
+    def _where_sql(self, where: Filter) -> tuple[str, list]:
+        """The filter as SQL over ``items``, after checking it names only fields the index has."""
+        where.check_fields([*self.fields(), "id"])
+        return where.compile(_field_sql)
+
     def _filter_rows(self, where: Filter) -> np.ndarray:
         """Rows matching ``where``; the last few filters' rows are kept per generation (facet clicks repeat)."""
         key = (self.generation(), where.text)
         if key in self._filter_cache:
             return self._filter_cache[key]
-        where.check_fields([*self.fields(), "id"])
-        sql, params = where.compile(_field_sql)
+        sql, params = self._where_sql(where)
         try:
             rows = self._con.execute(f"SELECT row FROM items WHERE {sql}", params).fetchall()
         except sqlite3.Error as exc:
@@ -514,8 +518,7 @@ class LocalStore:
             return []
         sql, params = ("", [])
         if where is not None:
-            where.check_fields([*self.fields(), "id"])
-            sql, params = where.compile(_field_sql)
+            sql, params = self._where_sql(where)
             sql = f" AND ({sql})"
         with self._lock:
             try:

@@ -79,10 +79,10 @@ class VectorSet:
     def positions(self, rows: np.ndarray) -> np.ndarray:
         """Positions of the given store rows that are in this snapshot (others dropped)."""
         rows = np.asarray(rows, dtype=np.int64)
-        pos = np.searchsorted(self.rows, rows)
-        pos = np.clip(pos, 0, max(len(self.rows) - 1, 0))
-        ok = (len(self.rows) > 0) & (self.rows[pos] == rows) if len(self.rows) else np.zeros(len(rows), bool)
-        return pos[ok]
+        if not len(self.rows):
+            return np.empty(0, np.int64)
+        pos = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+        return pos[self.rows[pos] == rows]
 
     def allowed_mask(self, allowed_rows: np.ndarray | None, excluded_rows: np.ndarray | None) -> np.ndarray | None:
         """The live positions a search may return, or None when it is every position."""
