@@ -269,6 +269,11 @@ def train(
         Path, typer.Option("--config", "-c", help="Training config (YAML), e.g. configs/vestis-mini.yaml.")
     ],
     out: Annotated[str | None, typer.Option("--out", help="Run folder (overrides the config's).")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Fine-tune this model (name or directory: vestis-mini, a transformers CLIP / "
+                     "Chinese-CLIP or an open_clip checkpoint) instead of training vestis-mini from scratch."),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from the run's checkpoint.")] = True,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
     stop_after: Annotated[
@@ -276,13 +281,15 @@ def train(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train vestis-mini (contrastive, multi-field); checkpoints every epoch and resumes."""
+    """Train vestis-mini or fine-tune a checkpoint (contrastive, multi-field); checkpoints every epoch, resumes."""
     from vestis.train.loop import TrainConfig
     from vestis.train.loop import train as run_training
 
     cfg = TrainConfig.from_yaml(config)
     if out:
         cfg.out = out
+    if init:
+        cfg.init = init
     if epochs:
         cfg.epochs = epochs
     final = run_training(

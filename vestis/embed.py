@@ -105,8 +105,9 @@ def content_hash(items: Sequence[object]) -> str:
 
 
 def default_cache_dir() -> Path:
-    root = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser()
-    return root / "embeddings"
+    from vestis.models.registry import cache_root
+
+    return cache_root() / "embeddings"
 
 
 class EmbeddingCache:

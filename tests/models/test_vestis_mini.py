@@ -54,3 +54,19 @@ def test_text_search_finds_the_right_kind_of_product(mini, held_out):
         top = np.argsort(-(image @ mini.encode_texts([query])[0]))[:5]
         hits = sum(held_out[i][field] == value for i in top)
         assert hits >= 4, (query, [held_out[i][field] for i in top])
+
+
+def test_fingerprint_follows_file_content_not_file_times(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    monkeypatch.setenv("VESTIS_CACHE_DIR", str(tmp_path / "cache"))
+    original = vestis.load_encoder("vestis-mini", precision="fp32")
+    copy = tmp_path / "elsewhere" / "vestis-mini"
+    shutil.copytree(BUNDLED_DIR / "vestis-mini", copy)  # new files, new modification times
+    for f in copy.iterdir():
+        os.utime(f, (1e9, 1e9))
+    assert vestis.load_encoder(copy, precision="fp32").fingerprint == original.fingerprint
+    config = copy / "vestis_config.json"
+    config.write_text(config.read_text().replace('"embed_dim"', ' "embed_dim"', 1))  # same model, other bytes
+    assert vestis.load_encoder(copy, precision="fp32").fingerprint != original.fingerprint

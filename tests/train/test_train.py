@@ -101,3 +101,55 @@ def test_caption_views_never_invent_unknown_fields():
     views = product_views({"articleType": "Tshirts", "baseColour": "", "productDisplayName": ""})
     assert "colour" not in views and "title" not in views
     assert all("  " not in c and c for c in views["composed"])
+
+
+def _history(out) -> list[dict]:
+    return [__import__("json").loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_text_tower_from_scratch_learns_and_loads(tmp_path, sample_texts):
+    cfg = tiny_config(tmp_path, 3)
+    cfg.model = MiniConfig(embed_dim=32, image_size=32, widths=(8, 16, 32, 32), blocks=(1, 1, 1, 1),
+                           text_tower="scratch", text_layers=1, text_width=32)  # fmt: skip
+    train(cfg, quiet=True, log=lambda _: None)
+    history = _history(tmp_path)
+    assert history[-1]["loss"] < history[0]["first_loss"] - 0.2
+    enc = vestis.load_encoder(tmp_path / "model")
+    assert enc.text is None  # no MiniLM: the tower is its own
+    txt = enc.encode_texts(sample_texts[:4])
+    assert txt.shape == (4, 32) and np.allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
+    assert not np.allclose(txt[0], txt[1])
+
+
+def test_fine_tuning_a_transformers_clip_checkpoint(tmp_path, sample_images, sample_texts):
+    from tests.models.test_hf_clip import write_hf_clip
+    from vestis.models.loading import detect_format
+
+    base = tmp_path / "base"
+    write_hf_clip(base)
+    before = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+    cfg = tiny_config(tmp_path / "run", 2)
+    cfg.init, cfg.limit, cfg.batch_size, cfg.lr = str(base), 96, 32, 5e-4
+    final = train(cfg, quiet=True, log=lambda _: None)
+    history = _history(tmp_path / "run")
+    assert history[-1]["last_loss"] < history[0]["first_loss"] and final["val_n"] > 0
+    assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before  # the base is untouched
+    tuned = tmp_path / "run" / "model"
+    assert detect_format(tuned) == "hf-clip"
+    old, new = vestis.load_encoder(base), vestis.load_encoder(tuned)
+    assert new.image_config == old.image_config and new.tokenizer.context_length == old.tokenizer.context_length
+    for a, b in ((old.encode_images(sample_images[:4]), new.encode_images(sample_images[:4])),
+                 (old.encode_texts(sample_texts[:4]), new.encode_texts(sample_texts[:4]))):  # fmt: skip
+        assert a.shape == b.shape and np.abs(a - b).max() > 1e-3  # the weights moved
+
+
+def test_fine_tuning_refuses_models_it_cannot_train(tmp_path):
+    from vestis.errors import VestisError
+
+    onnx_dir = export_onnx(vestis.load_encoder("vestis-tiny-random"), tmp_path / "onnx")
+    for init in (tmp_path / "nowhere", onnx_dir):
+        cfg = tiny_config(tmp_path / "run", 1)
+        cfg.init = str(init)
+        with pytest.raises(VestisError, match=f"cannot fine-tune {init}"):
+            train(cfg, quiet=True, log=lambda _: None)
+        assert not (tmp_path / "run" / "model").exists()

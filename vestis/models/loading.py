@@ -219,13 +219,37 @@ def load_encoder(
 
 
 def _fingerprint(name: str, directory: Path | None, runtime: str) -> str:
-    """Identifies the weights and runtime (for caches): file names, sizes and mtimes."""
+    """Identifies the weights and runtime (for indexes and caches) by file content.
+
+    Content, not modification times: an index built here is accepted by the same
+    model files copied to another machine or clone.  Each file's digest is cached
+    by (path, size, mtime), so only new or changed files are read.
+    """
     h = hashlib.sha256(f"{name}|{runtime}".encode())
     if directory is not None:
         for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
-            st = path.stat()
-            h.update(f"|{path.relative_to(directory)}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"|{path.relative_to(directory).as_posix()}:{_file_digest(path)}".encode())
     return h.hexdigest()[:24]
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = registry.cache_root() / "digests" / key
+    try:
+        return memo.read_text()
+    except OSError:
+        pass
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache only costs the re-read
+        pass
+    return digest
 
 
 def _context_length(spec: ModelSpec | None, tokenizer: Any, fallback: int) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 from vestis.errors import ModelFormatError
 from vestis.models.base import Encoder
 from vestis.models.preprocess import ImageConfig
+from vestis.models.registry import cache_root
 from vestis.models.runtime import cpu_count
 from vestis.models.text import TextTokenizer
 
@@ -74,8 +75,7 @@ def split_combined(path: Path) -> tuple[Path, Path]:
 
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser()
-    target = cache / "onnx-split" / key
+    target = cache_root() / "onnx-split" / key
     vision, text = target / "vision_model.onnx", target / "text_model.onnx"
     if vision.is_file() and text.is_file():
         return vision, text

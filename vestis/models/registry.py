@@ -136,11 +136,15 @@ def default_model() -> str:
     return mini.name if not mini.missing_files(BUNDLED_DIR / mini.name) else "vestis-tiny-random"
 
 
+def cache_root() -> Path:
+    """vestis' cache folder: ``$VESTIS_CACHE_DIR`` or ``~/.cache/vestis``."""
+    return Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser()
+
+
 def search_dirs() -> list[Path]:
     """Folders that may hold ``<name>/`` model directories, in lookup order."""
     dirs = [Path(p).expanduser() for p in os.environ.get("VESTIS_MODELS_DIR", "").split(os.pathsep) if p]
-    cache = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser()
-    dirs.append(cache / "models")
+    dirs.append(cache_root() / "models")
     return dirs
 
 

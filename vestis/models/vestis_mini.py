@@ -46,6 +46,12 @@ class MiniConfig:
     text_hidden: int = 512
     context_length: int = 128
     text_model: str = TEXT_MODEL_PACKAGE
+    # "minilm": the frozen sentence encoder + a trained head; "scratch": a small
+    # transformer over MiniLM's WordPiece vocabulary, trained from nothing (the
+    # comparison in the model card).
+    text_tower: str = "minilm"
+    text_layers: int = 2
+    text_width: int = 128
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -116,14 +122,42 @@ class TextHead(nn.Module):
         return self.linear(x) + self.mlp(x)
 
 
+class ScratchTextTower(nn.Module):
+    """A small transformer text encoder trained from scratch (token + position embeddings, mean pool)."""
+
+    vocab_size = 30522  # MiniLM's (BERT uncased) WordPiece vocabulary
+
+    def __init__(self, cfg: MiniConfig) -> None:
+        super().__init__()
+        w = cfg.text_width
+        self.tokens = nn.Embedding(self.vocab_size, w)
+        self.positions = nn.Parameter(torch.randn(cfg.context_length, w) * 0.02)
+        layer = nn.TransformerEncoderLayer(w, max(1, w // 64), 4 * w, dropout=0.0, batch_first=True,
+                                           norm_first=True, activation="gelu")  # fmt: skip
+        self.layers = nn.TransformerEncoder(layer, cfg.text_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(w)
+        self.proj = nn.Linear(w, cfg.embed_dim)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(input_ids) + self.positions[: input_ids.shape[1]]
+        x = self.norm(self.layers(x, src_key_padding_mask=attention_mask == 0))
+        mask = attention_mask.unsqueeze(-1).to(x.dtype)
+        return self.proj((x * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
 class MiniModel(nn.Module):
     """The trainable parts of vestis-mini."""
 
     def __init__(self, cfg: MiniConfig) -> None:
         super().__init__()
+        if cfg.text_tower not in ("minilm", "scratch"):
+            raise ModelFormatError(f"vestis-mini text_tower must be 'minilm' or 'scratch', not {cfg.text_tower!r}")
         self.cfg = cfg
         self.image_tower = ImageTower(cfg)
-        self.text_head = TextHead(cfg)
+        if cfg.text_tower == "scratch":
+            self.text_encoder = ScratchTextTower(cfg)
+        else:
+            self.text_head = TextHead(cfg)
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
 
     def save(self, directory: str | Path, **meta: Any) -> Path:
@@ -214,7 +248,7 @@ class VestisMiniEncoder(Encoder):
         # channels-last activations let oneDNN run the convolutions without reordering
         # (same results, about 1.6x faster on a 2-core AVX-512 CPU at batch 64).
         self.model = model.eval().to(dtype=self.dtype, memory_format=torch.channels_last)
-        self.text = SentenceEncoder(model.cfg.text_model).to(self.dtype)
+        self.text = SentenceEncoder(model.cfg.text_model).to(self.dtype) if model.cfg.text_tower == "minilm" else None
         self.name = name
         self.dim = model.cfg.embed_dim
         self.tokenizer = sentence_tokenizer(model.cfg.context_length, model.cfg.text_model)
@@ -231,8 +265,10 @@ class VestisMiniEncoder(Encoder):
         return self.model.image_tower(x).float().numpy()
 
     def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        sent = self.text(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-        return self.model.text_head(sent.to(self.dtype)).float().numpy()
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        if self.text is None:
+            return self.model.text_encoder(ids, mask).float().numpy()
+        return self.model.text_head(self.text(ids, mask).to(self.dtype)).float().numpy()
 
 
 def load_vestis_mini(directory: Path, name: str, **common: Any) -> VestisMiniEncoder:

@@ -36,6 +36,41 @@ _NATURAL = {
 }  # fmt: skip
 
 
+#: Other common names of KAGL article types and street-photo garment labels, so that the
+#: text head learns the words shoppers use ("sneakers", "pullover", "purse"), not only
+#: KAGL's.  Written for the whole taxonomy from general fashion vocabulary; never from
+#: an evaluation set's class list.
+SYNONYMS = {
+    "Tshirts": ["tee", "tee shirt", "top"], "Shirts": ["button-down shirt", "collared shirt"],
+    "Casual Shoes": ["sneakers", "trainers", "canvas shoes"],
+    "Sports Shoes": ["sneakers", "trainers", "running shoes", "athletic shoes"],
+    "Formal Shoes": ["dress shoes", "oxford shoes", "leather shoes"], "Heels": ["high heels", "pumps"],
+    "Flats": ["ballet flats", "flat shoes"], "Flip Flops": ["slippers", "thong sandals"],
+    "Sports Sandals": ["sandals"], "Booties": ["baby boots", "boots"], "Watches": ["wristwatch"],
+    "Kurtas": ["tunic"], "Kurtis": ["tunic"], "Tunics": ["long top"], "Tops": ["blouse"],
+    "Handbags": ["bag", "purse", "shoulder bag", "tote bag"], "Backpacks": ["rucksack", "school bag", "bag"],
+    "Rucksacks": ["backpack", "bag"], "Clutches": ["clutch bag", "evening bag", "bag"],
+    "Duffel Bag": ["travel bag", "gym bag", "bag"], "Laptop Bag": ["bag"], "Messenger Bag": ["shoulder bag", "bag"],
+    "Trolley Bag": ["suitcase", "luggage"], "Wallets": ["billfold"],
+    "Sweaters": ["pullover", "jumper", "knitwear", "knitted sweater"],
+    "Sweatshirts": ["pullover", "hoodie", "jumper"], "Jackets": ["coat", "outerwear"],
+    "Rain Jacket": ["raincoat", "coat"], "Blazers": ["suit jacket"], "Waistcoat": ["vest"],
+    "Trousers": ["pants", "slacks", "chinos"], "Jeans": ["denim pants", "denim trousers"],
+    "Track Pants": ["joggers", "sweatpants"], "Lounge Pants": ["pyjama pants"], "Capris": ["cropped trousers"],
+    "Dresses": ["frock", "gown"], "Nightdress": ["nightgown", "nightie"], "Night suits": ["pyjamas"],
+    "Rompers": ["playsuit"], "Swimwear": ["swimsuit", "bathing suit"], "Sarees": ["sari"],
+    "Sunglasses": ["shades", "eyewear"], "Caps": ["baseball cap", "hat"], "Hat": ["cap"],
+    "Briefs": ["underwear"], "Boxers": ["underwear"], "Trunk": ["underwear"], "Bra": ["lingerie"],
+    "Innerwear Vests": ["undershirt"], "Scarves": ["shawl"], "Stoles": ["scarf"], "Mufflers": ["scarf"],
+    "Bangle": ["bracelet"], "Pendant": ["necklace"], "Perfume and Body Mist": ["fragrance"],
+    # street-photo garment labels (Clothing Co-Parsing)
+    "coat": ["overcoat", "winter coat"], "jumper": ["sweater", "pullover"], "sweater": ["pullover", "jumper"],
+    "sweatshirt": ["pullover"], "cardigan": ["knitwear"], "boots": ["a pair of boots", "leather boots"],
+    "sneakers": ["trainers", "sports shoes"], "pants": ["trousers"], "t-shirt": ["tee"], "purse": ["bag"],
+    "bag": ["handbag"], "heels": ["high heels"], "pumps": ["heels"], "shoes": ["footwear"], "blazer": ["jacket"],
+}  # fmt: skip
+
+
 def natural_name(label: str) -> str:
     """A readable singular form of a KAGL label ("Handbags" -> "handbag")."""
     if label in _NATURAL:
@@ -49,6 +84,8 @@ def natural_name(label: str) -> str:
 
 
 def _a(word: str) -> str:
+    if word.startswith(("a ", "an ")):
+        return word
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
@@ -69,6 +106,8 @@ def product_views(row: dict) -> dict[str, list[str]]:
     if article:
         nat = natural_name(article)
         views["article"] = [f"a photo of {_a(nat)}.", article, f"a photo of a {article}.", nat, f"{_a(nat)}"]
+        for other in SYNONYMS.get(article, []):
+            views["article"] += [f"a photo of {_a(other)}.", other]
         plain = [f"a photo of {_a(nat)}" + (f" for {usage} wear" if usage else ""), f"{_a(nat)}"]
         views["composed_plain"] = plain
         if colour:
@@ -77,7 +116,7 @@ def product_views(row: dict) -> dict[str, list[str]]:
                 f"{_a(colour + ' ' + nat)}" + (f" for {usage} wear" if usage else ""),
                 f"{colour} {article}",
                 f"{_a(colour + ' ' + nat)}" + (f", {season} collection" if season else ""),
-            ]
+            ] + [f"{_a(colour + ' ' + other)}" for other in SYNONYMS.get(article, [])]
         else:
             views["composed"] = plain
     if sub:
@@ -99,4 +138,6 @@ def garment_views(label: str) -> dict[str, list[str]]:
     """Caption candidates for a garment cropped from a street photo (label only)."""
     nat = label.replace("-", " ")
     views = [f"a photo of {_a(nat)}.", nat, f"{_a(nat)}", f"a photo of {_a(nat)} worn by a person"]
+    for other in SYNONYMS.get(label, []):
+        views += [f"a photo of {_a(other)}.", other]
     return {"article": views, "composed": views, "composed_plain": views}

@@ -1,6 +1,7 @@
 """Training data: KAGL products and garments cropped from street photos, decoded once.
 
-Images are letterboxed to the model's input size and kept as one uint8 array;
+Images are brought to the model's input size as its image config says (vestis-mini
+letterboxes onto white) and kept as one uint8 array;
 captions are kept as indices into one list of unique strings, whose frozen
 sentence embeddings are computed once.  The validation split is a stable hash
 of the product id, so it never changes between runs or machines.
@@ -60,10 +61,9 @@ def _encode_views(views: dict[str, list[str]], strings: _Strings) -> dict[str, l
     return {k: strings.ids(v) for k, v in views.items() if v}
 
 
-def kagl_items(path: str | Path, image_size: int, val_fraction: float, split: str, quiet: bool = False):
-    """Yield (id, uint8 image, views, articleType) for the KAGL rows of ``split``."""
+def kagl_items(path: str | Path, cfg: ImageConfig, val_fraction: float, split: str, quiet: bool = False):
+    """Yield (id, uint8 image at the model's input size, views, articleType) for the KAGL rows of ``split``."""
     table = read_catalog(path)
-    cfg = ImageConfig(resize=image_size, resize_mode="longest", crop_hw=None)
     ids = table.column("id").to_pylist()
     keep = [i for i, x in enumerate(ids) if is_validation(x, val_fraction) == (split == "val")]
     cols = ["articleType", "subCategory", "masterCategory", "baseColour", "season", "usage", "productDisplayName"]
@@ -79,10 +79,13 @@ def kagl_items(path: str | Path, image_size: int, val_fraction: float, split: st
             yield str(ids[i]), arr, product_views(row), row["articleType"] or ""
 
 
-def ccp_items(path: str | Path, image_size: int, min_side: int = 24, quiet: bool = False):
-    """Garments cropped from Clothing Co-Parsing photos by their pixel masks."""
+def ccp_items(path: str | Path, cfg: ImageConfig, min_side: int = 24, cutout: bool = True, quiet: bool = False):
+    """Garments cropped from Clothing Co-Parsing photos by their pixel masks.
+
+    Each garment gives its crop from the street photo and, with ``cutout``, the
+    same garment cut out by its mask onto white (the catalog look).
+    """
     table = pq.read_table(path, columns=["id", "image", "annotation", "mask"])
-    cfg = ImageConfig(resize=image_size, resize_mode="longest", crop_hw=None)
     rows = [r for r in table.to_pylist() if r["annotation"] == "pixel" and r["mask"]]
     with progress_bar(len(rows), "cropping street-photo garments", quiet=quiet) as advance:
         for row in rows:
@@ -101,9 +104,13 @@ def ccp_items(path: str | Path, image_size: int, min_side: int = 24, quiet: bool
                 pad_y, pad_x = (bottom - top) // 10, (right - left) // 10
                 box = (max(0, left - pad_x), max(0, top - pad_y), min(photo.width, right + pad_x),
                        min(photo.height, bottom + pad_y))  # fmt: skip
-                crop = resize_and_crop(photo.crop(box), cfg)
                 label = CCP_LABELS[k]
-                yield f"ccp-{row['id']}-{label}", crop, garment_views(label), label
+                yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), garment_views(label), label
+                if cutout:
+                    # the garment alone on white, as a catalog photographs it
+                    alone = np.where((mask == k)[..., None], np.asarray(photo), np.uint8(255))
+                    crop = resize_and_crop(Image.fromarray(alone).crop(box), cfg)
+                    yield f"ccp-{row['id']}-{label}-cutout", crop, garment_views(label), label
 
 
 def build_training_set(sources, quiet: bool = False) -> TrainingSet:

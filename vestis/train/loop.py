@@ -1,15 +1,17 @@
-"""``vestis train``: contrastive multi-field training of vestis-mini, resumable and seeded.
+"""``vestis train``: contrastive multi-field training, resumable and seeded.
 
-The text tower is frozen, so every caption's sentence embedding is computed
-once; a step costs one image-tower forward and backward.  Each epoch ends
-with a zero-shot check on the validation split (KAGL ``articleType``,
-weighted F1, the same protocol as ``vestis eval classify``) and an atomic
-checkpoint; ``--resume`` continues from it with the same data order.
+Trains vestis-mini from scratch, or fine-tunes a checkpoint named by ``init``
+(vestis-mini, a transformers CLIP / Chinese-CLIP or an open_clip one) through
+the same loop (:mod:`vestis.train.models`).  Captions are prepared once (with
+vestis-mini's frozen text tower, embedded once), so a step costs the image
+tower plus whatever text tower is trained.  Each epoch ends with a zero-shot
+check on the validation split (KAGL ``articleType``, weighted F1, the same
+protocol as ``vestis eval classify``) and an atomic checkpoint; ``--resume``
+continues from it with the same data order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,19 +31,24 @@ from vestis.classify import DEFAULT_TEMPLATES
 from vestis.data import shared_data_dir
 from vestis.errors import InputError
 from vestis.eval.metrics import classification_metrics
-from vestis.models.vestis_mini import MiniConfig, MiniModel, SentenceEncoder, sentence_tokenizer
+from vestis.models.preprocess import ImageConfig
+from vestis.models.registry import cache_root
+from vestis.models.vestis_mini import MiniConfig
 from vestis.progress import progress_bar
 from vestis.train.augment import AugmentConfig, augment, normalize
 from vestis.train.captions import COLOUR_FIELDS, DEFAULT_FIELD_WEIGHTS
 from vestis.train.data import TrainingSet, build_training_set, ccp_items, kagl_items
 from vestis.train.loss import field_loss
+from vestis.train.models import Trainable, build_trainable
 
 
 @dataclass
 class TrainConfig:
     out: str = "runs/vestis-mini"
+    init: str | None = None  # fine-tune this model (name or path) instead of training vestis-mini from scratch
     kagl: str = "{data}/kagl"
     ccp: str | None = "{data}/ccp/ccp.parquet"
+    ccp_cutout: bool = True  # also train on each street-photo garment cut out onto white
     val_fraction: float = 0.1
     limit: int | None = None  # use only the first N KAGL rows (tests, quick runs)
     epochs: int = 12
@@ -52,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True
     threads: int | None = None
+    keep_epochs: list[int] = field(default_factory=list)  # also save the model after these epochs
     fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
     model: MiniConfig = field(default_factory=MiniConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -91,9 +99,8 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------ data and text embeddings
 
 
-def load_data(cfg: TrainConfig, quiet: bool) -> tuple[TrainingSet, TrainingSet]:
+def load_data(cfg: TrainConfig, image_config: ImageConfig, quiet: bool) -> tuple[TrainingSet, TrainingSet]:
     kagl = _resolve(cfg.kagl)
-    size = cfg.model.image_size
 
     def limited(items):
         for n, item in enumerate(items):
@@ -101,51 +108,30 @@ def load_data(cfg: TrainConfig, quiet: bool) -> tuple[TrainingSet, TrainingSet]:
                 return
             yield item
 
-    sources = [("kagl", limited(kagl_items(kagl, size, cfg.val_fraction, "train", quiet)))]
+    sources = [("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "train", quiet)))]
     ccp = _resolve(cfg.ccp)
     if ccp and Path(ccp).is_file():
-        sources.append(("ccp", limited(ccp_items(ccp, size, quiet=quiet))))
+        sources.append(("ccp", limited(ccp_items(ccp, image_config, cutout=cfg.ccp_cutout, quiet=quiet))))
     train = build_training_set(sources, quiet)
-    val = build_training_set([("kagl", limited(kagl_items(kagl, size, cfg.val_fraction, "val", quiet)))], quiet)
+    val = build_training_set([("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "val", quiet)))], quiet)
     return train, val
-
-
-def sentence_embeddings(texts: list[str], cfg: MiniConfig, cache_dir: Path, quiet: bool) -> torch.Tensor:
-    """Frozen MiniLM embeddings of ``texts`` (cached on disk by content)."""
-    key = hashlib.sha256(json.dumps([cfg.text_model, cfg.context_length, texts]).encode()).hexdigest()[:24]
-    path = cache_dir / f"sentences-{key}.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path))
-    encoder = SentenceEncoder(cfg.text_model)
-    tokenizer = sentence_tokenizer(cfg.context_length, cfg.text_model)
-    out = np.zeros((len(texts), 384), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts])
-    with progress_bar(len(texts), "embedding captions", quiet=quiet) as advance, torch.inference_mode():
-        for start in range(0, len(texts), 256):
-            idx = order[start : start + 256]
-            ids, mask = tokenizer([texts[i] for i in idx])
-            out[idx] = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-            advance(len(idx))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
-    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------ evaluation during training
 
 
 @torch.inference_mode()
-def zero_shot_f1(model: MiniModel, val: TrainingSet, label_sentences: torch.Tensor, labels: list[str]) -> dict:
+def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[str]) -> dict:
     model.eval()
     index = {lbl: i for i, lbl in enumerate(labels)}
     keep = [i for i, lbl in enumerate(val.labels) if lbl in index]
+    cfg = model.image_config
     feats = []
-    for start in range(0, len(keep), 512):
-        x = torch.from_numpy(val.images[keep[start : start + 512]]).permute(0, 3, 1, 2).float().div(255)
-        x = normalize(x, model.cfg.mean, model.cfg.std)
-        feats.append(F.normalize(model.image_tower(x), dim=-1))
+    for start in range(0, len(keep), 256):
+        x = torch.from_numpy(val.images[keep[start : start + 256]]).permute(0, 3, 1, 2).float().div(255)
+        feats.append(F.normalize(model.encode_images(normalize(x, cfg.mean, cfg.std)), dim=-1))
     image = torch.cat(feats)
-    text = F.normalize(model.text_head(label_sentences), dim=-1)
+    text = F.normalize(model.encode_texts(label_bank, torch.arange(len(labels))), dim=-1)
     pred = (image @ text.T).argmax(dim=1).numpy()
     truth = np.array([index[val.labels[i]] for i in keep])
     m = classification_metrics(truth, pred, labels)
@@ -175,7 +161,7 @@ def _draw(views: list[dict[str, list[int]]], idx: np.ndarray, field_name: str, c
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or name == "logit_scale" else decay).append(p)
+        (no_decay if p.ndim < 2 or name.endswith("logit_scale") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -202,18 +188,18 @@ def train(
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     t0 = time.time()
-    train_set, val_set = load_data(cfg, quiet)
-    cache_dir = Path(os.environ.get("VESTIS_CACHE_DIR", Path.home() / ".cache" / "vestis")).expanduser() / "train"
-    sentences = sentence_embeddings(train_set.strings, cfg.model, cache_dir, quiet)
+    model = build_trainable(cfg.init, cfg.model)
+    model.train()
+    image_config = model.image_config
+    train_set, val_set = load_data(cfg, image_config, quiet)
+    cache_dir = cache_root() / "train"
+    captions = model.text_bank(train_set.strings, cache_dir, quiet)
     labels = sorted({lbl for lbl in val_set.labels if lbl})
-    label_sentences = sentence_embeddings([DEFAULT_TEMPLATES[0].format(lbl) for lbl in labels], cfg.model, cache_dir,
-                                          quiet)  # fmt: skip
+    label_bank = model.text_bank([DEFAULT_TEMPLATES[0].format(lbl) for lbl in labels], cache_dir, quiet)
     log(f"data: {len(train_set)} training items ({sum(s == 'ccp' for s in train_set.source)} street-photo "
         f"garments), {len(val_set)} validation products, {len(train_set.strings)} unique captions "
         f"[{time.time() - t0:.0f} s]")  # fmt: skip
 
-    model = MiniModel(cfg.model)
-    model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -249,11 +235,11 @@ def train(
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue
-                x, colourless = augment(images[idx], cfg.augment, gen, cfg.model.mean, cfg.model.std)
+                x, colourless = augment(images[idx], cfg.augment, gen, image_config.mean, image_config.std)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    image_emb = model.image_tower(x)
+                    image_emb = model.encode_images(x)
                 image_emb = F.normalize(image_emb.float(), dim=-1)
-                scale = model.logit_scale.exp()
+                scale = model.temperature.exp()
                 total, weight_sum = 0.0, 0.0
                 for name, w in weights.items():
                     cols = _draw(train_set.views, idx, name, colourless.numpy(), rng)
@@ -261,7 +247,9 @@ def train(
                     if valid.sum() < 2:
                         continue
                     unique, inverse = np.unique(cols[valid], return_inverse=True)
-                    text_emb = F.normalize(model.text_head(sentences[torch.from_numpy(unique)]), dim=-1)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                        text_emb = model.encode_texts(captions, torch.from_numpy(unique))
+                    text_emb = F.normalize(text_emb.float(), dim=-1)
                     loss = field_loss(image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale)
                     total = total + w * loss
                     weight_sum += w
@@ -272,19 +260,23 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
+                    model.temperature.clamp_(0, math.log(100))
                 losses.append(float(loss.detach()))
                 advance(1)
                 if quiet and (step + 1) % 50 == 0:
                     log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {np.mean(losses[-50:]):.3f}")
         metrics = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_loss": losses[0],
                    "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
-                   "logit_scale": float(model.logit_scale.detach().exp())}  # fmt: skip
-        metrics.update(zero_shot_f1(model, val_set, label_sentences, labels))
+                   "logit_scale": float(model.temperature.detach().exp())}  # fmt: skip
+        metrics.update(zero_shot_f1(model, val_set, label_bank, labels))
         history.append(metrics)
         log(json.dumps(metrics))
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
+        if epoch + 1 in cfg.keep_epochs:
+            model.eval()
+            model.save(out / f"model-epoch{epoch + 1}", {"config": asdict(cfg), "history": history})
+            model.train()
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
                       "config": asdict(cfg)}, ckpt_path)  # fmt: skip
@@ -293,6 +285,5 @@ def train(
         log(f"stopped after epoch {len(history)} of {cfg.epochs}; resume to finish")
         return final
     model.eval()
-    model.save(out / "model", training={"config": asdict(cfg), "history": history,
-                                        "train_seconds": round(time.time() - t0)})  # fmt: skip
+    model.save(out / "model", {"config": asdict(cfg), "history": history, "train_seconds": round(time.time() - t0)})
     return final

@@ -1,0 +1,186 @@
+"""What ``vestis train`` trains: vestis-mini from scratch, or any loaded checkpoint fine-tuned.
+
+One training loop serves both.  It sees a :class:`Trainable`: an image encoder,
+a text encoder over *banks* of caption strings (prepared once, indexed per
+step), a learnable temperature and a way to save.  The kinds:
+
+- vestis-mini with its frozen MiniLM text tower: every caption's sentence
+  embedding is computed once (cached on disk), so a step runs the image tower
+  and a small head only;
+- vestis-mini with a text tower trained from scratch, and
+- transformers ``CLIPModel`` / ``ChineseCLIPModel`` checkpoints (FashionCLIP,
+  Chinese-CLIP, and open_clip ones, which vestis converts to ``CLIPModel`` on
+  load): captions are tokenised once and both towers are trained.  A fine-tuned
+  checkpoint is saved in the transformers format, next to its tokenizer and
+  preprocessor config, so vestis, transformers and ONNX export load it as any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vestis.errors import InputError, VestisError
+from vestis.models.preprocess import ImageConfig
+from vestis.models.text import TextTokenizer
+from vestis.models.vestis_mini import TEXT_DIM, MiniConfig, MiniModel, SentenceEncoder, sentence_tokenizer
+from vestis.progress import progress_bar
+
+
+class TokenBank:
+    """Caption strings tokenised once; ``batch(idx)`` gives ids and mask trimmed to the longest."""
+
+    def __init__(self, strings: list[str], tokenizer: TextTokenizer) -> None:
+        ids, mask = tokenizer(strings) if strings else (np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64))
+        self.ids, self.mask = torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.mask[idx]
+        width = max(1, int(mask.sum(dim=1).max()))
+        return self.ids[idx, :width], mask[:, :width]
+
+
+class Trainable(nn.Module):
+    """The interface the loop trains; subclasses hold the model."""
+
+    image_config: ImageConfig
+
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
+        """Whatever :meth:`encode_texts` needs to embed any of ``strings`` by index."""
+        raise NotImplementedError
+
+    def encode_texts(self, bank: Any, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def temperature(self) -> nn.Parameter:
+        raise NotImplementedError
+
+    def save(self, directory: Path, training: dict[str, Any]) -> Path:
+        raise NotImplementedError
+
+
+class MiniTrainable(Trainable):
+    def __init__(self, model: MiniModel) -> None:
+        super().__init__()
+        self.model = model
+        self.image_config = model.cfg.image_config()
+
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.image_tower(x)
+
+    def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
+        cfg = self.model.cfg
+        if cfg.text_tower == "scratch":
+            return TokenBank(strings, sentence_tokenizer(cfg.context_length, cfg.text_model))
+        return sentence_embeddings(strings, cfg, cache_dir, quiet)
+
+    def encode_texts(self, bank: Any, idx: torch.Tensor) -> torch.Tensor:
+        if isinstance(bank, TokenBank):
+            return self.model.text_encoder(*bank.batch(idx))
+        return self.model.text_head(bank[idx])
+
+    @property
+    def temperature(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    def save(self, directory: Path, training: dict[str, Any]) -> Path:
+        return self.model.save(directory, training=training)
+
+
+class HFTrainable(Trainable):
+    """A transformers two-tower model (``get_image_features`` / ``get_text_features``), both towers trained."""
+
+    def __init__(self, model: nn.Module, tokenizer: TextTokenizer, image_config: ImageConfig,
+                 token_type_ids: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_config = image_config
+        self.token_type_ids = token_type_ids
+
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        from vestis.models.torch_backend import _features
+
+        return _features(self.model.get_image_features(pixel_values=x))
+
+    def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
+        return TokenBank(strings, self.tokenizer)
+
+    def encode_texts(self, bank: Any, idx: torch.Tensor) -> torch.Tensor:
+        from vestis.models.torch_backend import _features
+
+        ids, mask = bank.batch(idx)
+        kwargs = {"input_ids": ids, "attention_mask": mask}
+        if self.token_type_ids:
+            kwargs["token_type_ids"] = torch.zeros_like(ids)
+        return _features(self.model.get_text_features(**kwargs))
+
+    @property
+    def temperature(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    def save(self, directory: Path, training: dict[str, Any]) -> Path:
+        from dataclasses import replace
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(out))
+        self.tokenizer.tokenizer.model_max_length = self.tokenizer.context_length
+        self.tokenizer.tokenizer.save_pretrained(str(out))
+        # transformers crops with floor rounding; open_clip (torchvision) rounds: at most one pixel apart
+        image_config = replace(self.image_config, crop_rounding="floor")
+        (out / "preprocessor_config.json").write_text(json.dumps(image_config.to_hf_dict(), indent=2))
+        (out / "vestis_training.json").write_text(json.dumps(training, indent=2, default=str))
+        return out
+
+
+def build_trainable(init: str | None, model_cfg: MiniConfig) -> Trainable:
+    """A fresh vestis-mini (``init`` None), or the checkpoint ``init`` names, ready to train."""
+    if init is None:
+        return MiniTrainable(MiniModel(model_cfg))
+    from vestis.models.loading import load_encoder
+    from vestis.models.torch_backend import TorchEncoder
+    from vestis.models.vestis_mini import VestisMiniEncoder
+
+    try:
+        enc = load_encoder(init, runtime="torch", precision="fp32")
+    except VestisError as exc:
+        raise type(exc)(f"cannot fine-tune {init}: {exc}") from None
+    if isinstance(enc, VestisMiniEncoder):
+        model = enc.model.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        return MiniTrainable(model)
+    if isinstance(enc, TorchEncoder):
+        return HFTrainable(enc.model, enc.tokenizer, enc.image_config, token_type_ids=enc._token_type_ids)
+    raise InputError(f"{init}: {enc.runtime} models cannot be fine-tuned by vestis train (a transformers "
+                     "CLIP/Chinese-CLIP, an open_clip ViT checkpoint or vestis-mini can)")  # fmt: skip
+
+
+def sentence_embeddings(texts: list[str], cfg: MiniConfig, cache_dir: Path, quiet: bool) -> torch.Tensor:
+    """Frozen MiniLM embeddings of ``texts`` (cached on disk by content)."""
+    key = hashlib.sha256(json.dumps([cfg.text_model, cfg.context_length, texts]).encode()).hexdigest()[:24]
+    path = cache_dir / f"sentences-{key}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    encoder = SentenceEncoder(cfg.text_model)
+    tokenizer = sentence_tokenizer(cfg.context_length, cfg.text_model)
+    out = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts])
+    with progress_bar(len(texts), "embedding captions", quiet=quiet) as advance, torch.inference_mode():
+        for start in range(0, len(texts), 256):
+            idx = order[start : start + 256]
+            ids, mask = tokenizer([texts[i] for i in idx])
+            out[idx] = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            advance(len(idx))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return torch.from_numpy(out)
