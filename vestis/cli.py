@@ -271,8 +271,11 @@ def train(
     out: Annotated[str | None, typer.Option("--out", help="Run folder (overrides the config's).")] = None,
     init: Annotated[
         str | None,
-        typer.Option("--init", help="Fine-tune this model (name or directory: vestis-mini, a transformers CLIP / "
-                     "Chinese-CLIP or an open_clip checkpoint) instead of training vestis-mini from scratch."),
+        typer.Option(
+            "--init",
+            help="Fine-tune this model (name or directory: vestis-mini, a transformers CLIP / "
+            "Chinese-CLIP or an open_clip checkpoint) instead of training vestis-mini from scratch.",
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from the run's checkpoint.")] = True,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
