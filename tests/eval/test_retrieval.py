@@ -73,3 +73,33 @@ def test_top_k_is_exact_and_ordered():
     got = top_k(q, d, 10, chunk=3)
     want = np.argsort(-(q @ d.T), axis=1)[:, :10]
     assert np.array_equal(got, want)
+
+
+def test_queries_judged_by_label_rules(tmp_path, colour_catalog, colour_encoder):
+    rules = tmp_path / "queries.yaml"
+    rules.write_text(
+        "- {query: something red, match: {baseColour: [Red]}}\n"
+        "- {query: green or blue things, match: {baseColour: [Green, Blue]}}\n"
+    )
+    res = evaluate_retrieval(colour_encoder, read_catalog(colour_catalog), rules)
+    assert res["doc_fields"] == "image" and res["n_queries"] == 2
+    per_query = res["per_query_precision@10"]
+    assert per_query["something red"] == pytest.approx(4 / 10)  # all four red products come first
+    # the toy encoder embeds "green or blue things" as green: its top 10 still holds 7 green/blue items
+    assert per_query["green or blue things"] == pytest.approx(7 / 10)
+    assert res["precision@1"] == 1.0 and res["dropped_ids"] == 1  # blue product 111 is unreadable
+
+
+def test_bad_rule_files(tmp_path, colour_catalog, colour_encoder):
+    catalog = read_catalog(colour_catalog)
+    cases = {
+        "a.yaml": ("- {query: red, match: {colour: [Red]}}\n", "matches on 'colour', which the catalog lacks"),
+        "b.yaml": ("query: red\n", "expected a list"),
+        "c.yaml": ("- [unclosed\n", "not valid YAML"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=message):
+            evaluate_retrieval(colour_encoder, catalog, tmp_path / name)
+    with pytest.raises(InputError, match="no such query file"):
+        evaluate_retrieval(colour_encoder, catalog, tmp_path / "missing.yaml")

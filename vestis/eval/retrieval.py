@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from vestis.embed import EmbeddingCache, cached_image_embeddings, cached_text_embeddings
 from vestis.errors import InputError
-from vestis.eval.metrics import retrieval_metrics
+from vestis.eval.metrics import per_query_retrieval, retrieval_metrics
 from vestis.models.base import Encoder, l2_normalize
 
 DEFAULT_WEIGHTS = (0.9, 0.1)
@@ -59,6 +60,36 @@ def load_ground_truth(path: str | Path) -> dict[str, dict[str, int]]:
         return {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in data.items()}
     except (TypeError, ValueError):
         raise InputError(f"{p}: relevance values must be integers") from None
+
+
+def rules_ground_truth(path: str | Path, catalog: pa.Table, id_column: str = "id") -> dict[str, dict[str, int]]:
+    """Ground truth for queries with no judged items, from rules over the catalog's label columns.
+
+    The YAML file lists ``{query: ..., match: {column: [values]}}``; an item is
+    relevant when any named column holds one of its values.  Written down before
+    measuring, it turns free-form queries ("something to carry my laptop") into
+    a retrieval task scored like Marqo's.
+    """
+    p = Path(path)
+    try:
+        rules = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such query file") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and r.get("query") and r.get("match") for r in rules):
+        raise InputError(f"{p}: expected a list of {{query: text, match: {{column: [values]}}}}")
+    ids = [str(x) for x in catalog.column(id_column).to_pylist()]
+    qrels: dict[str, dict[str, int]] = {}
+    for rule in rules:
+        relevant = np.zeros(len(ids), dtype=bool)
+        for column, values in rule["match"].items():
+            if column not in catalog.column_names:
+                raise InputError(f"{p}: query {rule['query']!r} matches on {column!r}, which the catalog lacks")
+            wanted = {str(v) for v in (values if isinstance(values, list) else [values])}
+            relevant |= np.array([str(v) in wanted for v in catalog.column(column).to_pylist()])
+        qrels[str(rule["query"])] = {ids[i]: 1 for i in np.flatnonzero(relevant)}
+    return qrels
 
 
 def restrict_to_corpus(qrels: dict[str, dict[str, int]], corpus: set[str]) -> tuple[dict[str, dict[str, int]], dict]:
@@ -111,7 +142,11 @@ def evaluate_retrieval(
     cache: EmbeddingCache | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run one retrieval task on ``catalog`` and score it against ``ground_truth``."""
+    """Run one retrieval task on ``catalog`` and score it against ``ground_truth``.
+
+    ``ground_truth``: Marqo's JSON, or a YAML file of queries with label rules
+    (:func:`rules_ground_truth`), whose results also list each query's P@10.
+    """
     fields = tuple(doc_fields) if doc_fields else doc_fields_from_name(ground_truth)
     if not set(fields) <= {"image", "text"} or "image" not in fields:
         raise InputError(f"document fields must be image or image+text, got {'+'.join(fields)}")
@@ -120,7 +155,8 @@ def evaluate_retrieval(
     for col in (id_column, image_column) + ((title_column,) if "text" in fields else ()):
         if col not in catalog.column_names:
             raise InputError(f"catalog has no column {col!r}; it has {', '.join(catalog.column_names)}")
-    qrels_all = load_ground_truth(ground_truth)
+    by_rules = Path(ground_truth).suffix in (".yaml", ".yml")
+    qrels_all = rules_ground_truth(ground_truth, catalog, id_column) if by_rules else load_ground_truth(ground_truth)
     ids = [str(x) for x in catalog.column(id_column).to_pylist()]
     if len(set(ids)) != len(ids):
         raise InputError(f"column {id_column!r} has duplicate ids")
@@ -146,6 +182,9 @@ def evaluate_retrieval(
     ranked = top_k(query_vectors, docs, max(ks))
     run = {q: [corpus_ids[j] for j in row] for q, row in zip(queries, ranked)}
     metrics = retrieval_metrics(qrels, run, ks)
+    if by_rules:
+        per_query = per_query_retrieval(qrels, run, ks)
+        metrics[f"per_query_precision@{max(ks)}"] = {q: r[f"precision@{max(ks)}"] for q, r in per_query.items()}
     return {
         **metrics,
         "n_docs": len(corpus_ids),
