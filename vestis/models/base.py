@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -114,17 +114,10 @@ class Encoder(ABC):
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
-        if len(items) <= bs:  # one batch: padded to its longest item, no need to sort (a query)
-            ids, mask = self.tokenizer(items)
+        # Sorted by token length, so each batch pads only to its own longest item.
+        for idx, ids, mask in self.tokenizer.batches(items, bs):
             with self._runtime_context():
-                out[:] = self._forward_texts(ids, mask)
-            return l2_normalize(out)
-        # Sort by token length so each batch pads only to its own longest item.
-        order = np.argsort(self.tokenizer.lengths(items), kind="stable")
-        for _, idx in _chunks(order, bs):
-            ids, mask = self.tokenizer([items[i] for i in idx])
-            with self._runtime_context():
-                out[np.asarray(idx)] = self._forward_texts(ids, mask)
+                out[idx] = self._forward_texts(ids, mask)
         return l2_normalize(out)
 
     def __repr__(self) -> str:
@@ -135,8 +128,3 @@ class Encoder(ABC):
         if not isinstance(bs, int) or bs < 1:
             raise InputError(f"batch_size must be a positive integer, got {bs!r}")
         return bs
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:
-    for start in range(0, len(items), size):
-        yield start, items[start : start + size]

@@ -28,7 +28,13 @@ class _OpenClipTokenizer:
         return ids, (ids != 0).astype(np.int64)
 
     def lengths(self, texts: list[str]) -> list[int]:
-        return [0] * len(texts)  # fixed-length ids: order does not matter
+        return [int(m.sum()) for m in self(texts)[1]]
+
+    def batches(self, texts: list[str], batch_size: int):
+        """Fixed-length ids: batches in order (padding costs the same everywhere)."""
+        for start in range(0, len(texts), batch_size):
+            ids, mask = self(texts[start : start + batch_size])
+            yield np.arange(start, start + len(ids)), ids, mask
 
 
 class OpenClipEncoder(Encoder):

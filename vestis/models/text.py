@@ -11,8 +11,9 @@ from __future__ import annotations
 import gzip
 import html
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -86,32 +87,59 @@ def open_clip_clean(text: str) -> str:
 
 @dataclass
 class TextTokenizer:
-    """A transformers tokenizer plus the context length and cleaning a model expects."""
+    """A transformers tokenizer plus the context length and cleaning a model expects.
+
+    Safe to share between threads: the fast (Rust) tokenizers refuse concurrent
+    calls ("Already borrowed"), so calls are serialised by a lock.
+    """
 
     tokenizer: Any
     context_length: int
     clean: Callable[[str], str] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def _cleaned(self, texts: Sequence[str]) -> list[str]:
+        return [self.clean(t) for t in texts] if self.clean is not None else list(texts)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        if self.clean is not None:
-            texts = [self.clean(t) for t in texts]
-        enc = self.tokenizer(
-            list(texts),
-            padding="longest",
-            truncation=True,
-            max_length=self.context_length,
-            return_tensors="np",
-        )
+        with self._lock:
+            enc = self.tokenizer(
+                self._cleaned(texts),
+                padding="longest",
+                truncation=True,
+                max_length=self.context_length,
+                return_tensors="np",
+            )
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
         mask = np.asarray(enc["attention_mask"], dtype=np.int64)
         return ids, mask
 
+    def _token_lists(self, texts: Sequence[str]) -> list[list[int]]:
+        with self._lock:
+            return self.tokenizer(self._cleaned(texts), truncation=True, max_length=self.context_length)["input_ids"]
+
     def lengths(self, texts: Sequence[str]) -> list[int]:
-        """Token counts (after truncation), used to sort texts into tight batches."""
-        if self.clean is not None:
-            texts = [self.clean(t) for t in texts]
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.context_length)
-        return [len(x) for x in enc["input_ids"]]
+        """Token counts (after truncation)."""
+        return [len(x) for x in self._token_lists(texts)]
+
+    def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(positions, ids, mask) per batch: tokenised once, sorted by length, each padded to its longest.
+
+        The same ids and masks as calling the tokenizer on each batch, without a
+        second tokenisation to learn the lengths.
+        """
+        seqs = self._token_lists(texts)
+        pad = self.tokenizer.pad_token_id or 0
+        order = np.argsort([len(x) for x in seqs], kind="stable")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(seqs[i]) for i in idx)
+            ids = np.full((len(idx), width), pad, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                ids[row, : len(seqs[i])] = seqs[i]
+                mask[row, : len(seqs[i])] = 1
+            yield idx, ids, mask
 
 
 def load_hf_tokenizer(directory: Path, context_length: int | None = None) -> Any:
