@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import vestis
+from tests.models.test_chinese_clip import chinese_clip_dir  # noqa: F401 (a fixture, for base_checkpoint)
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.data.split import is_validation
 from vestis.export import export_onnx
@@ -121,12 +122,21 @@ def test_text_tower_from_scratch_learns_and_loads(tmp_path, sample_texts):
     assert not np.allclose(txt[0], txt[1])
 
 
-def test_fine_tuning_a_transformers_clip_checkpoint(tmp_path, sample_images, sample_texts):
-    from tests.models.test_hf_clip import write_hf_clip
+@pytest.fixture(params=["hf-clip", "chinese-clip"])
+def base_checkpoint(request, tmp_path):
+    """A tiny random FashionCLIP-format or Chinese-CLIP checkpoint on disk."""
+    if request.param == "hf-clip":
+        from tests.models.test_hf_clip import write_hf_clip
+
+        write_hf_clip(tmp_path / "base")
+        return request.param, tmp_path / "base"
+    return request.param, request.getfixturevalue("chinese_clip_dir")
+
+
+def test_fine_tuning_a_transformers_checkpoint(base_checkpoint, tmp_path, sample_images, sample_texts):
     from vestis.models.loading import detect_format
 
-    base = tmp_path / "base"
-    write_hf_clip(base)
+    fmt, base = base_checkpoint
     before = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
     cfg = tiny_config(tmp_path / "run", 2)
     cfg.init, cfg.limit, cfg.batch_size, cfg.lr = str(base), 96, 32, 5e-4
@@ -135,7 +145,7 @@ def test_fine_tuning_a_transformers_clip_checkpoint(tmp_path, sample_images, sam
     assert history[-1]["last_loss"] < history[0]["first_loss"] and final["val_n"] > 0
     assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before  # the base is untouched
     tuned = tmp_path / "run" / "model"
-    assert detect_format(tuned) == "hf-clip"
+    assert detect_format(tuned) == fmt
     old, new = vestis.load_encoder(base), vestis.load_encoder(tuned)
     assert new.image_config == old.image_config and new.tokenizer.context_length == old.tokenizer.context_length
     for a, b in ((old.encode_images(sample_images[:4]), new.encode_images(sample_images[:4])),
