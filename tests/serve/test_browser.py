@@ -21,7 +21,8 @@ from .conftest import REPO_ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-SCREENSHOT = REPO_ROOT / ("docs" if os.environ.get("VESTIS_UPDATE_SCREENSHOTS") else "build") / "screenshots" / "web.png"
+SCREENSHOTS = REPO_ROOT / ("docs" if os.environ.get("VESTIS_UPDATE_SCREENSHOTS") else "build") / "screenshots"
+SCREENSHOT = SCREENSHOTS / "web.png"
 
 
 @pytest.fixture(scope="module")
