@@ -215,7 +215,13 @@ def eval_classify(
 @eval_app.command("retrieval")
 def eval_retrieval(
     data: Annotated[str, typer.Option("--data", help="Parquet catalog (file or folder of parquets).")],
-    ground_truth: Annotated[Path, typer.Option("--ground-truth", help="Marqo-style {query: {id: relevance}} JSON.")],
+    ground_truth: Annotated[
+        Path,
+        typer.Option(
+            "--ground-truth",
+            help="Marqo-style {query: {id: relevance}} JSON, or a YAML list of queries with label rules.",
+        ),
+    ],
     image_column: Annotated[str, typer.Option("--image-column")] = "image",
     id_column: Annotated[str, typer.Option("--id-column")] = "id",
     title_column: Annotated[str, typer.Option("--title-column")] = "productDisplayName",
