@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vestis.data import demo_catalog_path
+from vestis.errors import InputError
 from vestis.eval.suite import run_suite
 
 
@@ -92,3 +93,15 @@ tasks:
     monkeypatch.setattr(vestis.embed, "embed_images", lambda *a, **k: calls.append(1) or original(*a, **k))
     run_suite(config, quiet=True)
     assert calls == []  # second run: every image embedding came from the cache
+
+
+def test_suite_models_may_name_their_precision(tmp_path, monkeypatch):
+    monkeypatch.setenv("VESTIS_CACHE_DIR", str(tmp_path / "cache"))
+    task = f"{{kind: classify, name: demo, data: {demo_catalog_path()}, label_column: masterCategory, limit: 20}}"
+    config = tmp_path / "suite.yaml"
+    config.write_text(f"output: {tmp_path}\nmodels: [{{model: vestis-mini, precision: fp32}}]\ntasks: [{task}]\n")
+    (record,) = run_suite(config, quiet=True)["results"]
+    assert record["model"] == "vestis-mini" and "fp32" in record["runtime"]
+    config.write_text(f"output: {tmp_path}\nmodels: [{{model: vestis-mini, speed: fast}}]\ntasks: [{task}]\n")
+    with pytest.raises(InputError, match="a model is a name or"):
+        run_suite(config, quiet=True)

@@ -115,6 +115,20 @@ def run_task(encoder, task: dict[str, Any], cache: EmbeddingCache, out_dir: Path
     return result
 
 
+_MODEL_KEYS = {"model", "precision", "runtime"}
+
+
+def _model_entry(entry: Any, config_path: Path) -> dict[str, Any]:
+    """A suite's model: a name or path, or ``{model: ..., precision: ..., runtime: ...}``."""
+    if isinstance(entry, str):
+        return {"name_or_path": entry}
+    if isinstance(entry, dict) and isinstance(entry.get("model"), str) and set(entry) <= _MODEL_KEYS:
+        return {"name_or_path": entry["model"], **{k: v for k, v in entry.items() if k != "model"}}
+    raise InputError(
+        f"{config_path}: a model is a name or {{model: name, precision: ..., runtime: ...}}, not {entry!r}"
+    )
+
+
 def run_suite(config_path: str | Path, *, quiet: bool = False, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     config_path = Path(config_path)
@@ -132,8 +146,8 @@ def run_suite(config_path: str | Path, *, quiet: bool = False, console: Console 
     tasks = expand_tasks(cfg["tasks"])
     cache = EmbeddingCache(Path(cfg["cache"]) if cfg.get("cache") else None)
     results: list[dict[str, Any]] = []
-    for model_name in cfg["models"]:
-        encoder = load_encoder(model_name)
+    for entry in cfg["models"]:
+        encoder = load_encoder(**_model_entry(entry, config_path))
         for task in tasks:
             console.print(f"[bold]{encoder.name}[/] · {task['name']}")
             result = run_task(encoder, task, cache, out_dir, quiet)
