@@ -10,6 +10,7 @@ is small, an exact scan over it is both faster and exact, so that is used instea
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -201,12 +202,12 @@ def save_vector_set(vs: VectorSet, directory: Path, meta: dict) -> None:
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.rename(tmp, directory)
-    except FileExistsError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another writer saved the same generation
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not directory.is_dir():
-            raise exc
+        # EEXIST/ENOTEMPTY: another reader saved this generation first (and a newer one may
+        # already have pruned it); the snapshot in memory is just as good. Anything else is real.
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) and not directory.is_dir():
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
