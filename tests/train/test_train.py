@@ -163,3 +163,16 @@ def test_fine_tuning_refuses_models_it_cannot_train(tmp_path):
         with pytest.raises(VestisError, match=f"cannot fine-tune {init}"):
             train(cfg, quiet=True, log=lambda _: None)
         assert not (tmp_path / "run" / "model").exists()
+
+
+def test_frozen_sentence_head_stays_fp32_under_the_loops_autocast():
+    """The shipped vestis-mini was trained with its text head in fp32; bf16 autocast must not change that."""
+    from vestis.train.models import MiniTrainable
+
+    model = MiniTrainable(vestis.models.vestis_mini.MiniModel(MiniConfig(embed_dim=32, text_hidden=64)))
+    bank = torch.nn.functional.normalize(torch.randn(10, 384), dim=-1)
+    idx = torch.arange(10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.encode_texts(bank, idx)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, model.model.text_head(bank))

@@ -87,7 +87,10 @@ class MiniTrainable(Trainable):
     def encode_texts(self, bank: Any, idx: torch.Tensor) -> torch.Tensor:
         if isinstance(bank, TokenBank):
             return self.model.text_encoder(*bank.batch(idx))
-        return self.model.text_head(bank[idx])
+        # A small head over fixed sentence embeddings: fp32 even under the loop's bf16
+        # autocast (cheap, and the shipped weights were trained that way).
+        with torch.autocast("cpu", enabled=False):
+            return self.model.text_head(bank[idx])
 
     @property
     def temperature(self) -> nn.Parameter:
