@@ -91,6 +91,7 @@ def ccp_items(path: str | Path, cfg: ImageConfig, min_side: int = 24, cutout: bo
         for row in rows:
             advance(1)
             photo = load_image(row["image"])
+            pixels = np.asarray(photo)
             mask = np.asarray(Image.open(io.BytesIO(row["mask"])))
             if mask.shape[:2] != (photo.height, photo.width):
                 continue
@@ -108,8 +109,9 @@ def ccp_items(path: str | Path, cfg: ImageConfig, min_side: int = 24, cutout: bo
                 yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), garment_views(label), label
                 if cutout:
                     # the garment alone on white, as a catalog photographs it
-                    alone = np.where((mask == k)[..., None], np.asarray(photo), np.uint8(255))
-                    crop = resize_and_crop(Image.fromarray(alone).crop(box), cfg)
+                    x0, y0, x1, y1 = box
+                    alone = np.where((mask[y0:y1, x0:x1] == k)[..., None], pixels[y0:y1, x0:x1], np.uint8(255))
+                    crop = resize_and_crop(Image.fromarray(alone), cfg)
                     yield f"ccp-{row['id']}-{label}-cutout", crop, garment_views(label), label
 
 
