@@ -47,7 +47,7 @@ import torch
 from vestis.errors import InputError
 from vestis.models.base import Encoder
 from vestis.models.onnx_backend import META_FILE
-from vestis.models.torch_backend import TorchEncoder, _features
+from vestis.models.torch_backend import TorchEncoder, _features, image_features
 
 OPSET = 17
 INT8_SUFFIX = "_quantized"
@@ -59,7 +59,7 @@ class _ImageTower(torch.nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _features(self.model.get_image_features(pixel_values=pixel_values))
+        return image_features(self.model, pixel_values)
 
 
 class _TextTower(torch.nn.Module):

@@ -310,3 +310,54 @@ def test_torch_models_default_to_fp32_unless_verified(hf_dir):
     assert vestis.load_encoder("vestis-tiny-random").precision == "fp32"
     expected = "bf16" if bf16_supported() else "fp32"
     assert vestis.load_encoder("vestis-mini").precision == expected
+
+
+@pytest.mark.parametrize("kind", ["clip", "chinese-clip"])
+def test_class_token_only_last_layer_is_the_same_function(kind, tmp_path):
+    """image_features computes the last layer for the class token only: same embedding as transformers'."""
+    import torch
+    from transformers import ChineseCLIPConfig, ChineseCLIPModel
+
+    from tests.conftest import features
+    from vestis.models.torch_backend import image_features
+
+    if kind == "clip":
+        model = write_hf_clip(tmp_path)
+    else:
+        torch.manual_seed(0)
+        tiny = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+        config = ChineseCLIPConfig(
+            projection_dim=32,
+            text_config=dict(vocab_size=100, **tiny),
+            vision_config=dict(image_size=224, patch_size=32, **tiny),
+        )
+        model = ChineseCLIPModel(config).eval()
+    mlp_inputs = []
+    hook = model.vision_model.encoder.layers[-1].mlp.register_forward_hook(
+        lambda _m, args, _out: mlp_inputs.append(tuple(args[0].shape))
+    )
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        fast = image_features(model, x)
+        assert mlp_inputs == [(3, 64)]  # the shortcut ran: the last MLP saw one token per image
+        reference = features(model.get_image_features(pixel_values=x))
+        assert float((fast - reference).abs().max()) < 1e-5
+        bf16 = model.to(torch.bfloat16)
+        fast16 = image_features(bf16, x.bfloat16()).float()
+        ref16 = features(bf16.get_image_features(pixel_values=x.bfloat16())).float()
+    hook.remove()
+    cos = torch.nn.functional.cosine_similarity(fast16, ref16, dim=-1)
+    assert float(cos.min()) > 0.999
+
+
+def test_other_layouts_take_the_ordinary_path():
+    import torch
+
+    from vestis.models.torch_backend import image_features
+
+    class TwoTower(torch.nn.Module):
+        def get_image_features(self, pixel_values):
+            return pixel_values.flatten(1)[:, :4] * 2
+
+    x = torch.ones(2, 3, 4, 4)
+    assert torch.equal(image_features(TwoTower(), x), torch.full((2, 4), 2.0))

@@ -32,6 +32,50 @@ def _features(out: Any) -> torch.Tensor:
     return pooled
 
 
+def _class_token_vit(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has the CLIP / Chinese-CLIP vision layout :func:`image_features` shortcuts."""
+    vision = getattr(model, "vision_model", None)
+    layers = getattr(getattr(vision, "encoder", None), "layers", None)
+    if vision is None or not layers or not hasattr(model, "visual_projection"):
+        return False
+    last = layers[-1]
+    attn = getattr(last, "self_attn", None)
+    return (
+        all(hasattr(vision, a) for a in ("embeddings", "pre_layrnorm", "post_layernorm"))
+        and all(hasattr(last, a) for a in ("layer_norm1", "layer_norm2", "mlp"))
+        and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "head_dim", "scale"))
+    )
+
+
+def image_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``model.get_image_features(pixel_values)``, computing only what the embedding uses.
+
+    CLIP's image embedding is the class token after the last layer.  Every layer
+    but the last needs all tokens; the last needs every token's keys and values
+    but the query, attention output, residual and MLP of the class token only.
+    Computing just those is the same function (to float rounding, tested) with
+    ~6% fewer FLOPs for a 12-layer ViT.  Models of another layout take the
+    ordinary path.
+    """
+    if not _class_token_vit(model):
+        return _features(model.get_image_features(pixel_values=pixel_values))
+    vision = model.vision_model
+    h = vision.pre_layrnorm(vision.embeddings(pixel_values))
+    *layers, last = vision.encoder.layers
+    for layer in layers:
+        h = layer(h, None)
+    attn = last.self_attn
+    b, t, d = h.shape
+    y = last.layer_norm1(h)
+    q = attn.q_proj(y[:, :1]).view(b, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(y).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(y).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+    weights = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1, dtype=torch.float32).to(q.dtype)
+    cls = h[:, 0] + attn.out_proj((weights @ v).reshape(b, d))
+    cls = cls + last.mlp(last.layer_norm2(cls))
+    return model.visual_projection(vision.post_layernorm(cls))
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run with ``n`` intra-op threads, restoring the previous setting after."""
@@ -106,7 +150,7 @@ class TorchEncoder(Encoder):
 
     def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(pixel_values).to(self.device, self.dtype)
-        return _features(self.model.get_image_features(pixel_values=x)).float().cpu().numpy()
+        return image_features(self.model, x).float().cpu().numpy()
 
     def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         kwargs = {
