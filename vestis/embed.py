@@ -22,6 +22,9 @@ from vestis.models.base import Encoder
 from vestis.models.preprocess import ImageInput
 from vestis.progress import progress_bar
 
+#: Batches handed to the encoder per call by :func:`embed_images` (decoding overlaps inference within a call).
+CHUNK_BATCHES = 8
+
 
 @dataclass
 class ImageEmbeddings:
@@ -45,22 +48,33 @@ def embed_images(
     quiet: bool = False,
     description: str = "embedding images",
 ) -> ImageEmbeddings:
-    """Embed ``images``; a batch holding an unreadable image is retried item by item."""
+    """Embed ``images``; a batch holding an unreadable image is retried item by item.
+
+    Images go to the encoder several batches at a time, so that encoders which
+    decode the next batch while the model runs this one (onnxruntime) can.
+    """
     bs = batch_size or encoder.batch_size
     out = np.zeros((len(images), encoder.dim), dtype=np.float32)
     failed: list[tuple[int, str]] = []
+
+    def embed(start: int, chunk: Sequence[ImageInput]) -> None:
+        try:
+            out[start : start + len(chunk)] = encoder.encode_images(chunk, batch_size=bs)
+        except ImageError as exc:
+            if len(chunk) == 1:
+                failed.append((start, str(exc).removeprefix("image 0").lstrip(": ")))
+                return
+            step = bs if len(chunk) > bs else 1  # a failing chunk: retry its batches, then their items
+            for i in range(0, len(chunk), step):
+                embed(start + i, chunk[i : i + step])
+
+    chunk_size = bs * CHUNK_BATCHES
     with progress_bar(len(images), description, quiet=quiet) as advance:
-        for start in range(0, len(images), bs):
-            chunk = images[start : start + bs]
-            try:
-                out[start : start + len(chunk)] = encoder.encode_images(chunk)
-            except ImageError:
-                for i, item in enumerate(chunk):
-                    try:
-                        out[start + i] = encoder.encode_images([item])[0]
-                    except ImageError as exc:
-                        failed.append((start + i, str(exc).removeprefix("image 0").lstrip(": ")))
+        for start in range(0, len(images), chunk_size):
+            chunk = images[start : start + chunk_size]
+            embed(start, chunk)
             advance(len(chunk))
+    failed.sort()
     return ImageEmbeddings(out, failed)
 
 
