@@ -114,7 +114,8 @@ class PatchMatMul(torch.nn.Module):
         b, c, h, w = x.shape
         p = self.p
         gh, gw = h // p, w // p
-        x = x[:, :, : gh * p, : gw * p]  # a conv drops the remainder rows/columns too
+        if h % p or w % p:  # a conv drops the remainder rows/columns too (no copy when there is none)
+            x = x[:, :, : gh * p, : gw * p]
         patches = x.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * p * p)
         y = patches @ self.weight
         if self.bias is not None:

@@ -111,3 +111,29 @@ def test_fixed_batch_one_graph_runs_item_by_item(hf_dir, exported, sample_images
     ref = vestis.load_encoder(exported)
     assert np.abs(enc.encode_images(sample_images[:5]) - ref.encode_images(sample_images[:5])).max() < 1e-5
     assert np.abs(enc.encode_texts(sample_texts[:5]) - ref.encode_texts(sample_texts[:5])).max() < 1e-5
+
+
+class _RecordingSession:
+    """Forwards to an onnxruntime session and records each call's batch size."""
+
+    def __init__(self, session):
+        self.session, self.batches = session, []
+
+    def run(self, outputs, feeds):
+        self.batches.append(next(iter(feeds.values())).shape[0])
+        return self.session.run(outputs, feeds)
+
+
+def test_large_batches_run_in_slices_with_the_same_result(exported, sample_images):
+    enc = vestis.load_encoder(exported)
+    images = (list(sample_images) * 12)[:70]
+    per_32 = enc.encode_images(images, batch_size=32)
+    enc.vision = _RecordingSession(enc.vision)
+    enc.max_run_batch = 32
+    whole = enc.encode_images(images, batch_size=70)
+    assert enc.vision.batches == [32, 32, 6]
+    assert np.array_equal(whole, per_32)
+    enc.max_run_batch = 100
+    enc.vision.batches.clear()
+    enc.encode_images(images, batch_size=70)
+    assert enc.vision.batches == [70]

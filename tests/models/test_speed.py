@@ -361,3 +361,17 @@ def test_other_layouts_take_the_ordinary_path():
 
     x = torch.ones(2, 3, 4, 4)
     assert torch.equal(image_features(TwoTower(), x), torch.full((2, 4), 2.0))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (35, 41)])
+def test_patch_embedding_as_a_matrix_product_is_the_convolution(size):
+    import torch
+
+    from vestis.export import PatchMatMul
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 16, kernel_size=8, stride=8, bias=True)
+    x = torch.randn(2, 3, *size)
+    assert PatchMatMul.applies(conv)
+    with torch.no_grad():
+        assert torch.allclose(PatchMatMul(conv)(x), conv(x), atol=1e-5)

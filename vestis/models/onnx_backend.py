@@ -186,6 +186,7 @@ class OnnxEncoder(Encoder):
         self.tokenizer = tokenizer
         self.image_config = image_config
         self.batch_size = batch_size
+        self.max_run_batch = 32
         self._vision_out = _output_name(self.vision, "image_embeds")
         self._text_out = _output_name(self.text, "text_embeds")
         self._text_inputs = {i.name for i in self.text.get_inputs()}
@@ -203,10 +204,18 @@ class OnnxEncoder(Encoder):
         self.runtime = f"onnxruntime {precision} ({vision_path.name}, {text_path.name})"
 
     def _run(self, session: Any, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        if not self._one_at_a_time:
-            return session.run([output], feeds)[0]
+        """One graph call per ``max_run_batch`` items (one per item for a fixed-batch-1 graph).
+
+        onnxruntime runs a ViT-B/32 image graph at batch 256 about 20% slower than
+        the same images 32 at a time (its element-wise passes over the activations
+        fall out of cache; ``docs/speed.md``), so a large batch handed to vestis is
+        cut into runs of at most ``max_run_batch``.
+        """
         n = next(iter(feeds.values())).shape[0]
-        rows = [session.run([output], {k: v[i : i + 1] for k, v in feeds.items()})[0] for i in range(n)]
+        step = 1 if self._one_at_a_time else self.max_run_batch
+        if n <= step:
+            return session.run([output], feeds)[0]
+        rows = [session.run([output], {k: v[i : i + step] for k, v in feeds.items()})[0] for i in range(0, n, step)]
         return np.concatenate(rows, axis=0)
 
     def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:
