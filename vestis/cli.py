@@ -288,6 +288,9 @@ def train(
     stop_after: Annotated[
         int | None, typer.Option("--stop-after", min=1, help="End this run after that epoch (resume later).")
     ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Override the config's seed (to measure across-seed noise).")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train vestis-mini or fine-tune a checkpoint (contrastive, multi-field); checkpoints every epoch, resumes."""
@@ -301,6 +304,8 @@ def train(
         cfg.init = init
     if epochs:
         cfg.epochs = epochs
+    if seed is not None:
+        cfg.seed = seed
     final = run_training(
         cfg, resume=resume, quiet=quiet, stop_after=stop_after, log=lambda line: err.print(line, highlight=False)
     )

@@ -176,3 +176,20 @@ def test_frozen_sentence_head_stays_fp32_under_the_loops_autocast():
         out = model.encode_texts(bank, idx)
     assert out.dtype == torch.float32
     assert torch.equal(out, model.model.text_head(bank))
+
+
+def test_cli_overrides_reach_the_training_config(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import vestis.train.loop
+    from vestis.cli import app
+
+    seen = []
+    monkeypatch.setattr(vestis.train.loop, "train", lambda cfg, **kw: seen.append((cfg, kw)) or {"val_n": 0})
+    config = tmp_path / "c.yaml"
+    config.write_text("out: runs/x\nepochs: 24\nseed: 0\n")
+    args = ["train", "--config", str(config), "--out", str(tmp_path / "o"), "--epochs", "3", "--seed", "7"]
+    result = CliRunner().invoke(app, [*args, "--stop-after", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    ((cfg, kw),) = seen
+    assert (cfg.seed, cfg.epochs, cfg.out, kw["stop_after"]) == (7, 3, str(tmp_path / "o"), 2)
