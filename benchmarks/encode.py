@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -168,7 +169,10 @@ def build_models(work: Path, names: list[str], log) -> dict[str, dict[str, Any]]
                 clip_tokenizer_from_bpe().save_pretrained(str(source))
                 (source / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR_CONFIG))
         export = work / f"{name}-onnx"
-        if not (export / "onnx" / "vestis_onnx.json").is_file():
+        # the parity check deletes int8 candidates that fail it: export again if a kept workdir lost them
+        graphs = [export / "onnx" / f for f in ("vestis_onnx.json", "vision_model_quantized.onnx")]
+        if not all(g.is_file() for g in graphs):
+            shutil.rmtree(export, ignore_errors=True)
             enc = vestis.load_encoder(source or "vestis-mini", runtime="torch", precision="fp32")
             t = time.perf_counter()
             calibration = parity_data(8, 1, 128).calibration

@@ -245,17 +245,26 @@ class VestisMiniEncoder(Encoder):
         self.dtype = torch_dtype(precision)
         self.precision = precision
         self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
+        self.model = model.eval()
         # channels-last activations let oneDNN run the convolutions without reordering
         # (same results, about 1.6x faster on a 2-core AVX-512 CPU at batch 64).
-        self.model = model.eval().to(dtype=self.dtype, memory_format=torch.channels_last)
-        self.text = SentenceEncoder(model.cfg.text_model).to(self.dtype) if model.cfg.text_tower == "minilm" else None
+        model.image_tower.to(dtype=self.dtype, memory_format=torch.channels_last)
+        if model.cfg.text_tower == "minilm":
+            # The frozen sentence encoder and its head stay fp32 whatever the precision, as
+            # in training (the loop keeps them out of bf16 autocast): in bf16 they change 1.2%
+            # of zero-shot choices on KAGL titles, which fails parity (docs/speed.md).
+            self.text = SentenceEncoder(model.cfg.text_model)
+        else:
+            self.text = None
+            model.text_encoder.to(dtype=self.dtype)
         self.name = name
         self.dim = model.cfg.embed_dim
         self.tokenizer = sentence_tokenizer(model.cfg.context_length, model.cfg.text_model)
         self.image_config = model.cfg.image_config()
         self.batch_size = batch_size
         self.threads = threads
-        self.runtime = f"torch {precision} (vestis-mini)"
+        fp32_text = self.text is not None and precision != "fp32"
+        self.runtime = f"torch {precision} (vestis-mini{', text tower fp32' if fp32_text else ''})"
 
     def _runtime_context(self) -> contextlib.AbstractContextManager[Any]:
         return torch_runtime(self.threads)
@@ -268,7 +277,7 @@ class VestisMiniEncoder(Encoder):
         ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
         if self.text is None:
             return self.model.text_encoder(ids, mask).float().numpy()
-        return self.model.text_head(self.text(ids, mask).to(self.dtype)).float().numpy()
+        return self.model.text_head(self.text(ids, mask)).float().numpy()
 
 
 def load_vestis_mini(directory: Path, name: str, **common: Any) -> VestisMiniEncoder:
