@@ -169,16 +169,16 @@ def build_models(work: Path, names: list[str], log) -> dict[str, dict[str, Any]]
                 clip_tokenizer_from_bpe().save_pretrained(str(source))
                 (source / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR_CONFIG))
         export = work / f"{name}-onnx"
-        # the parity check deletes int8 candidates that fail it: export again if a kept workdir lost them
-        graphs = [export / "onnx" / f for f in ("vestis_onnx.json", "vision_model_quantized.onnx")]
-        if not all(g.is_file() for g in graphs):
-            shutil.rmtree(export, ignore_errors=True)
-            enc = vestis.load_encoder(source or "vestis-mini", runtime="torch", precision="fp32")
-            t = time.perf_counter()
-            calibration = parity_data(8, 1, 128).calibration
-            export_onnx(enc, export, int8=True, calibration_images=calibration)
-            log(f"{name}: exported to ONNX fp32 + int8 candidates in {time.perf_counter() - t:.0f} s")
-            del enc
+        # exported afresh every run (a minute): the parity check at the end of a run deletes
+        # the int8 candidates that fail it and records its verdict, so a kept export has lost
+        # what this run must measure
+        shutil.rmtree(export, ignore_errors=True)
+        enc = vestis.load_encoder(source or "vestis-mini", runtime="torch", precision="fp32")
+        t = time.perf_counter()
+        calibration = parity_data(8, 1, 128).calibration
+        export_onnx(enc, export, int8=True, calibration_images=calibration)
+        log(f"{name}: exported to ONNX fp32 + int8 candidates in {time.perf_counter() - t:.0f} s")
+        del enc
         specs[name] = {"source": str(source) if source else "vestis-mini", "export": str(export)}
     return specs
 
@@ -403,7 +403,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=0, help="timed repeats, best kept (default: 2)")
     ap.add_argument("--parity-images", type=int, default=256, help="per model (ViT-B/16: a quarter)")
     ap.add_argument("--no-catalog", action="store_true", help="skip embedding the whole KAGL catalog with vestis-mini")
-    ap.add_argument("--workdir", default=None, help="keep weights and exports here (default: a temporary folder)")
+    ap.add_argument("--workdir", default=None, help="keep the random weights here (default: a temporary folder)")
     ap.add_argument("--out", default="results/bench/encode.json")
     ap.add_argument("--render", metavar="JSON", help="print the markdown tables of an earlier run and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
