@@ -92,3 +92,28 @@ def test_errors_are_one_line(exported, tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_checkpoint_with_a_verified_int8_export_beside_it_runs_that(exported, tmp_path):
+    """A torch checkpoint whose onnx/ folder holds a vestis int8 export that passed parity runs it."""
+    import shutil
+
+    source, out, _ = exported
+    both = tmp_path / "both"
+    shutil.copytree(source, both)
+    shutil.copytree(out / "onnx", both / "onnx")
+    meta_path = both / "onnx" / "vestis_onnx.json"
+    meta = json.loads(meta_path.read_text())
+    if "int8" not in meta["graphs"]:  # the tiny model's int8 failed its coin-flip parity: keep fp32 graphs as int8
+        meta["graphs"]["int8"] = meta["graphs"]["fp32"]
+
+    def load_with(passed: bool, **kwargs):
+        meta.setdefault("parity", {})["onnx int8"] = {**meta["parity"].get("onnx int8", {}), "passed": passed}
+        meta_path.write_text(json.dumps(meta))
+        return vestis.load_encoder(both, **kwargs)
+
+    enc = load_with(True)
+    assert enc.runtime.startswith("onnxruntime int8") and enc.precision == "int8"
+    assert "torch" in load_with(False).runtime  # not verified: the published runtime
+    assert "torch" in load_with(True, precision="fp32").runtime  # asked for: as asked
+    assert "torch" in load_with(True, runtime="torch").runtime

@@ -130,13 +130,11 @@ def default_precision(directory: Path | None, name: str, runtime: str) -> str:
     * open_clip itself: fp32.
     """
     if runtime == "onnx" and directory is not None:
-        from vestis.models.onnx_backend import available_precisions, read_meta
+        from vestis.models.onnx_backend import available_precisions
 
         available = available_precisions(directory)
-        if "int8" in available:
-            recorded = read_meta(directory).get("parity", {}).get("onnx int8", {})
-            if recorded.get("passed") is True or "fp32" not in available:
-                return "int8"
+        if "int8" in available and (verified_int8(directory) or "fp32" not in available):
+            return "int8"
         return "fp32"
     if runtime == "torch" and name in BF16_VERIFIED and directory == registry.BUNDLED_DIR / name:
         from vestis.models.runtime import bf16_supported
@@ -144,6 +142,14 @@ def default_precision(directory: Path | None, name: str, runtime: str) -> str:
         if bf16_supported():
             return "bf16"
     return "fp32"
+
+
+def verified_int8(directory: Path) -> bool:
+    """Whether ``directory`` holds int8 graphs whose parity vestis measured and passed."""
+    from vestis.models.onnx_backend import available_precisions, read_meta
+
+    recorded = read_meta(directory).get("parity", {}).get("onnx int8", {})
+    return recorded.get("passed") is True and "int8" in available_precisions(directory)
 
 
 def load_encoder(
@@ -161,7 +167,9 @@ def load_encoder(
     """Load an encoder from a registry name, a local directory or a hub id.
 
     ``runtime`` picks the backend (``torch``, ``onnx`` or ``open_clip``); by default
-    the one the files are published for.  ``precision`` (``fp32``, ``bf16`` on
+    the one the files are published for, except that a torch checkpoint with a
+    vestis int8 export in its ``onnx/`` folder whose recorded parity passed runs
+    that (the fastest verified way; on the CPU, when no precision is asked for).  ``precision`` (``fp32``, ``bf16`` on
     torch, ``int8`` on onnx): by default the fastest one whose parity with fp32
     holds for this model (:func:`default_precision`).  ``threads`` bounds
     intra-op threads for this encoder, ``decode_threads`` the image-decoding
@@ -192,6 +200,9 @@ def load_encoder(
         enc = tiny_random_encoder(precision=precision or "fp32", **common)
     else:
         fmt = spec.format if spec is not None else detect_format(directory)
+        torch_formats = (registry.HF_CLIP, registry.CHINESE_CLIP, registry.VESTIS)
+        if runtime is None and precision is None and device == "cpu" and fmt in torch_formats:
+            runtime = "onnx" if verified_int8(directory) else None
         if runtime in ("torch", "open_clip") and precision == "int8":
             raise InputError(f"int8 runs on onnxruntime, not {runtime} (vestis export onnx MODEL --out DIR --int8)")
         if runtime == "onnx" or (runtime is None and (fmt == registry.ONNX or precision == "int8")):
