@@ -133,7 +133,7 @@ def default_precision(directory: Path | None, name: str, runtime: str) -> str:
         from vestis.models.onnx_backend import available_precisions
 
         available = available_precisions(directory)
-        if "int8" in available and (verified_int8(directory) or "fp32" not in available):
+        if "int8" in available and (_int8_parity_passed(directory) or "fp32" not in available):
             return "int8"
         return "fp32"
     if runtime == "torch" and name in BF16_VERIFIED and directory == registry.BUNDLED_DIR / name:
@@ -144,12 +144,18 @@ def default_precision(directory: Path | None, name: str, runtime: str) -> str:
     return "fp32"
 
 
+def _int8_parity_passed(directory: Path) -> bool:
+    """Whether ``directory``'s vestis export record says its int8 graphs passed parity."""
+    from vestis.models.onnx_backend import read_meta
+
+    return read_meta(directory).get("parity", {}).get("onnx int8", {}).get("passed") is True
+
+
 def verified_int8(directory: Path) -> bool:
     """Whether ``directory`` holds int8 graphs whose parity vestis measured and passed."""
-    from vestis.models.onnx_backend import available_precisions, read_meta
+    from vestis.models.onnx_backend import available_precisions
 
-    recorded = read_meta(directory).get("parity", {}).get("onnx int8", {})
-    return recorded.get("passed") is True and "int8" in available_precisions(directory)
+    return _int8_parity_passed(directory) and "int8" in available_precisions(directory)
 
 
 def load_encoder(
@@ -169,8 +175,8 @@ def load_encoder(
     ``runtime`` picks the backend (``torch``, ``onnx`` or ``open_clip``); by default
     the one the files are published for, except that a torch checkpoint with a
     vestis int8 export in its ``onnx/`` folder whose recorded parity passed runs
-    that (the fastest verified way; on the CPU, when no precision is asked for).  ``precision`` (``fp32``, ``bf16`` on
-    torch, ``int8`` on onnx): by default the fastest one whose parity with fp32
+    that (the fastest verified way; on the CPU, when no precision is asked for).
+    ``precision`` (``fp32``, ``bf16`` on torch, ``int8`` on onnx): by default the fastest one whose parity with fp32
     holds for this model (:func:`default_precision`).  ``threads`` bounds
     intra-op threads for this encoder, ``decode_threads`` the image-decoding
     workers that run beside it (see :mod:`vestis.models.runtime`);
