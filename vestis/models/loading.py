@@ -176,8 +176,8 @@ def load_encoder(
     the one the files are published for, except that a torch checkpoint with a
     vestis int8 export in its ``onnx/`` folder whose recorded parity passed runs
     that (the fastest verified way; on the CPU, when no precision is asked for).
-    ``precision`` (``fp32``, ``bf16`` on torch, ``int8`` on onnx): by default the fastest one whose parity with fp32
-    holds for this model (:func:`default_precision`).  ``threads`` bounds
+    ``precision`` (``fp32``, ``bf16`` on torch, ``int8`` on onnx): by default the
+    fastest one whose parity with fp32 holds for this model (:func:`default_precision`).  ``threads`` bounds
     intra-op threads for this encoder, ``decode_threads`` the image-decoding
     workers that run beside it (see :mod:`vestis.models.runtime`);
     ``max_image_pixels`` is the decompression-bomb limit.
