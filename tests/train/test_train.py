@@ -104,6 +104,50 @@ def test_caption_views_never_invent_unknown_fields():
     assert all("  " not in c and c for c in views["composed"])
 
 
+def test_synonyms_can_be_a_field_of_their_own():
+    from vestis.train.captions import garment_views
+
+    row = {"articleType": "Casual Shoes", "baseColour": "White", "usage": "Casual", "productDisplayName": ""}
+    mixed, split = product_views(row), product_views(row, synonym_field=True)
+    assert "sneakers" in mixed["article"] and "synonym" not in mixed
+    assert "a white sneakers" in mixed["composed"]
+    assert not any("sneaker" in c or "trainer" in c for k in ("article", "composed") for c in split[k])
+    assert {c for c in split["synonym"] if "photo" not in c} == {"sneakers", "trainers", "canvas shoes"}
+    assert len(split["synonym"]) == 6 and "a photo of a sneakers." in split["synonym"]
+    assert split["article"] == [c for c in mixed["article"] if c not in split["synonym"]]
+    # no synonyms known: no synonym captions, and the other fields do not change
+    plain = {"articleType": "Kurtas", "baseColour": "Red", "productDisplayName": ""}
+    assert "synonym" not in product_views({**plain, "articleType": "Free Gifts"}, synonym_field=True)
+    coat = garment_views("coat", synonym_field=True)
+    assert "overcoat" in coat["synonym"] and "overcoat" not in coat["article"]
+    assert "overcoat" in garment_views("coat")["article"]
+
+
+def test_a_synonym_weight_needs_the_synonym_field(tmp_path):
+    from vestis.errors import InputError
+
+    config = tmp_path / "c.yaml"
+    config.write_text("fields:\n  article: 1.0\n  synonym: 0.5\n")
+    with pytest.raises(InputError, match="synonym_field"):
+        TrainConfig.from_yaml(config)
+    config.write_text("synonym_field: true\nfields:\n  article: 1.0\n  synonym: 0.5\n")
+    assert TrainConfig.from_yaml(config).fields["synonym"] == 0.5
+
+
+def test_channels_last_training_learns_the_same_way(three_epochs, tmp_path, sample_images):
+    """NHWC convolutions only reorder float sums: the same run, nearly the same losses."""
+    out, _ = three_epochs
+    cfg = tiny_config(tmp_path, 3)
+    cfg.channels_last, cfg.synonym_field = True, True
+    cfg.fields = {**cfg.fields, "synonym": 0.5}
+    train(cfg, quiet=True, log=lambda _: None)
+    nchw, nhwc = _history(out), _history(tmp_path)
+    assert abs(nchw[0]["first_loss"] - nhwc[0]["first_loss"]) < 0.05  # the synonym field moves it a little
+    assert nhwc[-1]["loss"] < nhwc[0]["first_loss"] - 0.2
+    enc = vestis.load_encoder(tmp_path / "model")
+    assert enc.encode_images(sample_images[:2]).shape == (2, 32)
+
+
 def _history(out) -> list[dict]:
     return [__import__("json").loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 

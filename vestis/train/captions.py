@@ -83,14 +83,23 @@ def natural_name(label: str) -> str:
     return word
 
 
+def _synonym_captions(synonyms: list[str]) -> list[str]:
+    return [caption for other in synonyms for caption in (f"a photo of {_a(other)}.", other)]
+
+
 def _a(word: str) -> str:
     if word.startswith(("a ", "an ")):
         return word
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-def product_views(row: dict) -> dict[str, list[str]]:
-    """Caption candidates per field for one KAGL product (empty fields give no captions)."""
+def product_views(row: dict, synonym_field: bool = False) -> dict[str, list[str]]:
+    """Caption candidates per field for one KAGL product (empty fields give no captions).
+
+    Synonyms ("sneakers" for casual and for sports shoes) are drawn among the article
+    captions, or with ``synonym_field`` kept in a field of their own, so that the
+    article field stays specific and the synonyms get their own weight.
+    """
 
     def get(key: str) -> str:
         return (row.get(key) or "").strip()
@@ -106,8 +115,13 @@ def product_views(row: dict) -> dict[str, list[str]]:
     if article:
         nat = natural_name(article)
         views["article"] = [f"a photo of {_a(nat)}.", article, f"a photo of a {article}.", nat, f"{_a(nat)}"]
-        for other in SYNONYMS.get(article, []):
-            views["article"] += [f"a photo of {_a(other)}.", other]
+        synonyms = SYNONYMS.get(article, [])
+        named = _synonym_captions(synonyms)
+        if synonym_field:
+            if named:
+                views["synonym"] = named
+        else:
+            views["article"] += named
         plain = [f"a photo of {_a(nat)}" + (f" for {usage} wear" if usage else ""), f"{_a(nat)}"]
         views["composed_plain"] = plain
         if colour:
@@ -116,7 +130,7 @@ def product_views(row: dict) -> dict[str, list[str]]:
                 f"{_a(colour + ' ' + nat)}" + (f" for {usage} wear" if usage else ""),
                 f"{colour} {article}",
                 f"{_a(colour + ' ' + nat)}" + (f", {season} collection" if season else ""),
-            ] + [f"{_a(colour + ' ' + other)}" for other in SYNONYMS.get(article, [])]
+            ] + ([] if synonym_field else [f"{_a(colour + ' ' + other)}" for other in synonyms])
         else:
             views["composed"] = plain
     if sub:
@@ -134,10 +148,12 @@ def product_views(row: dict) -> dict[str, list[str]]:
     return views
 
 
-def garment_views(label: str) -> dict[str, list[str]]:
+def garment_views(label: str, synonym_field: bool = False) -> dict[str, list[str]]:
     """Caption candidates for a garment cropped from a street photo (label only)."""
     nat = label.replace("-", " ")
     views = [f"a photo of {_a(nat)}.", nat, f"{_a(nat)}", f"a photo of {_a(nat)} worn by a person"]
-    for other in SYNONYMS.get(label, []):
-        views += [f"a photo of {_a(other)}.", other]
+    named = _synonym_captions(SYNONYMS.get(label, []))
+    if synonym_field:
+        return {"article": views, "composed": views, "composed_plain": views} | ({"synonym": named} if named else {})
+    views += named
     return {"article": views, "composed": views, "composed_plain": views}

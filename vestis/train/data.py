@@ -61,7 +61,9 @@ def _encode_views(views: dict[str, list[str]], strings: _Strings) -> dict[str, l
     return {k: strings.ids(v) for k, v in views.items() if v}
 
 
-def kagl_items(path: str | Path, cfg: ImageConfig, val_fraction: float, split: str, quiet: bool = False):
+def kagl_items(
+    path: str | Path, cfg: ImageConfig, val_fraction: float, split: str, quiet: bool = False, synonym_field: bool = False
+):
     """Yield (id, uint8 image at the model's input size, views, articleType) for the KAGL rows of ``split``."""
     table = read_catalog(path)
     ids = table.column("id").to_pylist()
@@ -76,10 +78,17 @@ def kagl_items(path: str | Path, cfg: ImageConfig, val_fraction: float, split: s
                 arr = resize_and_crop(load_image(data), cfg)
             except ImageError:
                 continue
-            yield str(ids[i]), arr, product_views(row), row["articleType"] or ""
+            yield str(ids[i]), arr, product_views(row, synonym_field), row["articleType"] or ""
 
 
-def ccp_items(path: str | Path, cfg: ImageConfig, min_side: int = 24, cutout: bool = True, quiet: bool = False):
+def ccp_items(
+    path: str | Path,
+    cfg: ImageConfig,
+    min_side: int = 24,
+    cutout: bool = True,
+    quiet: bool = False,
+    synonym_field: bool = False,
+):
     """Garments cropped from Clothing Co-Parsing photos by their pixel masks.
 
     Each garment gives its crop from the street photo and, with ``cutout``, the
@@ -106,13 +115,13 @@ def ccp_items(path: str | Path, cfg: ImageConfig, min_side: int = 24, cutout: bo
                 box = (max(0, left - pad_x), max(0, top - pad_y), min(photo.width, right + pad_x),
                        min(photo.height, bottom + pad_y))  # fmt: skip
                 label = CCP_LABELS[k]
-                yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), garment_views(label), label
+                yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), garment_views(label, synonym_field), label
                 if cutout:
                     # the garment alone on white, as a catalog photographs it
                     x0, y0, x1, y1 = box
                     alone = np.where((mask[y0:y1, x0:x1] == k)[..., None], pixels[y0:y1, x0:x1], np.uint8(255))
                     crop = resize_and_crop(Image.fromarray(alone), cfg)
-                    yield f"ccp-{row['id']}-{label}-cutout", crop, garment_views(label), label
+                    yield f"ccp-{row['id']}-{label}-cutout", crop, garment_views(label, synonym_field), label
 
 
 def build_training_set(sources, quiet: bool = False) -> TrainingSet:

@@ -58,6 +58,8 @@ class TrainConfig:
     warmup_steps: int = 200
     seed: int = 0
     bf16: bool = True
+    channels_last: bool = False  # NHWC convolutions: ~1.5x faster on CPU, other float sums than NCHW
+    synonym_field: bool = False  # synonyms as a field of their own ("synonym") instead of among article captions
     threads: int | None = None
     keep_epochs: list[int] = field(default_factory=list)  # also save the model after these epochs
     fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
@@ -78,7 +80,10 @@ class TrainConfig:
         model = MiniConfig.from_dict(raw.pop("model", {}) or {})
         aug = raw.pop("augment", {}) or {}
         aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
-        return cls(model=model, augment=aug, **raw)
+        cfg = cls(model=model, augment=aug, **raw)
+        if cfg.fields.get("synonym", 0) > 0 and not cfg.synonym_field:
+            raise InputError(f"{path}: a 'synonym' field weight needs synonym_field: true")
+        return cfg
 
 
 def _resolve(path: str | None) -> str | None:
@@ -108,10 +113,12 @@ def load_data(cfg: TrainConfig, image_config: ImageConfig, quiet: bool) -> tuple
                 return
             yield item
 
-    sources = [("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "train", quiet)))]
+    syn = cfg.synonym_field
+    sources = [("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "train", quiet, synonym_field=syn)))]
     ccp = _resolve(cfg.ccp)
     if ccp and Path(ccp).is_file():
-        sources.append(("ccp", limited(ccp_items(ccp, image_config, cutout=cfg.ccp_cutout, quiet=quiet))))
+        items = ccp_items(ccp, image_config, cutout=cfg.ccp_cutout, quiet=quiet, synonym_field=syn)
+        sources.append(("ccp", limited(items)))
     train = build_training_set(sources, quiet)
     val = build_training_set([("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "val", quiet)))], quiet)
     return train, val
@@ -190,6 +197,8 @@ def train(
     t0 = time.time()
     model = build_trainable(cfg.init, cfg.model)
     model.train()
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     image_config = model.image_config
     train_set, val_set = load_data(cfg, image_config, quiet)
     cache_dir = cache_root() / "train"
@@ -236,6 +245,7 @@ def train(
                 if len(idx) < 2:
                     continue
                 x, colourless = augment(images[idx], cfg.augment, gen, image_config.mean, image_config.std)
+                x = x.contiguous(memory_format=memory_format)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                     image_emb = model.encode_images(x)
                 image_emb = F.normalize(image_emb.float(), dim=-1)
