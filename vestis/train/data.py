@@ -62,7 +62,12 @@ def _encode_views(views: dict[str, list[str]], strings: _Strings) -> dict[str, l
 
 
 def kagl_items(
-    path: str | Path, cfg: ImageConfig, val_fraction: float, split: str, quiet: bool = False, synonym_field: bool = False
+    path: str | Path,
+    cfg: ImageConfig,
+    val_fraction: float,
+    split: str,
+    quiet: bool = False,
+    synonym_field: bool = False,
 ):
     """Yield (id, uint8 image at the model's input size, views, articleType) for the KAGL rows of ``split``."""
     table = read_catalog(path)
@@ -115,13 +120,14 @@ def ccp_items(
                 box = (max(0, left - pad_x), max(0, top - pad_y), min(photo.width, right + pad_x),
                        min(photo.height, bottom + pad_y))  # fmt: skip
                 label = CCP_LABELS[k]
-                yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), garment_views(label, synonym_field), label
+                views = garment_views(label, synonym_field)
+                yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), views, label
                 if cutout:
                     # the garment alone on white, as a catalog photographs it
                     x0, y0, x1, y1 = box
                     alone = np.where((mask[y0:y1, x0:x1] == k)[..., None], pixels[y0:y1, x0:x1], np.uint8(255))
                     crop = resize_and_crop(Image.fromarray(alone), cfg)
-                    yield f"ccp-{row['id']}-{label}-cutout", crop, garment_views(label, synonym_field), label
+                    yield f"ccp-{row['id']}-{label}-cutout", crop, views, label
 
 
 def build_training_set(sources, quiet: bool = False) -> TrainingSet:
