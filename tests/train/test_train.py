@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from safetensors.torch import load_file
 
 import vestis
 from tests.models.test_chinese_clip import chinese_clip_dir  # noqa: F401 (a fixture, for base_checkpoint)
+from tests.models.test_open_clip import open_clip_reference  # noqa: F401 (a fixture, for base_checkpoint)
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.data.split import is_validation
 from vestis.export import export_onnx
@@ -166,18 +169,20 @@ def test_text_tower_from_scratch_learns_and_loads(tmp_path, sample_texts):
     assert not np.allclose(txt[0], txt[1])
 
 
-@pytest.fixture(params=["hf-clip", "chinese-clip"])
+@pytest.fixture(params=["hf-clip", "chinese-clip", "open-clip"])
 def base_checkpoint(request, tmp_path):
-    """A tiny random FashionCLIP-format or Chinese-CLIP checkpoint on disk."""
+    """A tiny random FashionCLIP-format, Chinese-CLIP or Marqo-FashionCLIP-format (open_clip) checkpoint."""
     if request.param == "hf-clip":
         from tests.models.test_hf_clip import write_hf_clip
 
         write_hf_clip(tmp_path / "base")
         return request.param, tmp_path / "base"
+    if request.param == "open-clip":
+        return request.param, request.getfixturevalue("open_clip_reference") / "gelu"
     return request.param, request.getfixturevalue("chinese_clip_dir")
 
 
-def test_fine_tuning_a_transformers_checkpoint(base_checkpoint, tmp_path, sample_images, sample_texts):
+def test_fine_tuning_a_loaded_checkpoint(base_checkpoint, tmp_path, sample_images, sample_texts):
     from vestis.models.loading import detect_format
 
     fmt, base = base_checkpoint
@@ -189,9 +194,12 @@ def test_fine_tuning_a_transformers_checkpoint(base_checkpoint, tmp_path, sample
     assert history[-1]["last_loss"] < history[0]["first_loss"] and final["val_n"] > 0
     assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before  # the base is untouched
     tuned = tmp_path / "run" / "model"
-    assert detect_format(tuned) == fmt
+    # an open_clip checkpoint comes back as the transformers CLIPModel vestis converted it to
+    assert detect_format(tuned) == ("hf-clip" if fmt == "open-clip" else fmt)
     old, new = vestis.load_encoder(base), vestis.load_encoder(tuned)
-    assert new.image_config == old.image_config and new.tokenizer.context_length == old.tokenizer.context_length
+    # transformers crops with floor rounding, open_clip rounds: the only setting that may differ
+    assert replace(new.image_config, crop_rounding=None) == replace(old.image_config, crop_rounding=None)
+    assert new.tokenizer.context_length == old.tokenizer.context_length
     for a, b in ((old.encode_images(sample_images[:4]), new.encode_images(sample_images[:4])),
                  (old.encode_texts(sample_texts[:4]), new.encode_texts(sample_texts[:4]))):  # fmt: skip
         assert a.shape == b.shape and np.abs(a - b).max() > 1e-3  # the weights moved
