@@ -13,6 +13,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 import vestis
 from tests.conftest import REF_PYTHON, REPO, need_reference_env
@@ -21,19 +22,25 @@ from vestis.models import open_clip_format
 from vestis.models.preprocess import preprocess_images
 
 
-@pytest.fixture(scope="module")
-def open_clip_reference(tmp_path_factory, image_files, sample_texts, all_titles):
+def run_open_clip_reference(spec: dict, spec_file) -> None:
+    """Run tests/reference/open_clip_ref.py in the reference environment on ``spec``."""
     need_reference_env()
-    out = tmp_path_factory.mktemp("open_clip")
-    spec = out / "spec.json"
-    spec.write_text(json.dumps({"out": str(out), "images": image_files, "texts": sample_texts, "titles": all_titles}))
+    spec_file.write_text(json.dumps(spec))
     proc = subprocess.run(
-        [str(REF_PYTHON), str(REPO / "tests" / "reference" / "open_clip_ref.py"), str(spec)],
+        [str(REF_PYTHON), str(REPO / "tests" / "reference" / "open_clip_ref.py"), str(spec_file)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def open_clip_reference(tmp_path_factory, image_files, sample_texts, all_titles):
+    need_reference_env()
+    out = tmp_path_factory.mktemp("open_clip")
+    spec = {"out": str(out), "images": image_files, "texts": sample_texts, "titles": all_titles}
+    run_open_clip_reference(spec, out / "spec.json")
     return out
 
 
@@ -80,6 +87,14 @@ def test_tokenizer_matches_open_clip_on_every_title(open_clip_reference, all_tit
     ours = np.where(mask == 1, ids, 0)
     width = ours.shape[1]
     assert np.array_equal(ours, ref[:, :width]) and not ref[:, width:].any()
+
+
+def test_weights_convert_back_to_open_clip_exactly(open_clip_reference):
+    path = open_clip_format.weight_file(open_clip_reference / "gelu")
+    original = open_clip_format.load_state_dict(path)
+    back = open_clip_format.to_open_clip_state_dict(open_clip_format.convert_state_dict(original))
+    assert back.keys() == {k for k in original if not k.endswith("attn_mask")}
+    assert all(torch.equal(back[k], original[k]) for k in back)
 
 
 def test_config_conversion_details():

@@ -69,21 +69,34 @@ def build(directory: Path, variant: dict, seed: int) -> None:
         torch.save(state, directory / variant["weights"])
 
 
+def embed(directory: Path, images: list, texts: list[str]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """open_clip's own normalised embeddings of ``images`` and ``texts`` for the model in ``directory``."""
+    ref = f"local-dir:{directory}"
+    model, _, preprocess = open_clip.create_model_and_transforms(ref)
+    tokenizer = open_clip.get_tokenizer(ref)
+    model.eval()
+    pixels = torch.stack([preprocess(im) for im in images])
+    with torch.no_grad():
+        image_emb = model.encode_image(pixels, normalize=True).numpy()
+        text_emb = model.encode_text(tokenizer(texts), normalize=True).numpy()
+    return image_emb, text_emb, pixels
+
+
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    out = Path(spec["out"])
     images = [Image.open(p).convert("RGB") for p in spec["images"]]
+    if "check" in spec:  # embed checkpoints written elsewhere (e.g. fine-tuned by vestis train)
+        for directory in map(Path, spec["check"]):
+            image_emb, text_emb, _ = embed(directory, images, spec["texts"])
+            np.savez(directory / "open_clip_check.npz", image_emb=image_emb, text_emb=text_emb)
+        print("ok")
+        return
+    out = Path(spec["out"])
     for seed, (name, variant) in enumerate(VARIANTS.items()):
         directory = out / name
         build(directory, variant, seed)
-        ref = f"local-dir:{directory}"
-        model, _, preprocess = open_clip.create_model_and_transforms(ref)
-        tokenizer = open_clip.get_tokenizer(ref)
-        model.eval()
-        pixels = torch.stack([preprocess(im) for im in images])
-        with torch.no_grad():
-            image_emb = model.encode_image(pixels, normalize=True).numpy()
-            text_emb = model.encode_text(tokenizer(spec["texts"]), normalize=True).numpy()
+        image_emb, text_emb, pixels = embed(directory, images, spec["texts"])
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
         import vestis
 
         native = vestis.load_encoder(directory, runtime="open_clip")

@@ -372,6 +372,7 @@ def _load_open_clip(
         model, name=name, tokenizer=tokenizer, image_config=image_config, device=device, precision=precision, **common
     )
     enc.runtime = f"torch {precision} (open_clip weights converted to CLIPModel)"
+    enc.open_clip_config = cfg
     return enc
 
 

@@ -172,30 +172,41 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _blocks(
-    prefix_in: str, prefix_out: str, sd: dict[str, torch.Tensor], out: dict[str, torch.Tensor], used: set[str]
-) -> None:
-    layer = 0
-    while f"{prefix_in}.{layer}.ln_1.weight" in sd:
-        src, dst = f"{prefix_in}.{layer}", f"{prefix_out}.{layer}"
-        w = sd[f"{src}.attn.in_proj_weight"]
-        b = sd[f"{src}.attn.in_proj_bias"]
-        for name, wi, bi in zip(("q", "k", "v"), w.chunk(3, dim=0), b.chunk(3, dim=0)):
-            out[f"{dst}.self_attn.{name}_proj.weight"] = wi
-            out[f"{dst}.self_attn.{name}_proj.bias"] = bi
-        used.update({f"{src}.attn.in_proj_weight", f"{src}.attn.in_proj_bias"})
-        pairs = {
-            "attn.out_proj": "self_attn.out_proj",
-            "ln_1": "layer_norm1",
-            "ln_2": "layer_norm2",
-            "mlp.c_fc": "mlp.fc1",
-            "mlp.c_proj": "mlp.fc2",
-        }
-        for a, c in pairs.items():
-            for p in ("weight", "bias"):
-                out[f"{dst}.{c}.{p}"] = sd[f"{src}.{a}.{p}"]
-                used.add(f"{src}.{a}.{p}")
-        layer += 1
+# (open_clip name, transformers name, transposed): projections are ``x @ P`` in open_clip
+# and ``Linear`` weights (``P.T``) in transformers.
+_TENSORS = [
+    ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight", False),
+    ("visual.class_embedding", "vision_model.embeddings.class_embedding", False),
+    ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight", False),
+    *[(f"visual.ln_pre.{p}", f"vision_model.pre_layrnorm.{p}", False) for p in ("weight", "bias")],
+    *[(f"visual.ln_post.{p}", f"vision_model.post_layernorm.{p}", False) for p in ("weight", "bias")],
+    *[(f"ln_final.{p}", f"text_model.final_layer_norm.{p}", False) for p in ("weight", "bias")],
+    ("visual.proj", "visual_projection.weight", True),
+    ("token_embedding.weight", "text_model.embeddings.token_embedding.weight", False),
+    ("positional_embedding", "text_model.embeddings.position_embedding.weight", False),
+    ("text_projection", "text_projection.weight", True),
+    ("logit_scale", "logit_scale", False),
+]
+_BLOCK_TENSORS = [
+    (f"{a}.{p}", f"{c}.{p}")
+    for a, c in (
+        ("attn.out_proj", "self_attn.out_proj"),
+        ("ln_1", "layer_norm1"),
+        ("ln_2", "layer_norm2"),
+        ("mlp.c_fc", "mlp.fc1"),
+        ("mlp.c_proj", "mlp.fc2"),
+    )  # fmt: skip
+    for p in ("weight", "bias")
+]
+_TOWERS = [("visual.transformer.resblocks", "vision_model.encoder.layers"),
+           ("transformer.resblocks", "text_model.encoder.layers")]  # fmt: skip
+
+
+def _layers(sd: dict[str, torch.Tensor], prefix: str, probe: str) -> int:
+    n = 0
+    while f"{prefix}.{n}.{probe}" in sd:
+        n += 1
+    return n
 
 
 def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -207,33 +218,58 @@ def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
 
-    def take(src: str, dst: str, transpose: bool = False) -> None:
+    def need(src: str) -> torch.Tensor:
         if src not in sd:
             raise ModelFormatError(f"open_clip weights lack {src!r}")
-        t = sd[src]
-        out[dst] = t.t().contiguous() if transpose else t
         used.add(src)
+        return sd[src]
 
-    take("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight")
-    take("visual.class_embedding", "vision_model.embeddings.class_embedding")
-    take("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight")
-    for p in ("weight", "bias"):
-        take(f"visual.ln_pre.{p}", f"vision_model.pre_layrnorm.{p}")
-        take(f"visual.ln_post.{p}", f"vision_model.post_layernorm.{p}")
-        take(f"ln_final.{p}", f"text_model.final_layer_norm.{p}")
-    take("visual.proj", "visual_projection.weight", transpose=True)
-    take("token_embedding.weight", "text_model.embeddings.token_embedding.weight")
-    take("positional_embedding", "text_model.embeddings.position_embedding.weight")
-    take("text_projection", "text_projection.weight", transpose=True)
-    take("logit_scale", "logit_scale")
-    _blocks("visual.transformer.resblocks", "vision_model.encoder.layers", sd, out, used)
-    _blocks("transformer.resblocks", "text_model.encoder.layers", sd, out, used)
+    def take(src: str, dst: str, transpose: bool = False) -> None:
+        out[dst] = need(src).t().contiguous() if transpose else need(src)
+
+    for src, dst, transpose in _TENSORS:
+        take(src, dst, transpose)
+    for tower_in, tower_out in _TOWERS:
+        for layer in range(_layers(sd, tower_in, "ln_1.weight")):
+            src, dst = f"{tower_in}.{layer}", f"{tower_out}.{layer}"
+            for kind in ("weight", "bias"):
+                # the fused attention in_proj (3w, w) splits into q, k and v
+                for name, part in zip("qkv", need(f"{src}.attn.in_proj_{kind}").chunk(3, dim=0)):
+                    out[f"{dst}.self_attn.{name}_proj.{kind}"] = part
+            for a, c in _BLOCK_TENSORS:
+                take(f"{src}.{a}", f"{dst}.{c}")
     leftover = sorted(k for k in sd if k not in used and not k.endswith("attn_mask"))
     if leftover:
         raise ModelFormatError(
             f"open_clip weights hold {len(leftover)} tensors the CLIP layout does not use, "
             f"e.g. {', '.join(leftover[:3])}"
         )
+    return out
+
+
+def to_open_clip_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers ``CLIPModel`` state dict -> open_clip's: the inverse of :func:`convert_state_dict`."""
+    out = {src: (sd[dst].t() if transpose else sd[dst]).contiguous() for src, dst, transpose in _TENSORS}
+    for tower_in, tower_out in _TOWERS:
+        for layer in range(_layers(sd, tower_out, "layer_norm1.weight")):
+            src, dst = f"{tower_in}.{layer}", f"{tower_out}.{layer}"
+            for kind in ("weight", "bias"):
+                parts = [sd[f"{dst}.self_attn.{name}_proj.{kind}"] for name in "qkv"]
+                out[f"{src}.attn.in_proj_{kind}"] = torch.cat(parts, dim=0).contiguous()
+            for a, c in _BLOCK_TENSORS:
+                out[f"{src}.{a}"] = sd[f"{dst}.{c}"].contiguous()
+    return out
+
+
+def save_open_clip(model: Any, directory: Path, config: dict[str, Any]) -> Path:
+    """Write a ``CLIPModel`` as an open_clip directory with ``config`` (``model_cfg``, ``preprocess_cfg``)."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = to_open_clip_state_dict({k: v.detach().float() for k, v in model.state_dict().items()})
+    save_file(weights, str(out / "open_clip_model.safetensors"))
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return out
 
 

@@ -113,6 +113,9 @@ class TorchEncoder(Encoder):
     """A transformers two-tower model (anything with ``get_image_features``/``get_text_features``)."""
 
     overlap_decode = False  # OpenMP: decode between batches, with every core (see Encoder)
+    #: the open_clip config (``model_cfg``, ``preprocess_cfg``) when the weights came from an
+    #: open_clip checkpoint, so that a fine-tuned copy can be written back in that format
+    open_clip_config: dict | None = None
 
     def __init__(
         self,

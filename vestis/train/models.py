@@ -104,12 +104,13 @@ class HFTrainable(Trainable):
     """A transformers two-tower model (``get_image_features`` / ``get_text_features``), both towers trained."""
 
     def __init__(self, model: nn.Module, tokenizer: TextTokenizer, image_config: ImageConfig,
-                 token_type_ids: bool = False) -> None:  # fmt: skip
+                 token_type_ids: bool = False, open_clip_config: dict | None = None) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.image_config = image_config
         self.token_type_ids = token_type_ids
+        self.open_clip_config = open_clip_config  # set: save in open_clip's format, as loaded
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         from vestis.models.torch_backend import _features
@@ -137,13 +138,17 @@ class HFTrainable(Trainable):
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "vestis_training.json").write_text(json.dumps(training, indent=2, default=str))
+        if self.open_clip_config is not None:  # a Marqo-FashionCLIP-style checkpoint stays one
+            from vestis.models.open_clip_format import save_open_clip
+
+            return save_open_clip(self.model, out, self.open_clip_config)
         self.model.save_pretrained(str(out))
         self.tokenizer.tokenizer.model_max_length = self.tokenizer.context_length
         self.tokenizer.tokenizer.save_pretrained(str(out))
         # transformers crops with floor rounding; open_clip (torchvision) rounds: at most one pixel apart
         image_config = replace(self.image_config, crop_rounding="floor")
         (out / "preprocessor_config.json").write_text(json.dumps(image_config.to_hf_dict(), indent=2))
-        (out / "vestis_training.json").write_text(json.dumps(training, indent=2, default=str))
         return out
 
 
@@ -163,7 +168,8 @@ def build_trainable(init: str | None, model_cfg: MiniConfig) -> Trainable:
         model = enc.model.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         return MiniTrainable(model)
     if isinstance(enc, TorchEncoder):
-        return HFTrainable(enc.model, enc.tokenizer, enc.image_config, token_type_ids=enc._token_type_ids)
+        return HFTrainable(enc.model, enc.tokenizer, enc.image_config, token_type_ids=enc._token_type_ids,
+                           open_clip_config=enc.open_clip_config)  # fmt: skip
     raise InputError(f"{init}: {enc.runtime} models cannot be fine-tuned by vestis train (a transformers "
                      "CLIP/Chinese-CLIP, an open_clip ViT checkpoint or vestis-mini can)")  # fmt: skip
 
