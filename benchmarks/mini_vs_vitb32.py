@@ -38,7 +38,7 @@ def vit_b32_encoder(tmp: Path):
     CLIPModel(cfg).save_pretrained(str(tmp))
     clip_tokenizer_from_bpe().save_pretrained(str(tmp))
     (tmp / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR_CONFIG))
-    return vestis.load_encoder(tmp)
+    return vestis.load_encoder(tmp, precision="fp32")
 
 
 def rate(fn, n_items: int, repeats: int = 3) -> float:
@@ -65,7 +65,10 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        encoders = {"ViT-B/32 CLIP (random weights)": vit_b32_encoder(Path(tmp)), "vestis-mini": vestis.load_encoder()}
+        encoders = {
+            "ViT-B/32 CLIP (random weights)": vit_b32_encoder(Path(tmp)),
+            "vestis-mini": vestis.load_encoder(precision="fp32"),
+        }
         for name, enc in encoders.items():
             enc.batch_size = args.batch
             pixels = preprocess_images(images, enc.image_config)
@@ -76,8 +79,8 @@ def main() -> None:
                     return [enc._forward_images(pixels[i : i + args.batch]) for i in range(0, len(pixels), args.batch)]
 
             model_only = rate(forward, len(images))
-            rows.append({"model": name, "input": list(pixels.shape[1:]), "end_to_end_img_s": end_to_end,
-                         "model_only_img_s": model_only})  # fmt: skip
+            rows.append({"model": name, "runtime": enc.runtime, "input": list(pixels.shape[1:]),
+                         "end_to_end_img_s": end_to_end, "model_only_img_s": model_only})  # fmt: skip
     base = rows[0]
     print(f"{'model':34} {'input':>12} {'end-to-end img/s':>17} {'model-only img/s':>17} {'ratio e2e':>9}")
     for r in rows:
@@ -85,7 +88,7 @@ def main() -> None:
         r["ratio_end_to_end"] = ratio
         r["ratio_model_only"] = r["model_only_img_s"] / base["model_only_img_s"]
         print(f"{r['model']:34} {str(r['input']):>12} {r['end_to_end_img_s']:17.1f} {r['model_only_img_s']:17.1f} "
-              f"{ratio:9.1f}x")  # fmt: skip
+              f"{ratio:9.1f}x  {r['runtime']}")  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "batch": args.batch, "n": len(images), "cpu": platform.processor(),
