@@ -69,8 +69,9 @@ def build(directory: Path, variant: dict, seed: int) -> None:
         torch.save(state, directory / variant["weights"])
 
 
-def embed(directory: Path, images: list, texts: list[str]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """open_clip's own normalised embeddings of ``images`` and ``texts`` for the model in ``directory``."""
+def embed(directory: Path, images: list, texts: list[str]) -> tuple[np.ndarray, np.ndarray, torch.Tensor, object]:
+    """open_clip's own normalised embeddings of ``images`` and ``texts`` for the model in ``directory``,
+    with the pixels it saw and its tokenizer."""
     ref = f"local-dir:{directory}"
     model, _, preprocess = open_clip.create_model_and_transforms(ref)
     tokenizer = open_clip.get_tokenizer(ref)
@@ -79,7 +80,7 @@ def embed(directory: Path, images: list, texts: list[str]) -> tuple[np.ndarray, 
     with torch.no_grad():
         image_emb = model.encode_image(pixels, normalize=True).numpy()
         text_emb = model.encode_text(tokenizer(texts), normalize=True).numpy()
-    return image_emb, text_emb, pixels
+    return image_emb, text_emb, pixels, tokenizer
 
 
 def main() -> None:
@@ -87,7 +88,7 @@ def main() -> None:
     images = [Image.open(p).convert("RGB") for p in spec["images"]]
     if "check" in spec:  # embed checkpoints written elsewhere (e.g. fine-tuned by vestis train)
         for directory in map(Path, spec["check"]):
-            image_emb, text_emb, _ = embed(directory, images, spec["texts"])
+            image_emb, text_emb, _, _ = embed(directory, images, spec["texts"])
             np.savez(directory / "open_clip_check.npz", image_emb=image_emb, text_emb=text_emb)
         print("ok")
         return
@@ -95,8 +96,7 @@ def main() -> None:
     for seed, (name, variant) in enumerate(VARIANTS.items()):
         directory = out / name
         build(directory, variant, seed)
-        image_emb, text_emb, pixels = embed(directory, images, spec["texts"])
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
+        image_emb, text_emb, pixels, tokenizer = embed(directory, images, spec["texts"])
         import vestis
 
         native = vestis.load_encoder(directory, runtime="open_clip")

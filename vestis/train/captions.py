@@ -151,9 +151,11 @@ def product_views(row: dict, synonym_field: bool = False) -> dict[str, list[str]
 def garment_views(label: str, synonym_field: bool = False) -> dict[str, list[str]]:
     """Caption candidates for a garment cropped from a street photo (label only)."""
     nat = label.replace("-", " ")
-    views = [f"a photo of {_a(nat)}.", nat, f"{_a(nat)}", f"a photo of {_a(nat)} worn by a person"]
+    captions = [f"a photo of {_a(nat)}.", nat, f"{_a(nat)}", f"a photo of {_a(nat)} worn by a person"]
     named = _synonym_captions(SYNONYMS.get(label, []))
-    if synonym_field:
-        return {"article": views, "composed": views, "composed_plain": views} | ({"synonym": named} if named else {})
-    views += named
-    return {"article": views, "composed": views, "composed_plain": views}
+    if not synonym_field:
+        captions += named
+    views = {"article": captions, "composed": captions, "composed_plain": captions}
+    if synonym_field and named:
+        views["synonym"] = named
+    return views
