@@ -133,6 +133,22 @@ def test_a_synonym_weight_needs_the_synonym_field(tmp_path):
         TrainConfig.from_yaml(config)
     config.write_text("synonym_field: true\nfields:\n  article: 1.0\n  synonym: 0.5\n")
     assert TrainConfig.from_yaml(config).fields["synonym"] == 0.5
+    with pytest.raises(InputError, match="synonym_field"):  # a config built in code too
+        TrainConfig(fields={"article": 1.0, "synonym": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("section", "text"),
+    [("model", "model:\n  image_sise: 80\n"), ("augment", "augment:\n  grey: 0.5\n")],
+)
+def test_a_misspelt_model_or_augment_setting_is_refused(tmp_path, section, text):
+    """A typo must not silently train with the default value."""
+    from vestis.errors import InputError
+
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(InputError, match=f"unknown {section} settings"):
+        TrainConfig.from_yaml(config)
 
 
 def test_channels_last_training_learns_the_same_way(three_epochs, tmp_path, sample_images):

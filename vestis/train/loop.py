@@ -66,6 +66,11 @@ class TrainConfig:
     model: MiniConfig = field(default_factory=MiniConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        # Checked here, not only in from_yaml, so a config built in code is held to it too.
+        if self.fields.get("synonym", 0) > 0 and not self.synonym_field:
+            raise InputError("a 'synonym' field weight needs synonym_field: true")
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         try:
@@ -77,13 +82,18 @@ class TrainConfig:
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise InputError(f"{path}: unknown settings {sorted(unknown)}")
-        model = MiniConfig.from_dict(raw.pop("model", {}) or {})
-        aug = raw.pop("augment", {}) or {}
+        model, aug = raw.pop("model", {}) or {}, raw.pop("augment", {}) or {}
+        # A misspelt key must not silently train with the default (MiniConfig.from_dict
+        # ignores unknown keys, as saved configs carry more than the architecture).
+        for section, given, known in (("model", model, MiniConfig.__dataclass_fields__),
+                                      ("augment", aug, AugmentConfig.__dataclass_fields__)):  # fmt: skip
+            if set(given) - set(known):
+                raise InputError(f"{path}: unknown {section} settings {sorted(set(given) - set(known))}")
         aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
-        cfg = cls(model=model, augment=aug, **raw)
-        if cfg.fields.get("synonym", 0) > 0 and not cfg.synonym_field:
-            raise InputError(f"{path}: a 'synonym' field weight needs synonym_field: true")
-        return cfg
+        try:
+            return cls(model=MiniConfig.from_dict(model), augment=aug, **raw)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
 
 
 def _resolve(path: str | None) -> str | None:
