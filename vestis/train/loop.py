@@ -79,16 +79,15 @@ class TrainConfig:
             raise InputError(f"{path}: no such training config") from None
         except yaml.YAMLError as exc:
             raise InputError(f"{path}: not valid YAML ({exc})") from None
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"{path}: unknown settings {sorted(unknown)}")
         model, aug = raw.pop("model", {}) or {}, raw.pop("augment", {}) or {}
         # A misspelt key must not silently train with the default (MiniConfig.from_dict
         # ignores unknown keys, as saved configs carry more than the architecture).
-        for section, given, known in (("model", model, MiniConfig.__dataclass_fields__),
-                                      ("augment", aug, AugmentConfig.__dataclass_fields__)):  # fmt: skip
-            if set(given) - set(known):
-                raise InputError(f"{path}: unknown {section} settings {sorted(set(given) - set(known))}")
+        for section, given, known in (("", raw, cls.__dataclass_fields__),
+                                      ("model ", model, MiniConfig.__dataclass_fields__),
+                                      ("augment ", aug, AugmentConfig.__dataclass_fields__)):  # fmt: skip
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise InputError(f"{path}: unknown {section}settings {unknown}")
         aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
         try:
             return cls(model=MiniConfig.from_dict(model), augment=aug, **raw)
