@@ -99,6 +99,54 @@ def test_identical_captions_are_not_negatives():
     assert float(loss) < 0.75  # i2t is exactly 0; t2i spreads over the two images (ln 2 at most)
 
 
+def test_label_aware_targets_treat_every_true_caption_as_positive():
+    from vestis.train.loop import _positives
+
+    unit = torch.nn.functional.normalize
+    text = unit(torch.tensor([[1.0, 0.2], [1.0, -0.2], [0.0, 1.0]]), dim=-1)
+    scale, columns = torch.tensor(20.0), torch.tensor([0, 1, 2])
+    own = torch.nn.functional.one_hot(columns, 3).bool()
+    # two identical t-shirts drawn as different captions (columns 0 and 1) that describe both
+    same = own.clone()
+    same[0, 1] = same[1, 0] = True
+    grads = {}
+    for name, positives in (("plain", None), ("own", own), ("aware", same)):
+        image = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+        field_loss(image, text, columns, scale, positives).backward()
+        grads[name] = image.grad
+    # only each image's own caption marked: the plain loss
+    assert torch.allclose(grads["own"], grads["plain"], atol=1e-6)
+    # plain targets pull the two t-shirts apart, each towards the caption it happened to draw
+    assert float(grads["plain"][0, 1]) < -1.0 and float(grads["plain"][1, 1]) > 1.0
+    # label-aware targets do not
+    assert float(grads["aware"][:2].abs().max()) < 1e-4
+
+    from vestis.train.data import _encode_views, _Strings
+
+    strings = _Strings()
+    shirt = {"articleType": "Tshirts", "baseColour": "Navy Blue", "usage": "Casual", "productDisplayName": ""}
+    views = [_encode_views(product_views(row), strings) for row in (shirt, {**shirt, "baseColour": "Red"})]
+    index = {text: i for i, text in enumerate(strings.as_list())}
+    article = np.array([index["Tshirts"], index["a photo of a t-shirt."]])
+    pos = _positives(views, np.array([0, 1]), "article", np.array([False, True]), article)
+    assert pos.tolist() == [[True, True], [True, True]]
+    # a caption without colour is true of a coloured item; a coloured one is not of a grayscale
+    # item, nor of an item of another colour
+    composed = np.array([index["a t-shirt"], index["a photo of a navy blue t-shirt."], index["red Tshirts"]])
+    pos = _positives(views, np.array([0, 1, 1]), "composed", np.array([False, True, False]), composed)
+    assert pos.tolist() == [[True, True, False], [True, False, False], [True, False, True]]
+
+
+def test_label_aware_training_learns(three_epochs, tmp_path):
+    out, _ = three_epochs
+    cfg = tiny_config(tmp_path, 3)
+    cfg.label_aware = True
+    train(cfg, quiet=True, log=lambda _: None)
+    plain, aware = _history(out), _history(tmp_path)
+    assert aware[-1]["loss"] < aware[0]["first_loss"] - 0.2
+    assert aware[0]["first_loss"] != plain[0]["first_loss"]  # the option reaches the loss
+
+
 def test_caption_views_never_invent_unknown_fields():
     views = product_views({"articleType": "Tshirts", "baseColour": "", "productDisplayName": ""})
     assert "colour" not in views and "title" not in views

@@ -60,6 +60,7 @@ class TrainConfig:
     bf16: bool = True
     channels_last: bool = False  # NHWC convolutions: ~1.5x faster on CPU, other float sums than NCHW
     synonym_field: bool = False  # synonyms as a field of their own ("synonym") instead of among article captions
+    label_aware: bool = False  # every caption true of an image is its positive, not only the one drawn for it
     threads: int | None = None
     keep_epochs: list[int] = field(default_factory=list)  # also save the model after these epochs
     fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
@@ -158,20 +159,39 @@ def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[st
 # ------------------------------------------------------------------ the loop
 
 
+def _options(item_views: dict[str, list[int]], field_name: str, colourless: bool) -> list[int] | None:
+    """The captions of ``field_name`` that are true of an item as augmented (none if colour is gone)."""
+    if colourless:
+        if field_name in COLOUR_FIELDS:
+            return None
+        if field_name == "composed":
+            field_name = "composed_plain"
+    return item_views.get(field_name)
+
+
 def _draw(views: list[dict[str, list[int]]], idx: np.ndarray, field_name: str, colourless: np.ndarray, rng):
     """One caption index per item for ``field_name`` (-1 where the item has none)."""
     out = np.full(len(idx), -1, dtype=np.int64)
     for j, i in enumerate(idx):
-        name = field_name
-        if colourless[j]:
-            if field_name in COLOUR_FIELDS:
-                continue
-            if field_name == "composed":
-                name = "composed_plain"
-        options = views[i].get(name)
+        options = _options(views[i], field_name, colourless[j])
         if options:
             out[j] = options[rng.integers(len(options))]
     return out
+
+
+def _positives(views, idx: np.ndarray, field_name: str, colourless: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(len(idx), len(columns)) bool: which of the batch's caption columns are true of each item.
+
+    A caption that leaves the colour out ("a t-shirt for casual wear") is true of the
+    coloured product too, so a coloured item's composed positives include those.
+    """
+    rows = []
+    for i, c in zip(idx, colourless):
+        true = list(_options(views[i], field_name, c) or [])
+        if field_name == "composed" and not c:
+            true += views[i].get("composed_plain", [])
+        rows.append(np.isin(columns, true))
+    return np.stack(rows)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -269,7 +289,14 @@ def train(
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                         text_emb = model.encode_texts(captions, torch.from_numpy(unique))
                     text_emb = F.normalize(text_emb.float(), dim=-1)
-                    loss = field_loss(image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale)
+                    positives = None
+                    if cfg.label_aware:
+                        positives = torch.from_numpy(
+                            _positives(train_set.views, idx[valid], name, colourless.numpy()[valid], unique)
+                        )
+                    loss = field_loss(
+                        image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale, positives
+                    )
                     total = total + w * loss
                     weight_sum += w
                 loss = total / weight_sum
