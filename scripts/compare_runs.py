@@ -1,7 +1,7 @@
 """Compare a training re-run with the original: per-epoch log figures and final weights.
 
-    python scripts/compare_runs.py runs/vestis-mini-v4 runs/vestis-mini-v4-repro
-    python scripts/compare_runs.py runs/vestis-mini-v4 runs/vestis-mini-v4-repro \\
+    python scripts/compare_runs.py runs/vestis-mini-label-aware runs/vestis-mini-v6-repro
+    python scripts/compare_runs.py runs/vestis-mini-label-aware runs/vestis-mini-v6-repro \\
         --weights vestis/models/weights/vestis-mini/model.safetensors
 
 Prints a table (epoch, equal, what differs) and, when both runs have final weights

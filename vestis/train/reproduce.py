@@ -4,7 +4,7 @@ The model card's reproduction claims come from here: every epoch's logged figure
 (loss, first and last batch loss, temperature, validation metrics; wall time aside)
 compared for equality, and the final weights compared tensor by tensor.
 
-    python scripts/compare_runs.py runs/vestis-mini-v4 runs/vestis-mini-v4-repro
+    python scripts/compare_runs.py runs/vestis-mini-label-aware runs/vestis-mini-v6-repro
 """
 
 from __future__ import annotations
