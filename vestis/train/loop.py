@@ -274,6 +274,7 @@ def train(
                 if len(idx) < 2:
                     continue
                 x, colourless = augment(images[idx], cfg.augment, gen, image_config.mean, image_config.std)
+                colourless = colourless.numpy()
                 x = x.contiguous(memory_format=memory_format)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                     image_emb = model.encode_images(x)
@@ -281,7 +282,7 @@ def train(
                 scale = model.temperature.exp()
                 total, weight_sum = 0.0, 0.0
                 for name, w in weights.items():
-                    cols = _draw(train_set.views, idx, name, colourless.numpy(), rng)
+                    cols = _draw(train_set.views, idx, name, colourless, rng)
                     valid = cols >= 0
                     if valid.sum() < 2:
                         continue
@@ -292,7 +293,7 @@ def train(
                     positives = None
                     if cfg.label_aware:
                         positives = torch.from_numpy(
-                            _positives(train_set.views, idx[valid], name, colourless.numpy()[valid], unique)
+                            _positives(train_set.views, idx[valid], name, colourless[valid], unique)
                         )
                     loss = field_loss(
                         image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale, positives
