@@ -10,7 +10,7 @@ from vestis.data.split import select_split
 from vestis.errors import InputError
 from vestis.models.preprocess import ImageInput
 
-DATASETS = ("fashion-mnist",)
+DATASETS = ("fashion-mnist", "ccp-val")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -32,6 +32,23 @@ def fashion_mnist(limit: int | None = None) -> LabelledImages:
         [FASHION_MNIST_CLASSES[i] for i in labels[:n]],
         f"Fashion-MNIST test ({n} images)",
         classes=list(FASHION_MNIST_CLASSES),
+    )
+
+
+def ccp_val(limit: int | None = None) -> LabelledImages:
+    """vestis' real-photo validation set: garments cropped from the held-out Clothing Co-Parsing photos."""
+    from vestis.data import shared_data_dir
+    from vestis.data.ccp import HELDOUT_FRACTION, heldout_garments
+
+    root = shared_data_dir()
+    path = None if root is None else Path(root) / "ccp" / "ccp.parquet"
+    if path is None or not path.is_file():
+        raise InputError("ccp-val needs the shared data folder's ccp/ccp.parquet (set VESTIS_DATA_DIR)")
+    images, labels = heldout_garments(path, limit)
+    return LabelledImages(
+        list(images),
+        list(labels),
+        f"Clothing Co-Parsing held-out photos ({HELDOUT_FRACTION:.0%} by photo id): {len(images)} garment crops",
     )
 
 
@@ -76,9 +93,9 @@ def labelled_images(
     if (data is None) == (dataset is None):
         raise InputError("give exactly one of --data or --dataset")
     if dataset is not None:
-        if dataset != "fashion-mnist":
+        if dataset not in DATASETS:
             raise InputError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-        return fashion_mnist(limit)
+        return fashion_mnist(limit) if dataset == "fashion-mnist" else ccp_val(limit)
     path = Path(data).expanduser()
     if path.is_dir() and not any(path.glob("*.parquet")):
         return from_folder(path, limit)

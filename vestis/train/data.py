@@ -9,28 +9,19 @@ of the product id, so it never changes between runs or machines.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 
 from vestis.data.catalog import read_catalog
+from vestis.data.ccp import garment_crops, heldout_garments, read_photos
 from vestis.data.split import is_validation
 from vestis.errors import ImageError
 from vestis.models.preprocess import ImageConfig, load_image, resize_and_crop
 from vestis.progress import progress_bar
 from vestis.train.captions import garment_views, product_views
-
-CCP_LABELS = (
-    "null accessories bag belt blazer blouse bodysuit boots bra bracelet cape cardigan clogs coat dress earrings "
-    "flats glasses gloves hair hat heels hoodie intimate jacket jeans jumper leggings loafers necklace panties pants "
-    "pumps purse ring romper sandals scarf shirt shoes shorts skin skirt sneakers socks stockings suit sunglasses "
-    "sweater sweatshirt swimwear t-shirt tie tights top vest wallet watch wedges"
-).split()
-_CCP_SKIP = {"null", "skin", "hair", "accessories", "intimate", "ring", "earrings", "bracelet", "necklace", "watch"}
 
 
 @dataclass
@@ -93,41 +84,37 @@ def ccp_items(
     cutout: bool = True,
     quiet: bool = False,
     synonym_field: bool = False,
+    holdout: bool = False,
 ):
     """Garments cropped from Clothing Co-Parsing photos by their pixel masks.
 
     Each garment gives its crop from the street photo and, with ``cutout``, the
-    same garment cut out by its mask onto white (the catalog look).
+    same garment cut out by its mask onto white (the catalog look).  ``holdout``
+    leaves out the held-out photos (the real-photo validation set).
     """
-    table = pq.read_table(path, columns=["id", "image", "annotation", "mask"])
-    rows = [r for r in table.to_pylist() if r["annotation"] == "pixel" and r["mask"]]
-    with progress_bar(len(rows), "cropping street-photo garments", quiet=quiet) as advance:
-        for row in rows:
+    photos = list(read_photos(path, "train" if holdout else "all", pixel_only=True))
+    with progress_bar(len(photos), "cropping street-photo garments", quiet=quiet) as advance:
+        for photo in photos:
             advance(1)
-            photo = load_image(row["image"])
-            pixels = np.asarray(photo)
-            mask = np.asarray(Image.open(io.BytesIO(row["mask"])))
-            if mask.shape[:2] != (photo.height, photo.width):
-                continue
-            for k in np.unique(mask):
-                if k >= len(CCP_LABELS) or CCP_LABELS[k] in _CCP_SKIP:
-                    continue
-                ys, xs = np.nonzero(mask == k)
-                top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-                if bottom - top < min_side or right - left < min_side or len(ys) < 0.01 * mask.size:
-                    continue
-                pad_y, pad_x = (bottom - top) // 10, (right - left) // 10
-                box = (max(0, left - pad_x), max(0, top - pad_y), min(photo.width, right + pad_x),
-                       min(photo.height, bottom + pad_y))  # fmt: skip
-                label = CCP_LABELS[k]
-                views = garment_views(label, synonym_field)
-                yield f"ccp-{row['id']}-{label}", resize_and_crop(photo.crop(box), cfg), views, label
+            pixels = np.asarray(photo.image)
+            for g in garment_crops(photo, min_side):
+                views = garment_views(g.label, synonym_field)
+                yield f"ccp-{photo.id}-{g.label}", resize_and_crop(photo.image.crop(g.box), cfg), views, g.label
                 if cutout:
                     # the garment alone on white, as a catalog photographs it
-                    x0, y0, x1, y1 = box
-                    alone = np.where((mask[y0:y1, x0:x1] == k)[..., None], pixels[y0:y1, x0:x1], np.uint8(255))
+                    x0, y0, x1, y1 = g.box
+                    alone = np.where(g.mask[..., None], pixels[y0:y1, x0:x1], np.uint8(255))
                     crop = resize_and_crop(Image.fromarray(alone), cfg)
-                    yield f"ccp-{row['id']}-{label}-cutout", crop, views, label
+                    yield f"ccp-{photo.id}-{g.label}-cutout", crop, views, g.label
+
+
+def ccp_val_items(path: str | Path, cfg: ImageConfig, quiet: bool = False):
+    """The real-photo validation set: garment crops of the held-out photos, as photographed."""
+    images, labels = heldout_garments(path)
+    with progress_bar(len(images), "cropping held-out street-photo garments", quiet=quiet) as advance:
+        for n, (img, label) in enumerate(zip(images, labels)):
+            advance(1)
+            yield f"ccp-val-{n}", resize_and_crop(img, cfg), {}, label
 
 
 def build_training_set(sources, quiet: bool = False) -> TrainingSet:

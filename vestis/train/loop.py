@@ -35,11 +35,13 @@ from vestis.models.preprocess import ImageConfig
 from vestis.models.registry import cache_root
 from vestis.models.vestis_mini import MiniConfig
 from vestis.progress import progress_bar
-from vestis.train.augment import AugmentConfig, augment, normalize
+from vestis.train.augment import AugmentConfig, normalize
 from vestis.train.captions import COLOUR_FIELDS, DEFAULT_FIELD_WEIGHTS
-from vestis.train.data import TrainingSet, build_training_set, ccp_items, kagl_items
+from vestis.train.composite import background_bank, product_alphas
+from vestis.train.data import TrainingSet, build_training_set, ccp_items, ccp_val_items, kagl_items
 from vestis.train.loss import field_loss
 from vestis.train.models import Trainable, build_trainable
+from vestis.train.views import ViewMaker, cache_key, cached_trunk_features
 
 
 @dataclass
@@ -61,6 +63,12 @@ class TrainConfig:
     channels_last: bool = False  # NHWC convolutions: ~1.5x faster on CPU, other float sums than NCHW
     synonym_field: bool = False  # synonyms as a field of their own ("synonym") instead of among article captions
     label_aware: bool = False  # every caption true of an image is its positive, not only the one drawn for it
+    # pretrained image towers (model: image_tower: efficientnet-lite0, ...)
+    pretrained: bool = True  # start the image tower from its ImageNet weights
+    freeze_blocks: int = 0  # keep the stem and the first N blocks fixed (their BatchNorm statistics too)
+    backbone_lr: float = 1.0  # learning-rate multiplier of the trainable pretrained blocks
+    cache_views: int = 0  # with freeze_blocks: render N augmented views per item once, cache the frozen blocks' output
+    ccp_holdout: bool = False  # leave out the held-out CCP photos (vestis.data.ccp); validate on them each epoch
     threads: int | None = None
     keep_epochs: list[int] = field(default_factory=list)  # also save the model after these epochs
     fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
@@ -114,7 +122,10 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------ data and text embeddings
 
 
-def load_data(cfg: TrainConfig, image_config: ImageConfig, quiet: bool) -> tuple[TrainingSet, TrainingSet]:
+def load_data(
+    cfg: TrainConfig, image_config: ImageConfig, quiet: bool
+) -> tuple[TrainingSet, TrainingSet, TrainingSet | None]:
+    """Training items, KAGL validation products and (with ``ccp_holdout``) held-out street-photo garments."""
     kagl = _resolve(cfg.kagl)
 
     def limited(items):
@@ -126,19 +137,38 @@ def load_data(cfg: TrainConfig, image_config: ImageConfig, quiet: bool) -> tuple
     syn = cfg.synonym_field
     sources = [("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "train", quiet, synonym_field=syn)))]
     ccp = _resolve(cfg.ccp)
+    real_val = None
     if ccp and Path(ccp).is_file():
-        items = ccp_items(ccp, image_config, cutout=cfg.ccp_cutout, quiet=quiet, synonym_field=syn)
+        items = ccp_items(ccp, image_config, cutout=cfg.ccp_cutout, quiet=quiet, synonym_field=syn,
+                          holdout=cfg.ccp_holdout)  # fmt: skip
         sources.append(("ccp", limited(items)))
+        if cfg.ccp_holdout:
+            real_val = build_training_set([("ccp-val", limited(ccp_val_items(ccp, image_config, quiet)))], quiet)
     train = build_training_set(sources, quiet)
     val = build_training_set([("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "val", quiet)))], quiet)
-    return train, val
+    return train, val, real_val
+
+
+def view_maker(cfg: TrainConfig, train_set: TrainingSet, image_config: ImageConfig, quiet: bool) -> ViewMaker:
+    """Augmented views of the training items; catalog-style items may be pasted onto street scenes."""
+    images = torch.from_numpy(train_set.images)
+    maker = ViewMaker(images, cfg.augment, image_config.mean, image_config.std)
+    if cfg.augment.composite > 0:
+        ccp = _resolve(cfg.ccp)
+        size = train_set.images.shape[1]
+        bank = background_bank(ccp, size, seed=cfg.seed, quiet=quiet) if ccp and Path(ccp).is_file() else None
+        composable = [src == "kagl" or item.endswith("-cutout") for src, item in zip(train_set.source, train_set.ids)]
+        maker.alpha = torch.from_numpy(product_alphas(train_set.images, quiet))
+        maker.composable = torch.tensor(composable)
+        maker.bank = torch.from_numpy(bank) if bank is not None else torch.zeros(0, size, size, 3, dtype=torch.uint8)
+    return maker
 
 
 # ------------------------------------------------------------------ evaluation during training
 
 
 @torch.inference_mode()
-def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[str]) -> dict:
+def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[str], prefix: str = "val_article"):
     model.eval()
     index = {lbl: i for i, lbl in enumerate(labels)}
     keep = [i for i, lbl in enumerate(val.labels) if lbl in index]
@@ -153,7 +183,9 @@ def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[st
     truth = np.array([index[val.labels[i]] for i in keep])
     m = classification_metrics(truth, pred, labels)
     model.train()
-    return {"val_article_weighted_f1": m["weighted_f1"], "val_article_accuracy": m["accuracy"], "val_n": m["n"]}
+    if prefix == "val_article":  # the names the logs of v1-v6 carry
+        return {"val_article_weighted_f1": m["weighted_f1"], "val_article_accuracy": m["accuracy"], "val_n": m["n"]}
+    return {f"{prefix}_weighted_f1": m["weighted_f1"], f"{prefix}_accuracy": m["accuracy"], f"{prefix}_n": m["n"]}
 
 
 # ------------------------------------------------------------------ the loop
@@ -194,11 +226,43 @@ def _positives(views, idx: np.ndarray, field_name: str, colourless: np.ndarray, 
     return np.stack(rows)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+def batch_loss(model: Trainable, image_emb: torch.Tensor, views, idx: np.ndarray, colourless: np.ndarray, captions,
+               weights: dict[str, float], rng: np.random.Generator, *, label_aware: bool = False,
+               bf16: bool = False) -> torch.Tensor:  # fmt: skip
+    """The weighted multi-field loss of one batch, given its unit image embeddings."""
+    scale = model.temperature.exp()
+    total, weight_sum = 0.0, 0.0
+    for name, w in weights.items():
+        cols = _draw(views, idx, name, colourless, rng)
+        valid = cols >= 0
+        if valid.sum() < 2:
+            continue
+        unique, inverse = np.unique(cols[valid], return_inverse=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            text_emb = model.encode_texts(captions, torch.from_numpy(unique))
+        text_emb = F.normalize(text_emb.float(), dim=-1)
+        positives = None
+        if label_aware:
+            positives = torch.from_numpy(_positives(views, idx[valid], name, colourless[valid], unique))
+        loss = field_loss(image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale, positives)
+        total = total + w * loss
+        weight_sum += w
+    return total / weight_sum
+
+
+def _param_groups(model: Trainable, weight_decay: float, lr: float, backbone_lr: float = 1.0) -> list[dict[str, Any]]:
+    """Decay / no-decay groups (biases, norms and the temperature are not decayed); pretrained blocks
+    get ``backbone_lr`` times the learning rate. Frozen parameters are left out."""
+    backbone = model.backbone_parameters() if hasattr(model, "backbone_parameters") else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or name.endswith("logit_scale") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        decay = not (p.ndim < 2 or name.endswith("logit_scale"))
+        groups.setdefault((decay, id(p) in backbone), []).append(p)
+    order = [(True, False), (False, False), (True, True), (False, True)]  # v1-v6 had the first two only
+    return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0,
+             "lr": lr * (backbone_lr if k[1] else 1.0)} for k in order if k in groups]  # fmt: skip
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -224,21 +288,36 @@ def train(
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     t0 = time.time()
-    model = build_trainable(cfg.init, cfg.model)
+    model = build_trainable(cfg.init, cfg.model, pretrained=cfg.pretrained, freeze_blocks=cfg.freeze_blocks)
     model.train()
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     image_config = model.image_config
-    train_set, val_set = load_data(cfg, image_config, quiet)
+    train_set, val_set, real_val = load_data(cfg, image_config, quiet)
     cache_dir = cache_root() / "train"
     captions = model.text_bank(train_set.strings, cache_dir, quiet)
     labels = sorted({lbl for lbl in val_set.labels if lbl})
     label_bank = model.text_bank([DEFAULT_TEMPLATES[0].format(lbl) for lbl in labels], cache_dir, quiet)
+    if real_val is not None:
+        real_labels = sorted(set(real_val.labels))
+        real_bank = model.text_bank([DEFAULT_TEMPLATES[0].format(lbl) for lbl in real_labels], cache_dir, quiet)
     log(f"data: {len(train_set)} training items ({sum(s == 'ccp' for s in train_set.source)} street-photo "
-        f"garments), {len(val_set)} validation products, {len(train_set.strings)} unique captions "
-        f"[{time.time() - t0:.0f} s]")  # fmt: skip
+        f"garments), {len(val_set)} validation products, "
+        f"{0 if real_val is None else len(real_val)} held-out street-photo garments, "
+        f"{len(train_set.strings)} unique captions [{time.time() - t0:.0f} s]")  # fmt: skip
+    views = view_maker(cfg, train_set, image_config, quiet)
+    cached = None
+    if cfg.cache_views:
+        if not cfg.freeze_blocks:
+            raise InputError("cache_views needs freeze_blocks (only frozen blocks' output can be cached)")
+        key = cache_key({"config": asdict(cfg.model), "augment": asdict(cfg.augment), "seed": cfg.seed,
+                         "freeze_blocks": cfg.freeze_blocks, "pretrained": cfg.pretrained, "init": cfg.init,
+                         "ids": train_set.ids, "bf16": cfg.bf16})  # fmt: skip
+        cached = cached_trunk_features(model.trunk_features, views, len(train_set), cfg.cache_views, cfg.seed, key,
+                                       cache_dir, bf16=cfg.bf16, memory_format=memory_format, quiet=quiet)  # fmt: skip
+        log(f"cached {cfg.cache_views} views of every item through the frozen blocks [{time.time() - t0:.0f} s]")
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.lr, cfg.backbone_lr), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
 
@@ -260,12 +339,13 @@ def train(
         log(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
     weights = {f: w for f, w in cfg.fields.items() if w > 0}
-    images = torch.from_numpy(train_set.images)
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start_epoch, last_epoch):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         order = rng.permutation(len(train_set))
+        if cached is not None:  # which cached view each item shows this epoch (its own generator)
+            view_of = np.random.default_rng(cfg.seed * 1000 + 700 + epoch).integers(cfg.cache_views, size=len(order))
         losses = []
         t_epoch = time.time()
         with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet) as advance:
@@ -273,34 +353,22 @@ def train(
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 if len(idx) < 2:
                     continue
-                x, colourless = augment(images[idx], cfg.augment, gen, image_config.mean, image_config.std)
-                colourless = colourless.numpy()
-                x = x.contiguous(memory_format=memory_format)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    image_emb = model.encode_images(x)
-                image_emb = F.normalize(image_emb.float(), dim=-1)
-                scale = model.temperature.exp()
-                total, weight_sum = 0.0, 0.0
-                for name, w in weights.items():
-                    cols = _draw(train_set.views, idx, name, colourless, rng)
-                    valid = cols >= 0
-                    if valid.sum() < 2:
-                        continue
-                    unique, inverse = np.unique(cols[valid], return_inverse=True)
+                if cached is None:
+                    x, colourless = views(idx, gen)
+                    colourless = colourless.numpy()
+                    x = x.contiguous(memory_format=memory_format)
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                        text_emb = model.encode_texts(captions, torch.from_numpy(unique))
-                    text_emb = F.normalize(text_emb.float(), dim=-1)
-                    positives = None
-                    if cfg.label_aware:
-                        positives = torch.from_numpy(
-                            _positives(train_set.views, idx[valid], name, colourless[valid], unique)
-                        )
-                    loss = field_loss(
-                        image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale, positives
-                    )
-                    total = total + w * loss
-                    weight_sum += w
-                loss = total / weight_sum
+                        image_emb = model.encode_images(x)
+                else:
+                    feats, lost = cached
+                    pick = view_of[idx]
+                    f = torch.from_numpy(feats[pick, idx]).float().contiguous(memory_format=memory_format)
+                    colourless = lost[pick, idx]
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                        image_emb = model.encode_features(f)
+                image_emb = F.normalize(image_emb.float(), dim=-1)
+                loss = batch_loss(model, image_emb, train_set.views, idx, colourless, captions, weights, rng,
+                                  label_aware=cfg.label_aware, bf16=cfg.bf16)  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -316,6 +384,8 @@ def train(
                    "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
                    "logit_scale": float(model.temperature.detach().exp())}  # fmt: skip
         metrics.update(zero_shot_f1(model, val_set, label_bank, labels))
+        if real_val is not None:
+            metrics.update(zero_shot_f1(model, real_val, real_bank, real_labels, prefix="val_real"))
         history.append(metrics)
         log(json.dumps(metrics))
         with open(out / "log.jsonl", "a") as f:

@@ -29,7 +29,14 @@ from torch import nn
 from vestis.errors import InputError, VestisError
 from vestis.models.preprocess import ImageConfig
 from vestis.models.text import TextTokenizer
-from vestis.models.vestis_mini import TEXT_DIM, MiniConfig, MiniModel, SentenceEncoder, sentence_tokenizer
+from vestis.models.vestis_mini import (
+    TEXT_DIM,
+    MiniConfig,
+    MiniModel,
+    PretrainedImageTower,
+    SentenceEncoder,
+    sentence_tokenizer,
+)
 from vestis.progress import progress_bar
 
 
@@ -70,13 +77,52 @@ class Trainable(nn.Module):
 
 
 class MiniTrainable(Trainable):
-    def __init__(self, model: MiniModel) -> None:
+    """vestis-mini; with a pretrained image tower, its first ``freeze_blocks`` blocks (and stem) stay fixed.
+
+    Frozen blocks run in eval mode (ImageNet's BatchNorm statistics) without
+    gradients, so :meth:`trunk_features` may be computed once and cached, and
+    :meth:`encode_features` gives the same embedding from the cached features.
+    """
+
+    def __init__(self, model: MiniModel, freeze_blocks: int = 0) -> None:
         super().__init__()
         self.model = model
         self.image_config = model.cfg.image_config()
+        self.freeze_blocks = freeze_blocks
+        if freeze_blocks:
+            if not isinstance(model.image_tower, PretrainedImageTower):
+                raise InputError("freeze_blocks needs a pretrained image tower (model: image_tower: efficientnet-...)")
+            for p in self._frozen().parameters():
+                p.requires_grad_(False)
+
+    def _frozen(self) -> nn.Module:
+        net = self.model.image_tower.net
+        return nn.ModuleList([net.stem, *net.blocks[: self.freeze_blocks]])
+
+    def train(self, mode: bool = True) -> MiniTrainable:
+        super().train(mode)
+        if self.freeze_blocks:
+            self._frozen().eval()
+        return self
+
+    def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen blocks' output (no gradient)."""
+        with torch.no_grad():
+            return self.model.image_tower.trunk(x, self.freeze_blocks)
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.image_tower.from_trunk(features, self.freeze_blocks)
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        if self.freeze_blocks:
+            return self.encode_features(self.trunk_features(x))
         return self.model.image_tower(x)
+
+    def backbone_parameters(self) -> set[int]:
+        """ids of the trainable parameters that started from pretrained weights (their own learning rate)."""
+        if not isinstance(self.model.image_tower, PretrainedImageTower):
+            return set()
+        return {id(p) for p in self.model.image_tower.net.parameters() if p.requires_grad}
 
     def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
         cfg = self.model.cfg
@@ -152,10 +198,21 @@ class HFTrainable(Trainable):
         return out
 
 
-def build_trainable(init: str | None, model_cfg: MiniConfig) -> Trainable:
-    """A fresh vestis-mini (``init`` None), or the checkpoint ``init`` names, ready to train."""
+def build_trainable(
+    init: str | None, model_cfg: MiniConfig, *, pretrained: bool = True, freeze_blocks: int = 0
+) -> Trainable:
+    """A fresh vestis-mini (``init`` None), or the checkpoint ``init`` names, ready to train.
+
+    A fresh vestis-mini with an EfficientNet-Lite image tower starts from its ImageNet
+    weights (``pretrained``) and keeps its first ``freeze_blocks`` blocks fixed.
+    """
     if init is None:
-        return MiniTrainable(MiniModel(model_cfg))
+        model = MiniModel(model_cfg)
+        if isinstance(model.image_tower, PretrainedImageTower) and pretrained:
+            from vestis.models.efficientnet import load_imagenet_weights
+
+            load_imagenet_weights(model.image_tower.net)
+        return MiniTrainable(model, freeze_blocks)
     from vestis.models.loading import load_encoder
     from vestis.models.torch_backend import TorchEncoder
     from vestis.models.vestis_mini import VestisMiniEncoder
@@ -166,7 +223,7 @@ def build_trainable(init: str | None, model_cfg: MiniConfig) -> Trainable:
         raise type(exc)(f"cannot fine-tune {init}: {exc}") from None
     if isinstance(enc, VestisMiniEncoder):
         model = enc.model.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-        return MiniTrainable(model)
+        return MiniTrainable(model, freeze_blocks)
     if isinstance(enc, TorchEncoder):
         return HFTrainable(enc.model, enc.tokenizer, enc.image_config, token_type_ids=enc._token_type_ids,
                            open_clip_config=enc.open_clip_config)  # fmt: skip
