@@ -21,7 +21,7 @@ Filters also come from facet selections, a mapping of field to accepted values
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import sqlglot
