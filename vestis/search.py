@@ -455,3 +455,42 @@ def _rrf(vector: list[tuple[str, float]], keyword: list[tuple[str, float]], keyw
         for rank, (item, _) in enumerate(ranking, 1):
             scores[item] = scores.get(item, 0.0) + weight / (RRF_K + rank)
     return sorted(scores.items(), key=lambda x: -x[1])
+
+
+def catalogs_encoder(directories: Sequence[str | Path], model: str | None = None, **load_kwargs) -> Encoder:
+    """The one encoder that can search every index in ``directories``: ``model`` (default: the first
+    index's), in the precision the indexes were built in. An index built with another model is an
+    error that names it and the fix."""
+    from vestis.errors import VestisError
+    from vestis.models import load_encoder
+
+    infos = []
+    for path in directories:
+        with LocalStore.open(path) as store:
+            infos.append((Path(path), store.info))
+    if not infos:
+        return load_encoder(model, **load_kwargs)
+    first = infos[0][1]
+    if model is None or model == first.model:
+        encoder = load_index_encoder(first, **load_kwargs)
+    else:
+        encoder = load_encoder(model, **load_kwargs)
+    wanted = {info.fingerprint for _, info in infos}
+    if encoder.fingerprint not in wanted:
+        # built with this model in another precision/runtime (fp32 where the default is bf16):
+        # vectors only compare within one, so load the one they were built with
+        for precision in ("fp32", "bf16", "int8"):
+            try:
+                other = load_encoder(model or first.model, **{**load_kwargs, "precision": precision})
+            except VestisError:
+                continue
+            if other.fingerprint in wanted:
+                encoder = other
+                break
+    for path, info in infos:
+        if info.fingerprint != encoder.fingerprint:
+            raise InputError(
+                f"catalog {path.resolve().name} ({path}) was built with model {info.model!r}, not "
+                f"{encoder.name!r}: give --model {info.model} (catalogs searched together need one model)"
+            )
+    return encoder
