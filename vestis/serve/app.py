@@ -130,7 +130,9 @@ def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
     app.add_middleware(GuardMiddleware, settings=guard)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts what the guard refuses too
     install_error_handlers(app)
-    for module in (embeddings, search, classify, catalogs, ops):
-        app.include_router(module.router)
+    routers = [module.router for module in (embeddings, search, classify, catalogs, ops, pages)]
+    for router in routers[:-1]:
+        app.include_router(router)
     pages.mount_pages(app)
+    state.metrics.routes = [*(r for router in routers for r in router.routes), *pages.mounts(app)]
     return app

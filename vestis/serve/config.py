@@ -50,6 +50,23 @@ class ServeConfig:
     threads: int | None = None
 
 
+def serve_config(
+    *, catalog=(), max_body_mb: float = 16.0, max_image_mb: float = 8.0, timeout: float = 60.0, **flags
+) -> ServeConfig:
+    """The :class:`ServeConfig` of ``vestis serve``'s flags (MiB and seconds as the flags give them).
+    Without API keys the server listens on loopback only."""
+    from vestis.serve.security import is_loopback_host
+
+    config = ServeConfig(catalogs=list(catalog or []), max_body_bytes=int(max_body_mb * MiB),
+                         max_image_bytes=int(max_image_mb * MiB), request_timeout=timeout, **flags)  # fmt: skip
+    if not config.key_hashes and not is_loopback_host(config.host):
+        raise InputError(
+            f"refusing to listen on {config.host} without API keys: give --api-keys-file or VESTIS_API_KEYS, "
+            "or listen on 127.0.0.1"
+        )
+    return config
+
+
 class ServeFile(BaseModel):
     """The keys a config file may hold: the flags of ``vestis serve``, with their checks."""
 

@@ -24,6 +24,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 class Metrics:
     def __init__(self, state) -> None:
+        self.routes: list = []  # the app's routes, to name the route of a request refused before routing
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("vestis_requests", "HTTP requests answered.", ["route", "method", "status"],
                                 registry=self.registry)  # fmt: skip
@@ -59,7 +60,7 @@ class _StateCollector:
             buckets, running = [], 0
             for bound in BATCH_BUCKETS:
                 running = sum(n for size, n in stats.batch_sizes.items() if size <= bound)
-                buckets.append((str(bound), running))
+                buckets.append((str(float(bound)), running))
             total = sum(stats.batch_sizes.values())
             buckets.append(("+Inf", total))
             summed = sum(size * n for size, n in stats.batch_sizes.items())
@@ -98,20 +99,19 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = _route_of(scope)
+            route = _route_of(scope, self.metrics.routes)
             method = scope.get("method", "")
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)
 
 
-def _route_of(scope) -> str:
+def _route_of(scope, routes) -> str:
     """The template of the route that answered (or would have answered) the request."""
     route = scope.get("route")
     if route is not None and getattr(route, "path", None):
         return route.path
-    app = scope.get("app")
-    for candidate in getattr(app, "routes", ()):
+    for candidate in routes:
         match, _ = candidate.matches({**scope, "type": "http"})
         if match != Match.NONE:
-            return getattr(candidate, "path", "other")
+            return candidate.path
     return "unmatched"

@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 #: swagger-ui (Apache-2.0) and redoc (MIT) bundles, shipped by fastapi-offline (MIT).
@@ -57,3 +58,7 @@ def mount_pages(app: FastAPI) -> None:
     app.include_router(router)
     app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_ASSETS), name="docs-static")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def mounts(app: FastAPI) -> list[Mount]:
+    return [r for r in app.routes if isinstance(r, Mount)]
