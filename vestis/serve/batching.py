@@ -134,8 +134,8 @@ class MicroBatcher:
         """Embed ``items`` (in one batch with whatever else is waiting); rows in order.
 
         A request of more than ``max_batch`` items is queued as several jobs of at most
-        ``max_batch``, so no encoder call is ever larger (label embeddings for a taxonomy of
-        40 labels x 3 templates are one request of 120 texts)."""
+        ``max_batch``, so no encoder call is ever larger (the label embeddings of the built-in
+        articleType taxonomy are one request of 120 texts)."""
         if self._task is None or self._wakeup is None:
             raise RuntimeError(f"batcher {self.name} is not running")
         items = list(items)
