@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from vestis.errors import InputError
 from vestis.serve.config import read_config_file
 
-from .conftest import data_url
+from .conftest import data_url, png
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -57,10 +57,10 @@ def test_refused_requests_are_counted_too(make_client):
 
 
 def test_no_encoder_call_is_larger_than_max_batch(make_client):
-    """Label embeddings of all KAGL taxonomies are one request of hundreds of prompts; with
+    """The articleType taxonomy's label embeddings are one request of 120 prompts; with
     --max-batch 16 they go to the encoder 16 at a time (largest_batch used to report the request)."""
     c = make_client(max_batch=16)
-    photo = data_url(__import__("tests.serve.conftest", fromlist=["png"]).png())
+    photo = data_url(png())
     r = c.post("/v1/classify", json={"image": photo, "taxonomies": ["articleType"], "k": 1})
     assert r.status_code == 200, r.text
     many = c.post("/v1/embeddings", json={"input": [f"item {i}" for i in range(40)]})
