@@ -27,3 +27,8 @@ class InputError(VestisError, ValueError):
 
 class ImageError(InputError):
     """An image that cannot be decoded, is empty, or is too large."""
+
+
+class ConflictError(VestisError):
+    """A request that the current state of a resource refuses for now (an index being written
+    by another process): retrying later can succeed. The HTTP API answers 409."""

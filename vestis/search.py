@@ -11,15 +11,17 @@ call :meth:`Catalog.search`.
 
 from __future__ import annotations
 
+import collections
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from vestis.data.catalog import TITLE_COLUMNS
 from vestis.errors import InputError
-from vestis.index.filters import Filter, parse_filter
+from vestis.index.filters import Filter, combine, parse_filter
 from vestis.index.local import LocalStore
 from vestis.index.store import load_index_encoder
 from vestis.models.base import Encoder, l2_normalize
@@ -30,6 +32,10 @@ RRF_K = 60
 #: Weight of a ``-term`` without an explicit weight.
 NEGATIVE_WEIGHT = -0.5
 MAX_K = 1000
+#: Facet counts are taken over this many of a query's best items by default.
+FACET_DEPTH = 200
+#: A field with more distinct values than this (or than half the items, when that is more) is no facet.
+MAX_FACET_VALUES = 50
 
 #: Built-in steering directions: name -> (towards, away from).
 STEERS: dict[str, tuple[str, str]] = {
@@ -97,28 +103,70 @@ def parse_steer(spec: str) -> tuple[str, str]:
 
 @dataclass
 class Hit:
+    """One search result. ``score`` orders the results: the cosine to the query, or with hybrid
+    search the reciprocal-rank-fusion value (about 1/60 at best); ``cosine`` is always the cosine."""
+
     id: object
-    score: float  # cosine to the query (or the fused score in hybrid search)
+    score: float
     metadata: dict
     cosine: float | None = None
+    rank: int = 0  # 1-based, counting the skipped ``offset``
     keyword_rank: int | None = None
     vector_rank: int | None = None
     thumbnail: bytes | None = None
     image_ref: str | None = None
 
     def to_dict(self) -> dict:
-        out = {"id": self.id, "score": round(float(self.score), 6)}
-        out.update({k: v for k, v in self.metadata.items() if k not in out})
-        return out
+        """The hit as strict JSON: ``id, score, cosine, rank, metadata`` (NaN metadata becomes null)."""
+        return {
+            "id": self.id,
+            "score": round(float(self.score), 6),
+            "cosine": None if self.cosine is None else round(float(self.cosine), 6),
+            "rank": self.rank,
+            "metadata": json_safe(self.metadata),
+        }
+
+
+@dataclass(frozen=True)
+class Facet:
+    """Value counts of one field over a set of items, most frequent first."""
+
+    field: str
+    counts: list[tuple[object, int]]
+    distinct: int
+
+    def to_dict(self, limit: int | None = None) -> dict:
+        shown = self.counts if limit is None else self.counts[:limit]
+        return {"field": self.field, "values": [{"value": json_safe(v), "count": n} for v, n in shown],
+                "distinct": self.distinct, "truncated": len(shown) < self.distinct}  # fmt: skip
 
 
 @dataclass
 class SearchResults:
     hits: list[Hit]
     query: dict = field(default_factory=dict)
+    facets: list[Facet] = field(default_factory=list)  # when asked for: counts over the query's best items
 
     def to_dict(self) -> dict:
-        return {"results": [h.to_dict() for h in self.hits], "query": self.query}
+        out = {"results": [h.to_dict() for h in self.hits], "query": json_safe(self.query)}
+        if self.facets:
+            out["facets"] = [f.to_dict() for f in self.facets]
+        return out
+
+
+def json_safe(value):
+    """``value`` as strict JSON: NaN and infinities become null, other odd types text."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return str(value)
 
 
 class Catalog:
@@ -135,6 +183,7 @@ class Catalog:
         self.store = store
         self.encoder = encoder
         self._direction_cache: dict[tuple, np.ndarray] = {}
+        self._facet_fields: tuple[int, list[str]] | None = None
 
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, **load_kwargs) -> Catalog:
@@ -226,6 +275,7 @@ class Catalog:
         k: int = 10,
         offset: int = 0,
         where: str | Filter | None = None,
+        selections: Mapping[str, object] | None = None,
         hybrid: float = 0.0,
         steer: Sequence[str] = (),
         steer_strength: float | None = None,
@@ -233,15 +283,72 @@ class Catalog:
         exclude: Sequence[str] = (),
         exact: bool = False,
         thumbnails: bool = False,
+        facets: Sequence[str] | bool = (),
+        facet_depth: int = FACET_DEPTH,
     ) -> SearchResults:
-        """The ``k`` best items after ``offset``: see the module docstring for each option."""
+        """The ``k`` best items after ``offset``: see the module docstring for each option.
+
+        ``item_id`` alone is "more like this" (:meth:`similar`); with a text or an image it joins
+        the query and the item itself is left out. ``selections`` (facet choices, field -> values)
+        narrow the search like ``where``. ``facets`` (field names, or ``True`` for
+        :meth:`facet_fields`) adds value counts over the query's ``facet_depth`` best items; a field
+        with a selection is counted as if it had none, so its other values stay in view.
+        """
+        if item_id is not None and text is None and image is None:
+            return self.similar(str(item_id), k=k, offset=offset, where=where, selections=selections, hybrid=hybrid,
+                                steer=steer, steer_strength=steer_strength, min_score=min_score, exclude=exclude,
+                                exact=exact, thumbnails=thumbnails, facets=facets, facet_depth=facet_depth)  # fmt: skip
+        if item_id is not None:
+            exclude = [*exclude, str(item_id)]
+        return self._search(text, image=image, item_id=item_id, k=k, offset=offset, where=where, selections=selections,
+                            hybrid=hybrid, steer=steer, steer_strength=steer_strength, min_score=min_score,
+                            exclude=exclude, exact=exact, thumbnails=thumbnails, facets=facets,
+                            facet_depth=facet_depth)  # fmt: skip
+
+    def similar(self, item_id: str, *, k: int = 10, **kwargs) -> SearchResults:
+        """Items most like ``item_id``, excluding it and its exact duplicates (same image bytes)."""
+        rec = self.store.get([str(item_id)]).get(str(item_id))
+        if rec is None:
+            raise InputError(f"no item {item_id!r} in the index")
+        exclude = [rec.id]
+        if rec.image_hash:
+            exclude += [i for i in self.store.ids_with_image_hash(rec.image_hash) if i != rec.id]
+        kwargs.setdefault("exclude", ())
+        kwargs["exclude"] = [*kwargs["exclude"], *exclude]
+        results = self._search(item_id=rec.id, k=k, **kwargs)
+        results.query["excluded_duplicates"] = len(exclude) - 1
+        return results
+
+    def _search(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        k: int = 10,
+        offset: int = 0,
+        where: str | Filter | None = None,
+        selections: Mapping[str, object] | None = None,
+        hybrid: float = 0.0,
+        steer: Sequence[str] = (),
+        steer_strength: float | None = None,
+        min_score: float | None = None,
+        exclude: Sequence[str] = (),
+        exact: bool = False,
+        thumbnails: bool = False,
+        facets: Sequence[str] | bool = (),
+        facet_depth: int = FACET_DEPTH,
+    ) -> SearchResults:
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         if offset < 0:
             raise InputError(f"offset must be >= 0, got {offset}")
         if not 0.0 <= hybrid <= 1.0:
             raise InputError(f"hybrid weight must be between 0 and 1, got {hybrid}")
-        flt = parse_filter(where) if isinstance(where, str) or where is None else where
+        if not 1 <= facet_depth <= MAX_K:
+            raise InputError(f"facet_depth must be between 1 and {MAX_K}, got {facet_depth}")
+        base = parse_filter(where) if isinstance(where, str) or where is None else where
+        flt = combine(base, Filter.from_mapping(selections))
         q, described = self.query_vector(text, image=image, item_id=item_id, steer=steer, steer_strength=steer_strength)
         want = k + offset
         exclude = [str(x) for x in exclude]
@@ -274,28 +381,72 @@ class Catalog:
         records = self.store.get([x[0] for x in page], thumbnails=thumbnails)
         hits = [
             Hit(
-                id=records[i].id_value, score=s, metadata=records[i].metadata, cosine=c, vector_rank=vr,
+                id=records[i].id_value, score=s, metadata=records[i].metadata, cosine=c, rank=rank, vector_rank=vr,
                 keyword_rank=kr, thumbnail=records[i].thumbnail, image_ref=records[i].image_ref,
             )
-            for i, s, c, vr, kr in page
+            for rank, (i, s, c, vr, kr) in enumerate(page, offset + 1)
             if i in records
         ]  # fmt: skip
-        described.update(k=k, offset=offset, filter=flt.text if flt else None, hybrid=hybrid, min_score=min_score)
-        return SearchResults(hits, described)
+        described.update(k=k, offset=offset, filter=flt.text if flt else None, hybrid=hybrid, min_score=min_score,
+                         score="rank fusion" if hybrid > 0 and text is not None else "cosine")  # fmt: skip
+        counted = self._facets(q, facets, base, selections, facet_depth, exclude, exact, min_score) if facets else []
+        return SearchResults(hits, described, counted)
 
-    def similar(self, item_id: str, *, k: int = 10, **kwargs) -> SearchResults:
-        """Items most like ``item_id``, excluding it and its exact duplicates (same image bytes)."""
-        rec = self.store.get([str(item_id)]).get(str(item_id))
-        if rec is None:
-            raise InputError(f"no item {item_id!r} in the index")
-        exclude = [rec.id]
-        if rec.image_hash:
-            exclude += [i for i in self.store.ids_with_image_hash(rec.image_hash) if i != rec.id]
-        kwargs.setdefault("exclude", ())
-        kwargs["exclude"] = [*kwargs["exclude"], *exclude]
-        results = self.search(item_id=rec.id, k=k, **kwargs)
-        results.query["excluded_duplicates"] = len(exclude) - 1
-        return results
+    # ----------------------------------------------------------------------- facets
+
+    def facet_fields(self) -> list[str]:
+        """Fields that make useful filters: text fields whose values repeat, with at least 2 and at
+        most ``max(50, items / 2)`` of them (not titles, ids or numbers such as image sizes)."""
+        key = self.store.generation()
+        if self._facet_fields is None or self._facet_fields[0] != key:
+            most = max(MAX_FACET_VALUES, self.store.count() // 2)
+            chosen = []
+            for f in self.store.fields():
+                if f in TITLE_COLUMNS or f == "id":
+                    continue
+                counts = self.store.facets(f, limit=most + 1)
+                if not counts or not all(isinstance(v, str) for v, _ in counts):
+                    continue
+                if 2 <= len(counts) <= most and counts[0][1] >= 2:
+                    chosen.append(f)
+            self._facet_fields = (key, chosen)
+        return list(self._facet_fields[1])
+
+    def catalog_facets(self, fields: Sequence[str] | None = None, *, limit: int = 1000) -> list[Facet]:
+        """Value counts over the whole catalog (default fields: :meth:`facet_fields`)."""
+        out = []
+        for f in self.facet_fields() if fields is None else fields:
+            counts = self.store.facets(f, limit=100_000)
+            out.append(Facet(f, counts[:limit], len(counts)))
+        return out
+
+    def _facets(self, q, fields, where, selections, depth, exclude, exact, min_score) -> list[Facet]:
+        fields = self.facet_fields() if fields is True else list(fields)
+        known = set(self.store.fields())
+        unknown = [f for f in fields if f not in known]
+        if unknown:
+            raise InputError(f"no field {unknown[0]!r} to count; the fields are: {', '.join(sorted(known))}")
+        selections = {f: v for f, v in (selections or {}).items() if v not in (None, [], ())}
+        pools: dict[str | None, list[dict]] = {}
+
+        def pool(without: str | None) -> list[dict]:
+            if without not in pools:
+                rest = {f: v for f, v in selections.items() if f != without}
+                hits = self.store.search(q, depth, where=combine(where, Filter.from_mapping(rest)), exclude=exclude,
+                                         exact=exact)  # fmt: skip
+                ids = [i for i, s in hits if min_score is None or s >= min_score]
+                records = self.store.get(ids)
+                pools[without] = [records[i].metadata for i in ids if i in records]
+            return pools[without]
+
+        out = []
+        for f in fields:
+            counts = collections.Counter(
+                m.get(f) for m in pool(f if f in selections else None) if m.get(f) not in (None, "")
+            )
+            ordered = sorted(counts.items(), key=lambda x: (-x[1], str(x[0])))
+            out.append(Facet(f, ordered, len(ordered)))
+        return out
 
 
 def _rrf(vector: list[tuple[str, float]], keyword: list[tuple[str, float]], keyword_weight: float):
@@ -304,3 +455,42 @@ def _rrf(vector: list[tuple[str, float]], keyword: list[tuple[str, float]], keyw
         for rank, (item, _) in enumerate(ranking, 1):
             scores[item] = scores.get(item, 0.0) + weight / (RRF_K + rank)
     return sorted(scores.items(), key=lambda x: -x[1])
+
+
+def catalogs_encoder(directories: Sequence[str | Path], model: str | None = None, **load_kwargs) -> Encoder:
+    """The one encoder that can search every index in ``directories``: ``model`` (default: the first
+    index's), in the precision the indexes were built in. An index built with another model is an
+    error that names it and the fix."""
+    from vestis.errors import VestisError
+    from vestis.models import load_encoder
+
+    infos = []
+    for path in directories:
+        with LocalStore.open(path) as store:
+            infos.append((Path(path), store.info))
+    if not infos:
+        return load_encoder(model, **load_kwargs)
+    first = infos[0][1]
+    if model is None or model == first.model:
+        encoder = load_index_encoder(first, **load_kwargs)
+    else:
+        encoder = load_encoder(model, **load_kwargs)
+    wanted = {info.fingerprint for _, info in infos}
+    if encoder.fingerprint not in wanted:
+        # built with this model in another precision/runtime (fp32 where the default is bf16):
+        # vectors only compare within one, so load the one they were built with
+        for precision in ("fp32", "bf16", "int8"):
+            try:
+                other = load_encoder(model or first.model, **{**load_kwargs, "precision": precision})
+            except VestisError:
+                continue
+            if other.fingerprint in wanted:
+                encoder = other
+                break
+    for path, info in infos:
+        if info.fingerprint != encoder.fingerprint:
+            raise InputError(
+                f"catalog {path.resolve().name} ({path}) was built with model {info.model!r}, not "
+                f"{encoder.name!r}: give --model {info.model} (catalogs searched together need one model)"
+            )
+    return encoder

@@ -10,7 +10,9 @@ Tagging an index reuses the image vectors it stores; tagging a catalog file embe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,6 +25,11 @@ import yaml
 from vestis.classify import DEFAULT_TEMPLATES, Prediction, label_embeddings, top_labels
 from vestis.errors import InputError
 from vestis.models.base import Encoder
+
+#: Limits on labels from network clients (``parse_labels(..., allow_files=False)``).
+MAX_LABELS = 1000
+MAX_LABEL_CHARS = 200
+MAX_TEMPLATE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -37,33 +44,72 @@ def builtin_taxonomies() -> dict[str, Taxonomy]:
     return {name: _taxonomy(name, spec, "kagl.yaml") for name, spec in yaml.safe_load(text).items()}
 
 
-def _taxonomy(name: str, spec: object, source: str) -> Taxonomy:
+def _taxonomy(name: str, spec: object, source: str, *, limits: bool = False) -> Taxonomy:
     if isinstance(spec, dict):
         labels, templates = spec.get("labels"), spec.get("templates") or list(DEFAULT_TEMPLATES)
     else:
         labels, templates = spec, list(DEFAULT_TEMPLATES)
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int, float)) for x in labels):
+    if isinstance(labels, str):
+        labels = labels.split(",")
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(x, (str, int, float)) for x in labels):
         raise InputError(f"{source}: taxonomy {name!r} needs a non-empty list of labels")
     labels = [str(x).strip() for x in labels if str(x).strip()]
+    if not labels:
+        raise InputError(f"{source}: taxonomy {name!r} needs a non-empty list of labels")
     if len(set(labels)) != len(labels):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         raise InputError(f"{source}: taxonomy {name!r} repeats labels {', '.join(dup)}")
-    if not all(isinstance(t, str) and "{}" in t for t in templates):
+    if not isinstance(templates, (list, tuple)) or not all(isinstance(t, str) and "{}" in t for t in templates):
         raise InputError(f"{source}: taxonomy {name!r}: every template must contain '{{}}'")
+    if limits and (len(labels) > MAX_LABELS or any(len(x) > MAX_LABEL_CHARS for x in labels)):
+        raise InputError(f"{source}: give 1 to {MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters")
+    if limits and any(len(t) > MAX_TEMPLATE_CHARS for t in templates):
+        raise InputError(f"{source}: a template has more than {MAX_TEMPLATE_CHARS} characters")
     return Taxonomy(str(name), tuple(labels), tuple(templates))
 
 
-def parse_labels(specs: str | Sequence[str], *, allow_files: bool = True) -> list[Taxonomy]:
-    """Taxonomies from ``--labels`` values (see the module docstring); names must be unique.
-
-    ``allow_files=False`` (for specs from network clients) never reads a path from disk.
-    """
-    specs = [specs] if isinstance(specs, str) else list(specs)
-    if not specs:
-        raise InputError("give --labels: a file, built-in taxonomy names (kagl, articleType, ...) or a list")
+def builtin_taxonomy(names: str | Sequence[str]) -> list[Taxonomy]:
+    """Built-in taxonomies by name (``kagl``: all of them); an unknown name is an error naming them."""
     builtin = builtin_taxonomies()
     out: list[Taxonomy] = []
+    for name in [names] if isinstance(names, str) else names:
+        name = name.strip()
+        if name == "kagl":
+            out += builtin.values()
+        elif name in builtin:
+            out.append(builtin[name])
+        else:
+            raise InputError(f"no built-in taxonomy {name!r}; they are: kagl, {', '.join(builtin)}")
+    return out
+
+
+def parse_labels(
+    specs: str | Sequence[str | Mapping] = (),
+    *,
+    taxonomies: Sequence[str] = (),
+    templates: Sequence[str] | None = None,
+    allow_files: bool = True,
+) -> list[Taxonomy]:
+    """Taxonomies from ``--labels`` values (see the module docstring); names must be unique.
+
+    A spec is a file, built-in names (``kagl``, ``articleType,usage``), a comma-separated list of
+    labels, or a mapping as a taxonomy file holds it (``{"colours": ["red", "blue"]}``).
+    ``taxonomies``: built-in names only (an unknown one is an error, never a label). ``templates``
+    replace every taxonomy's prompt templates. ``allow_files=False`` (specs from network clients)
+    never reads a path from disk and caps each taxonomy at 1000 labels of 200 characters.
+    """
+    specs = [specs] if isinstance(specs, (str, Mapping)) else list(specs)
+    if not specs and not taxonomies:
+        raise InputError("give --labels: a file, built-in taxonomy names (kagl, articleType, ...) or a list")
+    builtin = builtin_taxonomies()
+    limits = not allow_files
+    out: list[Taxonomy] = builtin_taxonomy(taxonomies) if taxonomies else []
     for spec in specs:
+        if isinstance(spec, Mapping):
+            if not spec:
+                raise InputError("labels: an empty mapping")
+            out += [_taxonomy(str(name), value, "labels", limits=limits) for name, value in spec.items()]
+            continue
         spec = spec.strip()
         path = Path(spec).expanduser()
         if spec == "kagl":
@@ -76,7 +122,11 @@ def parse_labels(specs: str | Sequence[str], *, allow_files: bool = True) -> lis
             labels = [x.strip() for x in spec.split(",") if x.strip()]
             if not labels:
                 raise InputError(f"--labels {spec!r}: no labels")
-            out.append(_taxonomy("label" if len(specs) == 1 else f"labels{len(out) + 1}", labels, "--labels"))
+            name = "label" if len(specs) == 1 else f"labels{len(out) + 1}"
+            out.append(_taxonomy(name, labels, "--labels", limits=limits))
+    if templates is not None:
+        out = [_taxonomy(t.name, {"labels": list(t.labels), "templates": list(templates)}, "templates", limits=limits)
+               for t in out]  # fmt: skip
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise InputError(f"taxonomy names must be unique, got {', '.join(names)}")
@@ -99,19 +149,46 @@ def _from_file(path: Path) -> list[Taxonomy]:
     return [_taxonomy(path.stem, labels, str(path))]
 
 
+class LabelCache:
+    """Label embeddings of recently used taxonomies (least recently used dropped past ``size``),
+    for callers that tag again and again with one encoder (a server). Thread-safe."""
+
+    def __init__(self, encoder: Encoder, size: int = 64) -> None:
+        self.encoder = encoder
+        self.size = size
+        self._vectors: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, taxonomy: Taxonomy) -> np.ndarray:
+        key = (taxonomy.labels, taxonomy.templates)
+        with self._lock:
+            if key in self._vectors:
+                self._vectors.move_to_end(key)
+                return self._vectors[key]
+        vectors = label_embeddings(self.encoder, taxonomy.labels, taxonomy.templates)
+        with self._lock:
+            self._vectors[key] = vectors
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+        return vectors
+
+
 def tag_vectors(
-    encoder: Encoder, image_vectors: np.ndarray, taxonomies: Sequence[Taxonomy], k: int = 3
+    encoder: Encoder,
+    image_vectors: np.ndarray,
+    taxonomies: Sequence[Taxonomy],
+    k: int = 3,
+    *,
+    labels: LabelCache | None = None,
 ) -> dict[str, list[list[Prediction]]]:
-    """Top-``k`` labels (softmax over each taxonomy) for each image vector."""
+    """Top-``k`` labels (softmax over each taxonomy) for each image vector; ``labels``: a cache of
+    label embeddings to use (else they are embedded anew)."""
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
+    embed = labels or (lambda t: label_embeddings(encoder, t.labels, t.templates))
     return {
-        t.name: top_labels(
-            image_vectors, label_embeddings(encoder, t.labels, t.templates), t.labels, k=k,
-            logit_scale=encoder.logit_scale,
-        )
-        for t in taxonomies
-    }  # fmt: skip
+        t.name: top_labels(image_vectors, embed(t), t.labels, k=k, logit_scale=encoder.logit_scale) for t in taxonomies
+    }
 
 
 def tags_table(ids: list, tags: dict[str, list[list[Prediction]]], errors: dict[int, str]) -> pa.Table:

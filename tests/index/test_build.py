@@ -169,3 +169,34 @@ def test_kill_during_build_leaves_a_consistent_index_that_resumes(tmp_path):
     assert resumed.unchanged == n and resumed.added == 1200 - n and resumed.total_items == 1200
     with Catalog.open(out) as cat:
         assert len(cat.search("jeans", k=5).hits) == 5
+
+
+def test_items_in_memory_build_like_a_file(kagl_small, tmp_path, tiny):
+    rows = pq.read_table(kagl_small).slice(0, 8).to_pylist()
+    rows.append({"id": 99, "image": None, "productDisplayName": "Red Silk Scarf", "articleType": "Scarves"})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "items.parquet")
+    from_file = build_index(tmp_path / "items.parquet", tmp_path / "a", encoder=tiny, quiet=True)
+    in_memory = build_index(rows, tmp_path / "b", encoder=tiny, quiet=True)
+    assert (in_memory.added, in_memory.total_items) == (from_file.added, from_file.total_items) == (9, 9)
+    assert in_memory.catalog == "9 items in memory" and not list(tmp_path.glob("b/*.parquet"))
+    with LocalStore.open(tmp_path / "a") as a, LocalStore.open(tmp_path / "b") as b:
+        ids = a.all_ids()
+        ra, rb = a.get(ids, vectors=True), b.get(ids, vectors=True)
+        for i in ids:
+            assert ra[i].metadata == rb[i].metadata and ra[i].id_value == rb[i].id_value
+            assert (ra[i].vector == rb[i].vector).all()
+    again = build_index(rows, tmp_path / "b", encoder=tiny, quiet=True, mode="add")
+    assert again.added == 0 and len(again.skipped_existing) == 9
+
+
+def test_items_in_memory_are_checked(tmp_path, tiny):
+    with pytest.raises(InputError, match="field 'size' has values of different types"):
+        build_index([{"id": 1, "size": 1, "title": "a"}, {"id": 2, "size": "L", "title": "b"}], tmp_path / "i",
+                    encoder=tiny, quiet=True)  # fmt: skip
+    with pytest.raises(InputError, match="no items"):
+        build_index([], tmp_path / "i", encoder=tiny, quiet=True)
+    mixed_ids = build_index([{"id": 1, "title": "a red shoe"}, {"id": "sku-2", "title": "a blue shirt"}],
+                            tmp_path / "j", encoder=tiny, quiet=True)  # fmt: skip
+    assert mixed_ids.added == 2
+    with LocalStore.open(tmp_path / "j") as store:
+        assert sorted(store.all_ids()) == ["1", "sku-2"]

@@ -29,7 +29,8 @@ def test_search_json_contract(built, kagl_small):
     out = last_json(run("search", str(built), "jeans", "--k", "5", "--json"))
     assert list(out) == ["results"] and len(out["results"]) == 5
     first = out["results"][0]
-    assert list(first)[:2] == ["id", "score"] and columns <= set(first)
+    assert list(first) == ["id", "score", "cosine", "rank", "metadata"] and columns <= set(first["metadata"])
+    assert first["score"] == first["cosine"] and first["rank"] == 1  # Hit.to_dict, as the HTTP API reports
     assert isinstance(first["id"], int)
     scores = [r["score"] for r in out["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -40,7 +41,7 @@ def test_search_json_contract(built, kagl_small):
 def test_search_options_from_the_command_line(built, tmp_path, image_files):
     out = last_json(run("search", str(built), "shoes", "--where", "masterCategory = 'Footwear'", "--k", "50",
                         "--hybrid", "0.3", "--steer", "darker", "--json"))  # fmt: skip
-    assert out["results"] and all(r["masterCategory"] == "Footwear" for r in out["results"])
+    assert out["results"] and all(r["metadata"]["masterCategory"] == "Footwear" for r in out["results"])
     out = last_json(run("search", str(built), "--image", image_files[0], "--k", "3", "--html", str(tmp_path / "r.html"),
                         "--json"))  # fmt: skip
     assert len(out["results"]) == 3 and "data:image/jpeg;base64," in (tmp_path / "r.html").read_text()

@@ -141,3 +141,32 @@ def test_exact_and_hnsw_agree_on_the_catalog(tmp_path, mini, kagl_index):
             exact = {h.id for h in c.search(q, k=10, exact=True).hits}
             recall.append(len(approx & exact) / 10)
         assert np.mean(recall) >= 0.95
+
+
+def test_hits_as_dicts_and_item_queries(cat, kagl_index):
+    _, table = kagl_index
+    row = table.slice(3, 1).to_pylist()[0]
+    res = cat.search("jeans", k=3, offset=2)
+    d = res.hits[0].to_dict()
+    assert list(d) == ["id", "score", "cosine", "rank", "metadata"] and d["rank"] == 3
+    assert d["score"] == d["cosine"] and d["metadata"]["articleType"] == res.hits[0].metadata["articleType"]
+    assert res.to_dict()["query"]["score"] == "cosine"
+    fused = cat.search("jeans", k=3, hybrid=0.5)
+    assert fused.query["score"] == "rank fusion" and all(h.score < 0.05 < h.cosine for h in fused.hits)
+    alone = cat.search(item_id=str(row["id"]), k=5)  # "more like this": the item is left out
+    assert row["id"] not in [h.id for h in alone.hits] and "excluded_duplicates" in alone.query
+    mixed = cat.search("dark", item_id=str(row["id"]), k=5)
+    assert row["id"] not in [h.id for h in mixed.hits]
+
+
+def test_selections_and_facets(cat):
+    red = cat.search("shirt", k=10, selections={"baseColour": ["red"]}, where="season != 'winter'")
+    assert red.hits and all(h.metadata["baseColour"] == "Red" and h.metadata["season"] != "Winter" for h in red.hits)
+    assert {"articleType", "baseColour"} <= set(cat.facet_fields()) and "width" not in cat.facet_fields()
+    res = cat.search("watch", k=5, facets=True, facet_depth=20, selections={"baseColour": ["Black"]})
+    facets = {f.field: dict(f.counts) for f in res.facets}
+    assert set(facets) == set(cat.facet_fields())
+    assert sum(facets["articleType"].values()) <= 20 and set(facets["baseColour"]) != {"Black"}
+    assert sum(facets["baseColour"].values()) <= 20
+    with pytest.raises(InputError, match="no field 'nope'"):
+        cat.search("watch", facets=["nope"])

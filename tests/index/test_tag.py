@@ -72,3 +72,59 @@ def test_files_are_not_read_when_not_allowed(tmp_path):
     secret.write_text("alpha\nbeta\n")
     assert parse_labels(str(secret))[0].labels == ("alpha", "beta")
     assert parse_labels(str(secret), allow_files=False)[0].labels == (str(secret),)
+
+
+def test_labels_from_network_clients(tmp_path):
+    """The HTTP API's classify request goes through parse_labels: names, mappings, templates, limits."""
+    got = parse_labels({"labels": ["denim jacket", "trench coat"]}, taxonomies=["usage"], templates=["a {} look"],
+                       allow_files=False)  # fmt: skip
+    assert [(t.name, t.templates) for t in got] == [("usage", ("a {} look",)), ("labels", ("a {} look",))]
+    assert got[1].labels == ("denim jacket", "trench coat")
+    assert parse_labels({"labels": "red, blue"}, allow_files=False)[0].labels == ("red", "blue")
+    assert [t.name for t in parse_labels((), taxonomies=["kagl"])] == list(builtin_taxonomies())
+    (tmp_path / "x.txt").write_text("secret\n")
+    assert parse_labels({"labels": str(tmp_path / "x.txt")}, allow_files=False)[0].labels == (str(tmp_path / "x.txt"),)
+    many = [f"label {i}" for i in range(1001)]
+    assert len(parse_labels({"big": many})[0].labels) == 1001  # a file or a local caller may have many
+    for kwargs, message in (
+        (dict(specs=(), taxonomies=["articleTyp"]), "no built-in taxonomy 'articleTyp'; they are: kagl, articleType"),
+        (dict(specs={"big": many}, allow_files=False), "1 to 1000 labels"),
+        (dict(specs={"labels": ["a", "a"]}, allow_files=False), "repeats labels a"),
+        (dict(specs={"labels": "a,b"}, templates=["no slot"], allow_files=False), "must contain"),
+        (dict(specs={"labels": "a,b"}, templates=["{} " * 200], allow_files=False), "more than 300"),
+        (dict(specs=({"labels": "a"}, {"labels": "b"})), "names must be unique"),
+        (dict(specs=()), "give --labels"),
+    ):
+        with pytest.raises(InputError, match=message):
+            parse_labels(**kwargs)
+
+
+def test_label_cache_embeds_each_label_set_once(mini):
+    import numpy as np
+
+    from vestis.tag import LabelCache, tag_vectors
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def encode_texts(self, texts, **kw):
+            self.calls += 1
+            return self.inner.encode_texts(texts, **kw)
+
+    enc = Counting(mini)
+    cache = LabelCache(enc, size=1)
+    taxes = parse_labels("season,usage")
+    vectors = mini.encode_texts(["a red summer dress", "black formal shoes"])
+    fresh = tag_vectors(mini, vectors, taxes, k=2)
+    cached = tag_vectors(enc, vectors, taxes[:1], k=2, labels=cache)
+    assert enc.calls == 1 and cached["season"] == fresh["season"]
+    tag_vectors(enc, vectors, taxes[:1], k=2, labels=cache)
+    assert enc.calls == 1  # from the cache
+    tag_vectors(enc, vectors, taxes[1:], k=2, labels=cache)
+    tag_vectors(enc, vectors, taxes[:1], k=2, labels=cache)
+    assert enc.calls == 3  # size 1: the least recently used set was dropped
+    assert np.allclose(cache(taxes[0]), cache(taxes[0]))

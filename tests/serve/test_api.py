@@ -212,3 +212,90 @@ def test_bad_item_writes(index_copy, mini):
         assert_openai_error(c.post("/v1/catalogs/shop/items", json={"items": []}), 400)
         assert_openai_error(c.post("/v1/catalogs/nope/items", json={"items": [{"id": 1}]}), 404)
         assert c.get("/v1/catalogs/shop").json()["items"] == 81
+
+
+# ------------------------------------------------------------ filters, scores, facets
+
+
+def test_filter_text_ignores_case(http):
+    """The catalog says 'Black'; a filter saying 'black' finds those items (where and filters alike)."""
+    exact = search(http, query="shoes", k=10, where="baseColour = 'Black'")
+    assert exact["results"] and {h["metadata"]["baseColour"] for h in exact["results"]} == {"Black"}
+    lower = search(http, query="shoes", k=10, where="baseColour = 'black'")
+    assert [h["id"] for h in lower["results"]] == [h["id"] for h in exact["results"]]
+    picked = search(http, query="shoes", k=10, filters={"baseColour": ["BLACK"], "usage": ["casual"]})
+    assert picked["results"] and all(
+        h["metadata"]["baseColour"] == "Black" and h["metadata"]["usage"] == "Casual" for h in picked["results"]
+    )
+
+
+def test_hybrid_reports_score_and_cosine(http):
+    plain = search(http, query="jeans", k=5)
+    assert plain["query"]["score"] == "cosine"
+    assert all(h["score"] == h["cosine"] for h in plain["results"])
+    hybrid = search(http, query="jeans", k=5, hybrid=0.5)
+    assert hybrid["query"]["score"] == "rank fusion"
+    for h in hybrid["results"]:
+        assert 0 < h["score"] < 0.05 and 0 < h["cosine"] <= 1  # a fusion value is about 1/60 at best
+    floor = sorted(h["cosine"] for h in hybrid["results"])[2]
+    kept = search(http, query="jeans", k=5, hybrid=0.5, min_score=floor)["results"]
+    assert kept and all(h["cosine"] >= floor for h in kept)  # min_score applies to the cosine
+
+
+def test_search_facets_count_the_results_not_the_catalog(http):
+    whole = {f["field"]: f for f in http.get("/v1/catalogs/shop/facets").json()["facets"]}
+    out = search(http, query="watch", k=5, facets=True, facet_depth=8)
+    facets = {f["field"]: f for f in out["facets"]}
+    assert {"articleType", "baseColour"} <= set(facets) and not {"width", "height", "id"} & set(facets)
+    counts = {v["value"]: v["count"] for v in facets["articleType"]["values"]}
+    assert sum(counts.values()) == 8 and counts.get("Watches", 0) >= 3
+    assert counts != {v["value"]: v["count"] for v in whole["articleType"]["values"]}
+    # a selected field is counted as if unselected: its other values stay in view
+    picked = search(http, query="watch", k=5, facets=["baseColour", "articleType"], facet_depth=8,
+                    filters={"baseColour": ["Black"]})  # fmt: skip
+    colours = {f["field"]: f for f in picked["facets"]}["baseColour"]["values"]
+    assert len(colours) > 1 and {h["metadata"]["baseColour"] for h in picked["results"]} == {"Black"}
+    kinds_of_black = {f["field"]: f for f in picked["facets"]}["articleType"]["values"]
+    assert sum(v["count"] for v in kinds_of_black) <= 8
+    assert_openai_error(http.post("/v1/search", json={"query": "x", "facets": ["nope"]}), 400)
+
+
+def test_numeric_fields_are_no_facets(index_copy, mini):
+    from vestis.serve.app import ServeConfig, create_app
+
+    items = [{"id": f"w{i}", "metadata": {"productDisplayName": f"plain shirt {i}", "width": 100 + i % 2}}
+             for i in range(4)]  # fmt: skip
+    with client_for(create_app(ServeConfig(catalogs=[index_copy]), encoder=mini)) as c:
+        assert c.post("/v1/catalogs/shop/items", json={"items": items}).status_code == 200
+        fields = [f["field"] for f in c.get("/v1/catalogs/shop/facets").json()["facets"]]
+        assert "articleType" in fields and "width" not in fields and "height" not in fields
+        asked = c.get("/v1/catalogs/shop/facets", params={"field": "width"}).json()["facets"][0]
+        assert {"value": 100, "count": 2} in asked["values"]  # still counted when asked for by name
+
+
+def test_a_catalog_being_written_elsewhere_is_409(index_copy, mini):
+    from vestis.index.local import LocalStore
+    from vestis.serve.app import ServeConfig, create_app
+
+    with client_for(create_app(ServeConfig(catalogs=[index_copy]), encoder=mini)) as c:
+        with LocalStore.open(index_copy, writable=True) as other, other.writer():
+            r = c.put("/v1/catalogs/shop/items/sku-9", json={"metadata": {"productDisplayName": "Blue Scarf"}})
+            err = assert_openai_error(r, 409, "catalog_busy")
+            assert "being written by another process" in err["message"] and r.headers["retry-after"] == "1"
+        r = c.put("/v1/catalogs/shop/items/sku-9", json={"metadata": {"productDisplayName": "Blue Scarf"}})
+        assert r.status_code == 200 and r.json()["added"] == 1
+
+
+def test_status_follows_the_exception_type_not_its_words(make_client, index_dir, monkeypatch):
+    """A library error that happens to mention a busy index is still a 500; a ConflictError is a 409."""
+    from vestis.errors import ConflictError, VestisError
+    from vestis.search import Catalog
+
+    c = make_client(catalogs=[index_dir])
+    for exc, status in ((VestisError("x is being written by another process"), 500), (ConflictError("busy"), 409)):
+
+        def fail(*args, _exc=exc, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(Catalog, "search", fail)
+        assert_openai_error(c.post("/v1/search", json={"query": "jeans"}), status)

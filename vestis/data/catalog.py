@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +143,37 @@ class CatalogReader:
                 raise InputError(f"{p}: no column {col!r} ({what}); it has {', '.join(reader.columns)}")
         return reader
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping], id_column: str = "id", image_column: str = "image") -> CatalogReader:
+        """A catalog of products in memory: one mapping per product, as a parquet row would be
+        (``image``: bytes, a file path or none). Each column holds one type of value (ints and
+        floats mix); ids of mixed types are all taken as text. A product without a column has null there."""
+        rows = [dict(r) for r in rows]
+        if not rows:
+            raise InputError("no items given")
+        columns: dict[str, None] = {}
+        kinds: dict[str, set[str]] = {}
+        for row in rows:
+            for key, value in row.items():
+                columns.setdefault(str(key))
+                if value is not None and key != image_column:
+                    kinds.setdefault(key, set()).add(_kind(value))
+        for key, seen in kinds.items():
+            if key != id_column and len(seen) > 1:
+                raise InputError(f"items: field {key!r} has values of different types ({', '.join(sorted(seen))})")
+        if len(kinds.get(id_column, ())) > 1:
+            for row in rows:
+                if row.get(id_column) is not None:
+                    row[id_column] = str(row[id_column])
+        reader = cls(Path("."), id_column, image_column, kind="rows", total=len(rows), columns=list(columns))
+        reader._rows = [{c: row.get(c) for c in columns} for row in rows]  # a missing column is null, as in a table
+        return reader
+
     def batches(self, size: int = 256) -> Iterator[list[CatalogItem]]:
+        if self.kind == "rows":
+            for s in range(0, len(self._rows), size):
+                yield [self._row_item(dict(r), Path.cwd()) for r in self._rows[s : s + size]]
+            return
         if self.kind == "images":
             for s in range(0, len(self._files), size):
                 yield [self._image_file_item(f) for f in self._files[s : s + size]]
@@ -194,6 +224,21 @@ def _read_text_table(path: Path, kind: str) -> pa.Table:
         return pjson.read_json(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: cannot read it as {kind.upper()} ({str(exc).splitlines()[0]})") from None
+
+
+def _kind(value: object) -> str:
+    """The type of a column value, as a table would type it (ints and floats are both numbers)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
 
 
 def _jsonable(v: object) -> object:

@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -120,7 +120,7 @@ def open_or_create(out: str | Path, encoder: Encoder, weights: tuple[float, floa
 
 
 def build_index(
-    catalog: str | Path,
+    catalog: str | Path | Sequence[Mapping],
     out: str | Path,
     *,
     encoder: Encoder | None = None,
@@ -139,6 +139,9 @@ def build_index(
 ) -> BuildReport:
     """Index ``catalog`` into the directory ``out`` (created, or extended when it is an index).
 
+    ``catalog``: a catalog file or folder (see :class:`~vestis.data.catalog.CatalogReader`), or
+    products in memory, one mapping each, as a parquet row would hold them (``{"id": 7, "image":
+    jpeg_bytes, "productDisplayName": ...}``).
     ``mode``: ``build`` adds new items and refreshes changed ones; ``add`` only adds ids not in
     the index; ``update`` only refreshes ids already there. ``prune`` (build) deletes items no
     longer in the catalog. ``write_report`` saves the report under ``out/reports/``.
@@ -149,7 +152,12 @@ def build_index(
         raise InputError(f"weights must be two non-negative numbers (image, title), got {weights}")
     if mode != "build" and not is_index_dir(out):
         raise InputError(f"{out} is not a vestis index; create it with `vestis index build`")
-    reader = CatalogReader.open(catalog, id_column=id_column, image_column=image_column)
+    in_memory = not isinstance(catalog, (str, Path))
+    if in_memory:
+        reader = CatalogReader.from_rows(catalog, id_column=id_column, image_column=image_column)
+    else:
+        reader = CatalogReader.open(catalog, id_column=id_column, image_column=image_column)
+    source = f"{reader.total} items in memory" if in_memory else str(catalog)
     title_col = resolve_title_column(reader.columns, title_column)
     if encoder is None:
         from vestis.models import load_encoder
@@ -160,7 +168,7 @@ def build_index(
         else:
             encoder = load_encoder(model)
     start = time.perf_counter()
-    report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=str(catalog))
+    report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source)
     store = open_or_create(out, encoder, weights, ann)
     weights = tuple(store.info.settings.get("weights", weights))
     try:
@@ -169,7 +177,7 @@ def build_index(
             seen: set[str] = set()
             pending: list[tuple[CatalogItem, str, str, bool, bytes | None]] = []
             restored: list[tuple[CatalogItem, str, str]] = []
-            with progress_bar(reader.total, f"indexing {Path(catalog).name}", quiet=quiet) as advance:
+            with progress_bar(reader.total, f"indexing {Path(source).name}", quiet=quiet) as advance:
                 for batch in reader.batches(batch_size):
                     for item in batch:
                         report.seen += 1

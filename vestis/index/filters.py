@@ -8,11 +8,20 @@ parameter: a filter can narrow a search, never run other SQL.
 Supported: ``= != <> < <= > >=``, ``IN (...)``, ``NOT IN``, ``LIKE`` (case-insensitive
 for ASCII), ``BETWEEN a AND b``, ``IS [NOT] NULL``, ``AND``, ``OR``, ``NOT``, parentheses;
 string and number literals. Field names with spaces go in double quotes.
+
+Text equality ignores case: ``=``, ``!=``, ``IN`` and ``NOT IN`` with a text literal match the
+catalog's values that equal it under Unicode case folding, so ``baseColour = 'red'`` finds the
+items whose colour is ``Red``. A store does this by passing its fields' values to
+:meth:`Filter.compile` (the literal becomes the list of stored spellings, so the field's index
+still serves the lookup). ``< <= > >= BETWEEN`` compare exactly.
+
+Filters also come from facet selections, a mapping of field to accepted values
+(:meth:`Filter.from_mapping`), and :func:`combine` joins filters with ``AND``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import sqlglot
@@ -22,6 +31,11 @@ from vestis.errors import InputError
 
 _COMPARE = {exp.EQ: "=", exp.NEQ: "!=", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
 _MAX_LENGTH = 4096
+_MAX_FIELD_LENGTH = 200
+_MAX_VALUES = 1000
+
+#: ``values_of(field)``: the distinct values a store holds for a field (for case-insensitive text matching).
+FieldValues = Callable[[str], Iterable[object]]
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,65 @@ class Filter:
             listing = ", ".join(sorted(known)) or "none"
             raise InputError(f"filter names unknown field {', '.join(map(repr, unknown))}; the fields are: {listing}")
 
-    def compile(self, field_sql: Callable[[str], tuple[str, list]], placeholder: str = "?") -> tuple[str, list]:
-        """(SQL fragment, parameters); ``field_sql(name)`` gives a field's SQL and its parameters."""
-        return _compile(self.node, field_sql, placeholder)
+    def compile(
+        self,
+        field_sql: Callable[[str], tuple[str, list]],
+        placeholder: str = "?",
+        values_of: FieldValues | None = None,
+    ) -> tuple[str, list]:
+        """(SQL fragment, parameters); ``field_sql(name)`` gives a field's SQL and its parameters.
+
+        ``values_of``: the store's values of a field; with it, text equality ignores case (see the
+        module docstring). Without it, every comparison is exact.
+        """
+        node = _fold_case(self.node, values_of) if values_of is not None else self.node
+        return _compile(node, field_sql, placeholder)
+
+    @classmethod
+    def from_mapping(cls, selections: Mapping[str, object] | None) -> Filter | None:
+        """``{"baseColour": ["Red", "Blue"], "season": "Summer"}`` -> ``"baseColour" IN ('Red', 'Blue')
+        AND "season" IN ('Summer')``: an item matches when each field holds one of its values. Fields
+        with no values are left out; ``None`` or an empty mapping is no filter."""
+        if selections is None:
+            return None
+        if not isinstance(selections, Mapping):
+            raise InputError("filters must map field names to lists of values")
+        parts: list[exp.Expression] = []
+        for name, values in selections.items():
+            if not isinstance(name, str) or not name.strip() or len(name) > _MAX_FIELD_LENGTH:
+                raise InputError(f"filters: bad field name {name!r}")
+            values = list(values) if isinstance(values, (list, tuple, set, frozenset)) else [values]
+            if not values:
+                continue
+            if len(values) > _MAX_VALUES:
+                raise InputError(f"filters: {name!r} has {len(values)} values; at most {_MAX_VALUES}")
+            literals = [_to_literal(v, name) for v in values]
+            parts.append(exp.In(this=exp.column(name, quoted=True), expressions=literals))
+        if not parts:
+            return None
+        node = parts[0] if len(parts) == 1 else exp.and_(*parts)
+        return cls(node.sql(dialect="sqlite"), node)
+
+
+def combine(*filters: Filter | None) -> Filter | None:
+    """The filters joined with ``AND`` (``None`` ones left out); ``None`` when none is left."""
+    given = [f for f in filters if f is not None]
+    if len(given) < 2:
+        return given[0] if given else None
+    node = exp.and_(*(exp.Paren(this=f.node.copy()) for f in given))
+    return Filter(" AND ".join(f"({f.text})" for f in given), node)
+
+
+def _to_literal(value: object, name: str) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Literal.number(int(value))
+    if isinstance(value, int):
+        return exp.Literal.number(value) if value >= 0 else exp.Neg(this=exp.Literal.number(-value))
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return exp.Literal.number(repr(value)) if value >= 0 else exp.Neg(this=exp.Literal.number(repr(-value)))
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    raise InputError(f"filters: {name!r}: values must be text or numbers, got {value!r}")
 
 
 def parse_filter(text: str | None) -> Filter | None:
@@ -60,6 +130,54 @@ def parse_filter(text: str | None) -> Filter | None:
         raise InputError(f"cannot parse filter {text!r}: {first}") from None
     _validate(node, text)
     return Filter(text, node)
+
+
+def _fold_case(node: exp.Expression, values_of: FieldValues) -> exp.Expression:
+    """A copy of ``node`` where each text literal compared with ``=``, ``!=`` or ``IN`` to a field
+    becomes the field's stored values that equal it ignoring case (the literal itself when none does)."""
+    cache: dict[str, dict[str, list[str]]] = {}
+
+    def spellings(field: str) -> dict[str, list[str]]:
+        if field not in cache:
+            by_key: dict[str, list[str]] = {}
+            for v in values_of(field):
+                if isinstance(v, str):
+                    by_key.setdefault(v.casefold(), []).append(v)
+            cache[field] = by_key
+        return cache[field]
+
+    def expand(field: str, literal: exp.Expression) -> list[exp.Expression]:
+        if not (isinstance(literal, exp.Literal) and literal.is_string):
+            return [literal]
+        found = spellings(field).get(literal.this.casefold())
+        return [exp.Literal.string(v) for v in found] if found else [literal]
+
+    def column_of(n: exp.Expression) -> exp.Column | None:
+        while isinstance(n, exp.Paren):
+            n = n.this
+        return n if isinstance(n, exp.Column) else None
+
+    def fold(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, (exp.EQ, exp.NEQ)):
+            col, lit = column_of(n.this), n.expression
+            if col is None:
+                col, lit = column_of(n.expression), n.this
+            if col is None or column_of(lit) is not None:
+                return n
+            values = expand(col.name, lit)
+            if len(values) == 1:
+                return type(n)(this=col.copy(), expression=values[0])
+            found: exp.Expression = exp.In(this=col.copy(), expressions=values)
+            return exp.Not(this=found) if isinstance(n, exp.NEQ) else found
+        if isinstance(n, exp.In):
+            col = column_of(n.this)
+            if col is None or n.args.get("query") is not None:
+                return n
+            values = [v for lit in n.expressions for v in expand(col.name, lit)]
+            return exp.In(this=col.copy(), expressions=values)
+        return n
+
+    return node.copy().transform(fold)
 
 
 def _validate(node: exp.Expression, text: str) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vestis.errors import InputError, VestisError
+from vestis.errors import ConflictError, InputError, VestisError
 from vestis.index.filters import Filter
 from vestis.index.store import Record, StoreInfo
 from vestis.index.vectors import (
@@ -251,7 +251,7 @@ class LocalStore:
                     fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     self._lock_file.close()
-                    raise VestisError(
+                    raise ConflictError(
                         f"{self.directory} is being written by another process; try again later"
                     ) from None
             self._write_depth += 1
@@ -410,10 +410,19 @@ class LocalStore:
                 )
             ]
 
+    def field_values(self, field: str) -> list[object]:
+        """The distinct values of a metadata field (``[]`` for ``id`` and unknown fields)."""
+        if field == "id" or field not in self.fields():
+            return []
+        sql, params = _field_sql(field)
+        with self._lock:
+            return [r[0] for r in self._con.execute(f"SELECT DISTINCT {sql} FROM items", params)]
+
     def _where_sql(self, where: Filter) -> tuple[str, list]:
-        """The filter as SQL over ``items``, after checking it names only fields the index has."""
+        """The filter as SQL over ``items``, after checking it names only fields the index has;
+        text equality ignores case (see :mod:`vestis.index.filters`)."""
         where.check_fields([*self.fields(), "id"])
-        return where.compile(_field_sql)
+        return where.compile(_field_sql, values_of=self.field_values)
 
     def _filter_rows(self, where: Filter) -> np.ndarray:
         """Rows matching ``where``; the last few filters' rows are kept per generation (facet clicks repeat)."""

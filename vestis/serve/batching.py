@@ -131,23 +131,36 @@ class MicroBatcher:
     # --------------------------------------------------------------------- submit
 
     async def submit(self, items: Sequence) -> np.ndarray:
-        """Embed ``items`` (in one batch with whatever else is waiting); rows in order."""
+        """Embed ``items`` (in one batch with whatever else is waiting); rows in order.
+
+        A request of more than ``max_batch`` items is queued as several jobs of at most
+        ``max_batch``, so no encoder call is ever larger (the label embeddings of the built-in
+        articleType taxonomy are one request of 120 texts)."""
         if self._task is None or self._wakeup is None:
             raise RuntimeError(f"batcher {self.name} is not running")
         items = list(items)
         if not items:
             raise ValueError("nothing to embed")
-        if len(self._jobs) >= self.max_queue:
+        size = self.max_batch if self.enabled else len(items)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        if len(self._jobs) + len(chunks) > self.max_queue:
             self.stats.rejected += 1
             raise Overloaded(f"the {self.name} queue is full ({self.max_queue} requests waiting); retry shortly")
         loop = asyncio.get_running_loop()
-        job = _Job(items, loop.create_future(), loop.time())
-        self._jobs.append(job)
+        jobs = [_Job(chunk, loop.create_future(), loop.time()) for chunk in chunks]
+        self._jobs.extend(jobs)
         self._queued_items += len(items)
         self.stats.requests += 1
         self.stats.items += len(items)
         self._wakeup.set()
-        return await job.future
+        if len(jobs) == 1:
+            return await jobs[0].future
+        try:
+            return _concat(await asyncio.gather(*(job.future for job in jobs)))
+        finally:
+            for job in jobs:  # one part failed: the others are not waited for
+                if not job.future.done():
+                    job.future.cancel()
 
     def submit_threadsafe(self, items: Sequence, timeout: float | None = None) -> np.ndarray:
         """``submit`` from a worker thread (never from the event loop's own thread)."""
@@ -257,6 +270,13 @@ def _rows(result, start: int, stop: int):
     if isinstance(result, tuple):
         return tuple(part[start:stop] for part in result)
     return result[start:stop]
+
+
+def _concat(parts: list):
+    """The rows of several results (arrays, or tuples of arrays) one after the other."""
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+    return np.concatenate(parts)
 
 
 def _succeed(job: _Job, value: np.ndarray) -> None:

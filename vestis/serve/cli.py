@@ -9,10 +9,13 @@ from typing import Annotated
 
 import typer
 
-from vestis.errors import InputError
-
 
 def serve(
+    ctx: typer.Context,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML or TOML file of these settings; flags given here win over it."),
+    ] = None,
     catalog: Annotated[
         list[Path] | None,
         typer.Option("--catalog", help="Index directory to search (repeatable); its folder name is the catalog name."),
@@ -50,21 +53,21 @@ def serve(
     """Serve the OpenAI-compatible embeddings API, search, classify and the web page over HTTP."""
     import uvicorn
 
-    from vestis.serve.app import MiB, ServeConfig, create_app, prepare
-    from vestis.serve.security import is_loopback_host, load_key_hashes
+    from vestis.serve.app import create_app, prepare
+    from vestis.serve.config import read_config_file, serve_config
+    from vestis.serve.security import load_key_hashes
 
-    hashes = load_key_hashes(api_keys_file)
-    if not hashes and not is_loopback_host(host):
-        raise InputError(
-            f"refusing to listen on {host} without API keys: give --api-keys-file or VESTIS_API_KEYS, "
-            "or listen on 127.0.0.1"
-        )
-    config = ServeConfig(
-        catalogs=list(catalog or []), model=model, host=host, port=port, key_hashes=hashes, rate_limit=rate_limit,
-        max_body_bytes=int(max_body_mb * MiB), max_image_bytes=int(max_image_mb * MiB),
-        max_image_pixels=max_image_pixels, request_timeout=timeout, batching=batching, max_batch=max_batch,
-        max_wait_ms=max_wait_ms, threads=threads,
-    )  # fmt: skip
+    settings = {k: v for k, v in ctx.params.items() if k != "config_file"}
+    if config_file is not None:  # the file's settings, where the command line does not give the flag
+        for key, value in read_config_file(config_file).items():
+            name = "catalog" if key == "catalogs" else key
+            source = ctx.get_parameter_source(name)  # typer's own click: compare by name
+            if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+                settings[name] = value
+    hashes = load_key_hashes(settings.pop("api_keys_file"))
+    log_level = settings.pop("log_level")
+    config = serve_config(key_hashes=hashes, **settings)
+    host, port, batching = config.host, config.port, config.batching
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     encoder = prepare(config)
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"

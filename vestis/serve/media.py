@@ -8,6 +8,7 @@ than allowed is refused before any of it is decoded.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 
@@ -68,3 +69,20 @@ def check_image(data: bytes, *, max_pixels: int, what: str = "image") -> Image.I
         message = str(exc)
         message = re.sub(r"^image \(\d+ bytes\)", what, message)
         raise ImageError(message) from None
+
+
+def image_mime(data: bytes) -> str:
+    """The media type of encoded image bytes, from their first bytes."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return "application/octet-stream"
+
+
+def data_url(data: bytes) -> str:
+    return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"

@@ -126,18 +126,25 @@ class SearchRequest(_Strict):
     )
     hybrid: float = Field(0.0, ge=0.0, le=1.0, description="Keyword (BM25) weight in rank fusion; 0 = vector only.")
     steer: list[str] = Field(default_factory=list, max_length=8, description="darker, more formal, ... or 'a->b'.")
-    steer_strength: float = Field(1.0, ge=-5.0, le=5.0)
-    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    steer_strength: float | None = Field(
+        None, ge=-5.0, le=5.0, description="How far to steer (default: 0.5 for texts, 1.0 for photos and items)."
+    )
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Leave out results whose cosine is lower.")
     exclude: list[str | int] = Field(default_factory=list, max_length=1000)
     exact: bool = False
     include_thumbnails: bool = Field(False, description="Inline each result's thumbnail as a data URL.")
+    facets: bool | list[str] = Field(
+        False, description="Count field values over the best facet_depth results (true: the filter fields)."
+    )
+    facet_depth: int = Field(200, ge=1, le=1000)
+    facet_limit: int = Field(12, ge=1, le=500, description="Most values listed per facet.")
 
 
 class SearchHit(BaseModel):
     rank: int
     id: str | int
-    score: float
-    cosine: float | None = None
+    score: float = Field(description="What orders the results: the cosine, or with hybrid the rank-fusion value.")
+    cosine: float | None = Field(None, description="Cosine similarity to the query.")
     metadata: dict
     thumbnail_url: str | None = None
     thumbnail: str | None = None
@@ -150,6 +157,7 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
     query: dict
     took_ms: float
+    facets: list[Facet] | None = Field(None, description="Value counts over the best results, when asked for.")
 
 
 # ----------------------------------------------------------------------- classify
@@ -275,3 +283,6 @@ class Taxonomy(BaseModel):
 class TaxonomyList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Taxonomy]
+
+
+SearchResponse.model_rebuild()

@@ -6,8 +6,7 @@
   const PAGE = 24;
   const META_FIELDS = ["articleType", "baseColour", "season", "usage"];
   const TITLE_FIELDS = ["productDisplayName", "title", "name", "product_name"];
-  const STEERS = ["darker", "lighter", "more formal", "more casual", "sportier", "more elegant",
-    "more colourful", "plainer", "warmer", "for summer"];
+  const FACET_DEPTH = 200; // facet counts are taken over this many of the best results
   const TAG_TAXONOMIES = ["articleType", "baseColour", "masterCategory", "season", "usage"];
 
   const $ = (id) => document.getElementById(id);
@@ -19,7 +18,9 @@
     item: null, // {id, title} for "more like this"
     saved: null, // the search to go back to after "more like this"
     steer: new Set(),
+    steers: [], // the server's built-in steering directions
     filters: new Map(), // field -> Set of values
+    where: "", // a filter expression from the URL (?where=...)
     offset: 0,
     busy: 0,
   };
@@ -88,9 +89,19 @@
     if (!state.catalog || !catalogs.some((c) => c.name === state.catalog)) state.catalog = catalogs[0].name;
     select.value = state.catalog;
     showCatalogInfo(catalogs.find((c) => c.name === state.catalog));
+    try {
+      state.steers = (await api("/v1/steers")).data.map((s) => s.name);
+    } catch (_) {
+      state.steers = [];
+    }
     renderSteers();
-    await loadFacets();
-    setStatus("Type what you are looking for, or drop a photo.");
+    syncForm();
+    if (hasQuery()) {
+      search(false, { push: false });
+    } else {
+      await loadFacets();
+      setStatus("Type what you are looking for, or drop a photo.");
+    }
   }
 
   function showCatalogInfo(c) {
@@ -102,45 +113,52 @@
     state.filters.clear();
     state.item = null;
     await init();
-    if (hasQuery()) search();
   });
 
   // --------------------------------------------------------------------- facets
 
   async function loadFacets() {
-    const box = $("facets");
-    box.replaceChildren();
-    let facets;
     try {
-      facets = (await api(`/v1/catalogs/${encodeURIComponent(state.catalog)}/facets?limit=12`)).facets;
+      const out = await api(`/v1/catalogs/${encodeURIComponent(state.catalog)}/facets?limit=12`);
+      renderFacets(out.facets, "Counts over the whole catalog.");
     } catch (err) {
-      box.textContent = "Filters unavailable: " + err.message;
-      return;
+      $("facets").textContent = "Filters unavailable: " + err.message;
     }
-    for (const facet of facets) {
+  }
+
+  function renderFacets(facets, scope) {
+    $("facets-scope").textContent = scope;
+    const sets = facets.map((facet) => {
       const fs = document.createElement("fieldset");
       fs.className = "facet";
+      fs.dataset.field = facet.field;
       const legend = document.createElement("legend");
       legend.textContent = facet.field;
       fs.append(legend);
-      for (const { value, count } of facet.values) {
+      const values = facet.values.map((v) => [String(v.value), v.count]);
+      for (const chosen of state.filters.get(facet.field) || []) { // a selection stays in view
+        if (!values.some(([v]) => v === chosen)) values.push([chosen, 0]);
+      }
+      for (const [value, count] of values) {
         const label = document.createElement("label");
         const box = document.createElement("input");
         box.type = "checkbox";
-        box.value = String(value);
+        box.value = value;
         box.dataset.field = facet.field;
-        box.checked = !!state.filters.get(facet.field)?.has(String(value));
+        box.checked = !!state.filters.get(facet.field)?.has(value);
         box.addEventListener("change", onFacet);
         const text = document.createElement("span");
-        text.textContent = String(value);
+        text.textContent = value;
         const n = document.createElement("span");
         n.className = "count";
         n.textContent = count;
         label.append(box, text, n);
         fs.append(label);
       }
-      box.append(fs);
-    }
+      return fs;
+    });
+    $("facets").replaceChildren(...sets);
+    $("clear-filters").hidden = state.filters.size === 0;
   }
 
   function onFacet(e) {
@@ -163,7 +181,7 @@
 
   function renderSteers() {
     const box = $("steer-buttons");
-    box.replaceChildren(...STEERS.map((name) => {
+    box.replaceChildren(...state.steers.map((name) => {
       const b = document.createElement("button");
       b.type = "button";
       b.className = "chip";
@@ -199,7 +217,7 @@
     $("file").value = "";
     $("preview-box").hidden = true;
     $("tags").hidden = true;
-    if (hasQuery()) search(); else clearResults();
+    if (hasQuery()) search(); else { clearResults(); loadFacets(); }
   });
 
   function usePhoto(file) {
@@ -281,6 +299,73 @@
   });
   $("hybrid").addEventListener("change", () => { if (state.query) search(); });
 
+  // ------------------------------------------------------------- the search in the URL
+
+  // ?q=red+dress&steer=darker&filter=baseColour:Red&where=...&hybrid=1&item=ID&catalog=NAME
+  // (a photo is not put in the URL: it stays in this tab)
+  function readUrl() {
+    const p = new URLSearchParams(location.search);
+    state.query = p.get("q") || "";
+    state.where = p.get("where") || "";
+    const item = p.get("item");
+    state.item = item ? { id: item, title: null } : null;
+    state.image = null;
+    state.steer = new Set(p.getAll("steer"));
+    state.filters = new Map();
+    for (const f of p.getAll("filter")) {
+      const at = f.indexOf(":");
+      if (at < 1) continue;
+      const field = f.slice(0, at);
+      if (!state.filters.has(field)) state.filters.set(field, new Set());
+      state.filters.get(field).add(f.slice(at + 1));
+    }
+    $("hybrid").checked = p.get("hybrid") === "1";
+    if (p.get("catalog")) state.catalog = p.get("catalog");
+  }
+
+  function urlOf() {
+    const p = new URLSearchParams();
+    if (state.query) p.set("q", state.query);
+    if (state.item) p.set("item", String(state.item.id));
+    if (state.where) p.set("where", state.where);
+    for (const s of state.steer) p.append("steer", s);
+    for (const [field, values] of state.filters) for (const v of values) p.append("filter", `${field}:${v}`);
+    if (state.query && $("hybrid").checked) p.set("hybrid", "1");
+    const select = $("catalog");
+    if (state.catalog && select.options.length > 1 && state.catalog !== select.options[0].value) {
+      p.set("catalog", state.catalog);
+    }
+    const text = p.toString();
+    return location.pathname + (text ? "?" + text : "");
+  }
+
+  function pushUrl() {
+    const url = state.image ? location.pathname : urlOf(); // a photo is not shared by the URL
+
+    if (url !== location.pathname + location.search) history.pushState(null, "", url);
+  }
+
+  function syncForm() {
+    $("q").value = state.query;
+    for (const b of $("steer-buttons").querySelectorAll(".chip")) {
+      b.setAttribute("aria-pressed", String(state.steer.has(b.textContent)));
+    }
+    for (const box of $("facets").querySelectorAll("input[type=checkbox]")) {
+      box.checked = !!state.filters.get(box.dataset.field)?.has(box.value);
+    }
+    $("clear-filters").hidden = state.filters.size === 0;
+    $("preview-box").hidden = !state.image;
+    if (!state.image) $("tags").hidden = true;
+    $("back").hidden = true;
+  }
+
+  window.addEventListener("popstate", () => {
+    readUrl();
+    syncForm();
+    if (hasQuery()) search(false, { push: false });
+    else { clearResults(); loadFacets(); }
+  });
+
   $("back").addEventListener("click", () => {
     if (state.saved) Object.assign(state, state.saved);
     state.item = null;
@@ -301,6 +386,8 @@
 
   function request(offset) {
     const body = { catalog: state.catalog, k: PAGE, offset, include_thumbnails: true };
+    if (offset === 0) { body.facets = true; body.facet_depth = FACET_DEPTH; }
+    if (state.where) body.where = state.where;
     if (state.item) body.item_id = state.item.id;
     if (state.query) body.query = state.query;
     if (state.image) body.image = state.image;
@@ -315,19 +402,20 @@
 
   function describe() {
     const parts = [];
-    if (state.item) parts.push(`items like “${state.item.title}”`);
+    if (state.item) parts.push(`items like “${state.item.title || "item " + state.item.id}”`);
     if (state.query) parts.push(`“${state.query}”`);
     if (state.image) parts.push("your photo");
     let text = parts.join(" + ");
     if (state.steer.size) text += `, steered ${[...state.steer].join(", ")}`;
-    const n = [...state.filters.values()].reduce((a, s) => a + s.size, 0);
+    const n = [...state.filters.values()].reduce((a, s) => a + s.size, 0) + (state.where ? 1 : 0);
     if (n) text += `, ${n} filter${n > 1 ? "s" : ""}`;
     return text;
   }
 
-  async function search(append = false) {
+  async function search(append = false, { push = true } = {}) {
     if (!state.catalog) return;
     state.offset = append ? state.offset + PAGE : 0;
+    if (!append && push) pushUrl();
     const ticket = ++state.busy;
     setStatus("Searching " + describe() + "…");
     document.body.setAttribute("aria-busy", "true");
@@ -341,7 +429,9 @@
       if (ticket === state.busy) document.body.removeAttribute("aria-busy");
     }
     if (ticket !== state.busy) return; // a newer search is under way
-    $("results-title").textContent = state.item ? `More like “${state.item.title}”` : "Results";
+    $("results-title").textContent = state.item ? `More like “${state.item.title || "item " + state.item.id}”`
+      : "Results";
+    if (!append && out.facets) renderFacets(out.facets, `Counts over the best ${FACET_DEPTH} results.`);
     const cards = out.results.map(card);
     if (append) $("results").append(...cards); else $("results").replaceChildren(...cards);
     const shown = $("results").children.length;
@@ -378,7 +468,9 @@
       img.replaceWith(Object.assign(document.createElement("span"), { className: "no-image", textContent: "no image" }));
     }
     node.querySelector(".title").textContent = title;
-    node.querySelector(".score").textContent = `score ${hit.score.toFixed(3)} · #${hit.rank} · id ${hit.id}`;
+    const fused = hit.cosine !== null && hit.cosine !== undefined && hit.cosine !== hit.score;
+    const score = fused ? `fusion ${hit.score.toFixed(4)} · cosine ${hit.cosine.toFixed(3)}` : `score ${hit.score.toFixed(3)}`;
+    node.querySelector(".score").textContent = `${score} · #${hit.rank} · id ${hit.id}`;
     const meta = node.querySelector(".meta");
     for (const f of META_FIELDS) {
       const v = hit.metadata && hit.metadata[f];
@@ -402,5 +494,6 @@
     el.classList.toggle("error", error);
   }
 
+  readUrl();
   init();
 })();

@@ -1,0 +1,100 @@
+"""Library exceptions -> HTTP answers, all OpenAI-shaped (``{"error": {"message", "type", "param",
+"code"}}``). The status follows the exception's type, never its message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vestis.errors import ConflictError, ImageError, InputError, ModelNotFoundError, VestisError
+from vestis.serve.batching import Overloaded
+from vestis.serve.media import ImageTooLarge
+from vestis.serve.security import error_body
+from vestis.serve.state import ApiError
+
+log = logging.getLogger("vestis.serve")
+
+_STATUS_TYPES = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    409: ("conflict_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    503: ("server_error", "overloaded"),
+}
+
+#: Library exception -> (status, type, code, param, headers); the most specific class first.
+_LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str, str | None, dict | None]] = [
+    (Overloaded, 503, "server_error", "overloaded", None, {"Retry-After": "1"}),
+    (ImageTooLarge, 413, "invalid_request_error", "image_too_large", None, None),
+    (ImageError, 400, "invalid_request_error", "invalid_image", None, None),
+    (ModelNotFoundError, 404, "invalid_request_error", "model_not_found", "model", None),
+    (ConflictError, 409, "conflict_error", "catalog_busy", None, {"Retry-After": "1"}),
+    (InputError, 400, "invalid_request_error", "invalid_request", None, None),
+]
+
+
+def error_response(status: int, message: str, type_: str, code=None, param=None, headers=None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, code, param), status_code=status, headers=headers)
+
+
+def validation_message(errors: Sequence[dict]) -> tuple[str, str | None]:
+    """pydantic's errors as one sentence naming the first bad field (and how many more there are)."""
+    first = errors[0] if errors else {}
+    loc = [str(x) for x in first.get("loc", ()) if x not in ("body",)]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})", None
+    msg = first.get("msg", "invalid request")
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {msg}" if param else msg) + more, param
+
+
+async def _api_error(request: Request, exc: ApiError):
+    return error_response(exc.status, exc.message, exc.type, exc.code, exc.param, exc.headers)
+
+
+async def _validation(request: Request, exc: RequestValidationError):
+    message, param = validation_message(exc.errors())
+    return error_response(400, message, "invalid_request_error", "invalid_request", param)
+
+
+async def _http(request: Request, exc: StarletteHTTPException):
+    type_, code = _STATUS_TYPES.get(exc.status_code, ("invalid_request_error", None))
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 400 and detail.startswith("There was an error parsing the body"):
+        detail = "the body could not be read"
+    return error_response(exc.status_code, detail, type_, code, None, getattr(exc, "headers", None))
+
+
+async def _library(request: Request, exc: VestisError):
+    for kind, status, type_, code, param, headers in _LIBRARY_ERRORS:
+        if isinstance(exc, kind):
+            return error_response(status, str(exc), type_, code, param, headers)
+    log.error("request %s %s failed: %s", request.method, request.url.path, exc)
+    return error_response(500, str(exc), "server_error", "server_error")
+
+
+async def _unexpected(request: Request, exc: Exception):
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error; the details are in the server's log", "server_error",
+                          "internal_error")  # fmt: skip
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(VestisError, _library)
+    app.add_exception_handler(Exception, _unexpected)
