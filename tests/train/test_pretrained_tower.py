@@ -119,6 +119,14 @@ def test_a_cached_run_learns_saves_and_loads(tmp_path, sample_images, sample_tex
     assert img.shape == (4, 32) and np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-3)
     loaded = MiniModel.load(out / "model")  # no ImageNet weights needed: the tower's own are saved
     assert torch.equal(loaded.image_tower.net.stem.conv.weight, enc.model.image_tower.net.stem.conv.weight.float())
+    # an interrupted run resumes from the cached views on disk and ends where the uninterrupted one did
+    again = tmp_path / "again"
+    train(lite_config(again, epochs=3, cache_views=2), quiet=True, log=lambda _: None, stop_after=1)
+    lines = []
+    train(lite_config(again, epochs=3, cache_views=2), resume=True, quiet=True, log=lines.append)
+    assert any("resumed" in line for line in lines)
+    a, b = MiniModel.load(out / "model").state_dict(), MiniModel.load(again / "model").state_dict()
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
 
 
 def test_product_outline_keeps_white_inside_the_product():

@@ -59,9 +59,9 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 def _save_atomic(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    os.close(fd)
-    np.save(tmp, array)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, array)
     os.replace(tmp, path)
 
 
