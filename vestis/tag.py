@@ -25,6 +25,7 @@ import yaml
 from vestis.classify import DEFAULT_TEMPLATES, Prediction, label_embeddings, top_labels
 from vestis.errors import InputError
 from vestis.models.base import Encoder
+from vestis.models.preprocess import ImageInput
 
 #: Limits on labels from network clients (``parse_labels(..., allow_files=False)``).
 MAX_LABELS = 1000
@@ -209,9 +210,55 @@ def tags_table(ids: list, tags: dict[str, list[list[Prediction]]], errors: dict[
     return pa.table({"id": pa.array(ids), **arrays})
 
 
+def _taxonomies(labels: str | Sequence[str] | Sequence[Taxonomy]) -> list[Taxonomy]:
+    """Taxonomy objects as given, or parsed from names/files/lists (see :func:`parse_labels`)."""
+    if isinstance(labels, Taxonomy):
+        return [labels]
+    items = [labels] if isinstance(labels, str) else list(labels)
+    if items and all(isinstance(t, Taxonomy) for t in items):
+        return items
+    if not all(isinstance(t, str) for t in items):
+        raise InputError("labels must be taxonomy names, label lists ('a,b,c'), files, or Taxonomy objects")
+    return parse_labels(items)
+
+
+def _to_pandas(table: pa.Table):
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+    return table.to_pandas()
+
+
+@dataclass
+class TagReport:
+    """What :func:`tag_catalog` did: the parquet file written, and the items it could not tag."""
+
+    out: Path
+    items: int
+    tagged: int
+    failed: list[dict]  # {"id", "reason"}
+    taxonomies: dict[str, int]  # taxonomy name -> number of labels
+    model: str
+
+    def to_dict(self) -> dict:
+        return {
+            "out": str(self.out), "items": self.items, "tagged": self.tagged, "failed": self.failed,
+            "taxonomies": self.taxonomies, "model": self.model,
+        }  # fmt: skip
+
+    def table(self) -> pa.Table:
+        """The tags as written: one row per item (see :func:`tags_table`)."""
+        return pq.read_table(self.out)
+
+    def to_pandas(self):
+        """The tags as a pandas DataFrame (needs pandas)."""
+        return _to_pandas(self.table())
+
+
 def tag_catalog(
     source: str | Path,
-    taxonomies: Sequence[Taxonomy],
+    labels: str | Sequence[str] | Sequence[Taxonomy],
     out: str | Path,
     *,
     encoder: Encoder | None = None,
@@ -220,12 +267,17 @@ def tag_catalog(
     id_column: str = "id",
     image_column: str = "image",
     quiet: bool = False,
-) -> dict:
-    """Tag every product of a catalog file/folder or an index directory; write a parquet file."""
+) -> TagReport:
+    """Tag every product of a catalog file/folder or an index directory; write a parquet file.
+
+    ``labels``: :class:`Taxonomy` objects, or what ``--labels`` takes: built-in names
+    (``"kagl"``, ``"articleType,baseColour"``), a YAML/JSON/text file, or ``"a,b,c"``.
+    """
     from vestis.index.local import LocalStore, is_index_dir
     from vestis.index.store import load_index_encoder
     from vestis.models import load_encoder
 
+    taxonomies = _taxonomies(labels)
     out = Path(out)
     if out.suffix.lower() != ".parquet":
         raise InputError(f"--out {out}: the tags are written as parquet; name the file *.parquet")
@@ -260,11 +312,79 @@ def tag_catalog(
     tmp = out.with_name(f".{out.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(out)
-    return {
-        "out": str(out),
-        "items": len(ids),
-        "tagged": len(ids) - len(errors),
-        "failed": [{"id": ids[i], "reason": r} for i, r in sorted(errors.items())],
-        "taxonomies": {t.name: len(t.labels) for t in taxonomies},
-        "model": encoder.name,
-    }
+    return TagReport(
+        out=out,
+        items=len(ids),
+        tagged=len(ids) - len(errors),
+        failed=[{"id": ids[i], "reason": r} for i, r in sorted(errors.items())],
+        taxonomies={t.name: len(t.labels) for t in taxonomies},
+        model=encoder.name,
+    )
+
+
+@dataclass(frozen=True)
+class ImageLabels:
+    """One image's top labels in each taxonomy."""
+
+    image: str
+    labels: dict[str, list[Prediction]]
+
+    def to_dict(self) -> dict:
+        preds = {t: [{"label": p.label, "score": round(p.score, 6)} for p in ps] for t, ps in self.labels.items()}
+        return {"image": self.image, "labels": preds}
+
+
+@dataclass
+class Classification:
+    """What :func:`classify` returns: labels per readable image, and why the others failed."""
+
+    model: str
+    taxonomies: list[str]
+    rows: list[ImageLabels]
+    failed: list[dict]  # {"image", "error"}
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "results": [r.to_dict() for r in self.rows], "failed": self.failed}
+
+    def to_pandas(self):
+        """One row per image, taxonomy and rank (needs pandas)."""
+        rows = [
+            {"image": r.image, "taxonomy": t, "rank": n, "label": p.label, "score": p.score}
+            for r in self.rows
+            for t, preds in r.labels.items()
+            for n, p in enumerate(preds, 1)
+        ]
+        return _to_pandas(pa.Table.from_pylist(rows))
+
+
+def classify(
+    images: Sequence[ImageInput],
+    labels: str | Sequence[str] | Sequence[Taxonomy],
+    *,
+    encoder: Encoder | None = None,
+    model: str | None = None,
+    k: int = 3,
+) -> Classification:
+    """Zero-shot classify a few images: the top-``k`` labels of each taxonomy for each image.
+
+    ``labels`` as for :func:`tag_catalog`.  Unreadable images are reported in
+    ``failed``, not raised, so one bad file does not hide the others' labels.
+    """
+    from vestis.embed import embed_images
+    from vestis.models import load_encoder
+
+    taxonomies = _taxonomies(labels)
+    images = list(images)
+    encoder = encoder or load_encoder(model)
+    embedded = embed_images(encoder, images, quiet=True)
+    ok = [i for i in range(len(images)) if embedded.ok[i]]
+    tags = tag_vectors(encoder, embedded.vectors[ok], taxonomies, k=k) if ok else {t.name: [] for t in taxonomies}
+    rows = [ImageLabels(_name(images[i]), {t: tags[t][n] for t in tags}) for n, i in enumerate(ok)]
+    failed = [{"image": _name(images[i]), "error": reason} for i, reason in embedded.failed]
+    return Classification(encoder.name, [t.name for t in taxonomies], rows, failed)
+
+
+def _name(image: ImageInput) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return f"<{type(image).__name__}>"

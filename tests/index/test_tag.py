@@ -37,7 +37,7 @@ def test_tag_catalog_and_index_agree(kagl_index, mini, tmp_path):
     taxes = parse_labels("articleType,baseColour")
     from_catalog = tag_catalog(catalog, taxes, tmp_path / "a.parquet", encoder=mini, k=3, quiet=True)
     from_index = tag_catalog(index, taxes, tmp_path / "b.parquet", encoder=mini, k=3, quiet=True)
-    assert from_catalog["tagged"] == 120 and from_index["items"] == len(table)
+    assert from_catalog.tagged == 120 and from_index.items == len(table)
     a = pq.read_table(tmp_path / "a.parquet").to_pylist()
     b = {r["id"]: r for r in pq.read_table(tmp_path / "b.parquet").to_pylist()}
     assert set(a[0]) == {"id", "articleType", "articleType_score", "articleType_top", "baseColour",

@@ -279,7 +279,10 @@ def _open_image(source: ImageInput, index: int | None, max_pixels: int) -> tuple
         except Image.DecompressionBombError as exc:
             raise ImageError(f"{label}: image too large to decode safely ({exc})") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"{label}: not a readable image ({exc})") from None
+            # PIL names what it read from; for bytes that is "<_io.BytesIO object at 0x...>", which tells nobody
+            # anything, so the reason is given without it (the caller names the item or file).
+            reason = str(exc).replace(f" {fp!r}", "") if isinstance(fp, io.BytesIO) else str(exc)
+            raise ImageError(f"{label}: not a readable image ({reason})") from None
         what = label
     w, h = img.size
     if w <= 0 or h <= 0:

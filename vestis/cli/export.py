@@ -1,6 +1,6 @@
 """``vestis export onnx MODEL --out DIR [--int8]``: ONNX graphs plus a parity report.
 
-Registered on the main app in :mod:`vestis.cli`.  Writes the layout the ONNX
+Writes the layout the ONNX
 backend reads (``onnx/vision_model.onnx``, ``onnx/text_model.onnx``, dynamic
 batch and sequence length; with ``--int8`` also ``*_quantized.onnx`` for each
 tower where int8 passes parity), then measures every variant against the torch
@@ -11,20 +11,16 @@ line of stdout.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vestis.cli.options import DownloadOpt, JsonOpt, QuietOpt, ThreadsOpt
+from vestis.cli.output import note, print_json
+from vestis.cli.output import wide as out
 from vestis.errors import InputError
-
-# Piped output is not cut to 80 columns: the parity table is ~120 wide.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
 
 export_app = typer.Typer(
     help="Export a model for faster runtimes (ONNX fp32/int8), with a parity report.", no_args_is_help=True
@@ -33,7 +29,9 @@ export_app = typer.Typer(
 
 @export_app.command("onnx")
 def export_onnx_command(
-    model: Annotated[str, typer.Argument(help="Registry name, model directory or hub id (a torch-format model).")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="Registry name, model directory or hub id (a torch-format model).")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the export to.")],
     int8: Annotated[
         bool, typer.Option("--int8", help="Also write int8 graphs (kept per tower only where they pass parity).")
@@ -48,12 +46,10 @@ def export_onnx_command(
         int, typer.Option("--calibration-images", min=8, help="Images to calibrate static int8 quantisation.")
     ] = 128,
     no_bf16: Annotated[bool, typer.Option("--no-bf16", help="Do not measure torch bf16 parity.")] = False,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads.")] = None,
-    download: Annotated[
-        bool, typer.Option("--download", help="Fetch the model from its hub if it is not here.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    threads: ThreadsOpt = None,
+    download: DownloadOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Export MODEL's image and text towers to ONNX (fp32, and int8 with --int8) and report parity."""
     from vestis.export import export_onnx, verify_export
@@ -65,7 +61,7 @@ def export_onnx_command(
 
     def log(line: str) -> None:
         if not quiet:
-            err.print(line, highlight=False)
+            note(line)
 
     enc = load_encoder(model, runtime="torch", precision="fp32", threads=threads, download=download or None)
     data = parity_data(parity_images, parity_texts, calibration_images if int8 else 0)
@@ -74,7 +70,7 @@ def export_onnx_command(
     report = verify_export(enc, out_dir, data, threads=threads, bf16=not no_bf16, log=log)
     report["out"] = str(out_dir)
     if as_json:
-        print(json.dumps(report, default=str))
+        print_json(report)
         return
     out.print(parity_table(report))
     for line in int8_attempts(report):

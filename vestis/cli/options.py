@@ -1,0 +1,101 @@
+"""Every option and argument the commands share, defined once (name, short flag, help text).
+
+A command declares ``model: ModelOpt = None`` and gets the same ``--model/-m`` with
+the same help everywhere.  Options used by one command only live with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# ---------------------------------------------------------------------------- models
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Registry name (see `vestis models`), model directory or hub id (default: vestis-mini)."
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, help="Intra-op threads for the encoder (default: every CPU).")
+]
+RuntimeOpt = Annotated[
+    str | None, typer.Option("--runtime", help="torch, onnx or open_clip (default: the fastest verified one).")
+]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Fetch the model from its hub if it is not here.")]
+
+# ---------------------------------------------------------------------------- output
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on the last line of stdout.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress output (a bar on a terminal, a line every few seconds otherwise)."),
+]
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write a page of result thumbnails to this file.")]
+
+# ---------------------------------------------------------------------------- catalogs
+
+IndexArg = Annotated[Path, typer.Argument(metavar="INDEX", help="Index directory (made by `vestis index build`).")]
+IdColOpt = Annotated[str, typer.Option("--id-column", help="Column holding the product id.")]
+ImageColOpt = Annotated[str, typer.Option("--image-column", help="Column holding image bytes or paths.")]
+TitleColOpt = Annotated[
+    str | None,
+    typer.Option("--title-column", help="Title column (default: productDisplayName, title or name; '' for none)."),
+]
+WeightsOpt = Annotated[
+    str,
+    typer.Option("--weights", help="Weights 'image,title' of the two fields in a product's vector (Marqo's 0.9,0.1)."),
+]
+
+# ---------------------------------------------------------------------------- searching
+
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Number of results.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip this many results (pagination).")]
+WhereOpt = Annotated[
+    str | None, typer.Option("--where", help="Metadata filter, SQL-like: \"baseColour = 'Red' AND season IN (...)\".")
+]
+SteerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--steer", help="Move the query: darker, more formal, without sleeves, ... or 'from->to'."),
+]
+SteerStrengthOpt = Annotated[
+    float | None,
+    typer.Option("--steer-strength", help="How far to move the query (default 0.5 for text, 1 for images)."),
+]
+MinScoreOpt = Annotated[
+    float | None,
+    typer.Option("--min-score", help="Drop results whose cosine to the query is below this (also with --hybrid)."),
+]
+
+# ---------------------------------------------------------------------------- labels
+
+LabelsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--labels", "-l", help="kagl, built-in names (articleType,baseColour), a YAML/JSON/txt file, or 'a,b,c'."
+    ),
+]
+TopLabelsOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Labels kept per taxonomy.")]
+
+# ---------------------------------------------------------------------------- evaluation
+
+SplitOpt = Annotated[
+    str, typer.Option("--split", help="all, or the train/val split vestis-mini uses (stable hash of the id).")
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+
+
+def parse_weights(text: str) -> tuple[float, float]:
+    """``--weights 'image,title'`` as two numbers, or a usage error naming the flag."""
+    try:
+        w = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        w = ()
+    if len(w) != 2:
+        raise typer.BadParameter(
+            f"two numbers 'image,title' separated by a comma, got {text!r}", param_hint="--weights"
+        )
+    return w
