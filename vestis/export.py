@@ -524,3 +524,165 @@ def _reload(encoder: Encoder, *, precision: str, threads: int | None) -> Encoder
             precision=precision,
         )  # fmt: skip
     raise InputError(f"{encoder.runtime} has no {precision} variant")
+
+
+# ---------------------------------------------------------------------------- vestis-mini's text tower
+
+
+def export_text_tower(
+    model: str | Path = "vestis-mini",
+    data: Any = None,
+    *,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Write vestis-mini's text tower (frozen MiniLM + head) as ONNX into the model's own folder.
+
+    The graph keeps the head's weights and points at the MiniLM weights in the
+    pinned package (see :mod:`vestis.models.mini_text_onnx`); parity with the
+    torch fp32 text tower is measured on ``data`` (:func:`vestis.models.parity.parity_data`)
+    and recorded beside it, and ``load_encoder`` runs the graph by default only
+    while that record says it passed and the files still match.  Run it again
+    after retraining: ``vestis export text-tower vestis-mini``.
+    """
+    import importlib.metadata
+    import os
+    import tempfile
+
+    import onnx
+
+    from vestis.models import mini_text_onnx as mto
+    from vestis.models.loading import _file_digest, load_encoder, resolve
+    from vestis.models.parity import MIN_AGREEMENT, MIN_COSINE, Embeddings, compare, parity_data
+    from vestis.models.vestis_mini import VestisMiniEncoder
+
+    say = log or (lambda _msg: None)
+    _, directory, _ = resolve(model)
+    encoder = load_encoder(model, runtime="torch", precision="fp32", threads=threads)
+    if not isinstance(encoder, VestisMiniEncoder) or encoder.text is None or directory is None:
+        raise InputError(f"{model}: only a vestis-mini model with the MiniLM text tower has a text-tower export")
+    target = directory / mto.TEXT_ONNX_DIR
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=target, delete=True)
+        probe.close()
+    except OSError as exc:
+        raise InputError(f"cannot write into {target}: {exc.strerror}") from None
+    minilm = mto.text_model_dir(encoder.model.cfg.text_model) / "model.safetensors"
+    header, base = _safetensors_header(minilm)
+    text = _MiniText(encoder.text, encoder.model.text_head).eval()
+    previous = getattr(encoder.text.bert.config, "_attn_implementation", None)
+    encoder.text.bert.set_attn_implementation("eager")
+    ids, mask = encoder.tokenizer(["a red summer dress", "shoes"])
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target) as tmp:
+        raw = Path(tmp) / "full.onnx"
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    text,
+                    (torch.from_numpy(ids), torch.from_numpy(mask)),
+                    str(raw),
+                    input_names=["input_ids", "attention_mask"],
+                    output_names=["text_embeds"],
+                    dynamic_axes={
+                        "input_ids": {0: "batch", 1: "sequence"},
+                        "attention_mask": {0: "batch", 1: "sequence"},
+                        "text_embeds": {0: "batch"},
+                    },
+                    opset_version=OPSET,
+                    dynamo=False,
+                    do_constant_folding=False,  # keeps each MiniLM weight as the tensor the package stores
+                )
+        finally:
+            if previous:
+                encoder.text.bert.set_attn_implementation(previous)
+        graph = onnx.load(str(raw))
+        shared = _point_at_package(graph, header, base, minilm)
+        staged = Path(tmp) / mto.GRAPH_FILE
+        onnx.save(graph, str(staged))
+        os.replace(staged, target / mto.GRAPH_FILE)
+    (target / mto.RECORD_FILE).unlink(missing_ok=True)  # a stale record must not vouch for the new graph
+    say(f"exported the text tower in {time.perf_counter() - t0:.0f} s ({shared} MiniLM tensors read from the package)")
+    data = data or parity_data(64, 500, 0)
+    reference = Embeddings.of(encoder, data)
+    candidate = mto.MiniTextOnnxEncoder(directory, name=encoder.name, threads=threads)
+    t1 = time.perf_counter()
+    titles = candidate.encode_texts(data.titles)
+    t2 = time.perf_counter()
+    row = compare(
+        reference,
+        Embeddings(reference.images, titles, candidate.encode_texts(data.prompts), texts_per_s=len(titles) / (t2 - t1)),
+    )
+    row["passed"] = row["text_tower_passed"]
+    say(f"parity: text cos min {row['text_cos_min']:.6f}, zero-shot top-1 agreement {row['top1_agreement']:.1%}")
+    record = {
+        "graph": mto.GRAPH_FILE,
+        "source": encoder.name,
+        "made_by": "vestis export text-tower",
+        "weights_sha256": _file_digest(directory / "model.safetensors"),
+        "external": {
+            "name": mto.EXTERNAL_NAME,
+            "package": encoder.model.cfg.text_model,
+            "version": importlib.metadata.version(encoder.model.cfg.text_model.replace("_", "-")),
+            "file": "model.safetensors",
+            "sha256": _file_digest(minilm),
+            "tensors": shared,
+        },
+        "context_length": encoder.context_length,
+        "dim": encoder.dim,
+        "reference": "torch fp32 text tower",
+        "thresholds": {"cosine_min": MIN_COSINE, "top1_agreement": MIN_AGREEMENT},
+        "parity": {k: row[k] for k in ("passed", "text_cos_min", "text_cos_mean", "top1_agreement", "n_texts")},
+        "parity_data": data.describe(),
+        "texts_per_s": {"torch fp32": round(reference.texts_per_s, 1), "onnx fp32": round(row["texts_per_s"], 1)},
+    }
+    (target / mto.RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return {"out": str(target), **record}
+
+
+def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's header (tensor name -> dtype, shape, byte range) and where its data starts."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n)), 8 + n
+
+
+def _point_at_package(graph: Any, header: dict[str, Any], base: int, file: Path) -> int:
+    """Turn the graph's MiniLM initializers into references to their bytes in the package's file.
+
+    Every reference is checked: the byte range must hold exactly the tensor the
+    graph had (same dtype, shape and values).  Returns how many were replaced.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    from vestis.models.mini_text_onnx import EXTERNAL_NAME
+
+    prefix = "sentence.bert."
+    replaced = 0
+    with open(file, "rb") as f:
+        for init in graph.graph.initializer:
+            if not init.name.startswith(prefix):
+                continue
+            key = init.name[len(prefix) :]
+            entry = header.get(key)
+            if entry is None or entry["dtype"] != "F32" or list(entry["shape"]) != list(init.dims):
+                raise InputError(f"{file}: no float32 tensor {key!r} of shape {list(init.dims)}")
+            start, end = entry["data_offsets"]
+            f.seek(base + start)
+            if f.read(end - start) != numpy_helper.to_array(init).astype("<f4").tobytes():
+                raise InputError(f"{file}: tensor {key!r} differs from the model's; is the package the pinned one?")
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+            init.data_location = TensorProto.EXTERNAL
+            del init.external_data[:]
+            for k, v in (
+                ("location", EXTERNAL_NAME),
+                ("offset", str(base + start)),
+                ("length", str(end - start)),
+            ):
+                item = init.external_data.add()
+                item.key, item.value = k, v
+            replaced += 1
+    return replaced

