@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,3 +49,15 @@ def top_labels(
     k = min(k, len(labels))
     order = np.argsort(-probs, axis=1)[:, :k]
     return [[Prediction(labels[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+
+class _CallableModule(types.ModuleType):
+    """``vestis.classify(images, labels)`` runs :func:`vestis.tag.classify`; the module's names stay importable."""
+
+    def __call__(self, images: Sequence[Any], labels: Any, **kwargs: Any) -> Any:
+        from vestis.tag import classify
+
+        return classify(images, labels, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -76,11 +76,29 @@ def render_results(title: str, sections: Sequence[tuple[str, SearchResults]]) ->
 
 
 def write_html(path: str | Path, html: str) -> Path:
-    """Write atomically (temporary file renamed into place)."""
+    """Write atomically (temporary file renamed into place), readable as any new file is.
+
+    A temporary file is private (0600); the page is for people and browsers, so it
+    gets the mode a plain ``open(path, "w")`` would give (0644 under the usual umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(html)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

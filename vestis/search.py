@@ -168,6 +168,12 @@ def json_safe(value):
         return json_safe(value.item())
     return str(value)
 
+    def to_pandas(self):
+        """One row per hit, best first: its ``to_dict()`` (needs pandas)."""
+        from vestis.eval.results import _frame
+
+        return _frame([h.to_dict() for h in self.hits])
+
 
 class Catalog:
     """An index opened for search, with the encoder that built it."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pyarrow.parquet as pq
 import pytest
@@ -85,3 +87,27 @@ def test_errors_are_one_line(built, kagl_small, tmp_path, args, message):
     proc = run(*args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_pages_for_people_get_the_usual_file_mode(built, tmp_path):
+    page = tmp_path / "page.html"
+    last_json(run("search", str(built), "jeans", "--k", "3", "--html", str(page), "--json"))
+    mode = stat.S_IMODE(page.stat().st_mode)
+    assert mode == 0o666 & ~_umask() and mode & 0o044  # group and others may read it (not mkstemp's 0600)
+
+
+def test_long_work_piped_prints_progress_lines_and_quiet_silences_them(kagl_small, tmp_path):
+    env = {**os.environ, "VESTIS_PROGRESS_SECONDS": "0"}  # a line at every step instead of every 5 s
+    proc = run("index", "build", str(kagl_small), "--out", str(tmp_path / "a"), "--batch-size", "16", env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("indexing kagl-60.parquet: ")]
+    assert len(lines) >= 3 and "items/s" in lines[0] and lines[-1].endswith(" s")
+    assert "16/60" in lines[0] and "60/60 in" in lines[-1]
+    quiet = run("index", "build", str(kagl_small), "--out", str(tmp_path / "b"), "--batch-size", "16", "-q", env=env)
+    assert quiet.returncode == 0 and "indexing" not in quiet.stderr and "items/s" not in quiet.stderr

@@ -16,9 +16,14 @@ err = Console(stderr=True, soft_wrap=True)
 wide = Console(width=None if sys.stdout.isatty() else 160)
 
 
+def _jsonable(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else str(value)
+
+
 def print_json(data: Any) -> None:
-    """One JSON object on one line of stdout (the contract scripts rely on)."""
-    print(json.dumps(data, default=str))
+    """One JSON object on one line of stdout (the contract scripts rely on); typed results via ``to_dict()``."""
+    print(json.dumps(data, default=_jsonable))
 
 
 def metrics_table(title: str, result: dict, keys: list[str]) -> Table:

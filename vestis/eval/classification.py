@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from vestis.classify import DEFAULT_TEMPLATES, label_embeddings
 from vestis.embed import EmbeddingCache, cached_image_embeddings
 from vestis.errors import InputError
 from vestis.eval.metrics import classification_metrics
+from vestis.eval.results import ZeroShotResult
 from vestis.models.base import Encoder
 from vestis.models.preprocess import ImageInput
 
@@ -26,7 +27,7 @@ def evaluate_zero_shot(
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     cache: EmbeddingCache | None = None,
     quiet: bool = False,
-) -> dict[str, Any]:
+) -> ZeroShotResult:
     """Classify ``images`` among ``labels`` (default: the labels present) and score the result.
 
     Items with an empty label are unknown, never a class; items whose label is
@@ -58,10 +59,10 @@ def evaluate_zero_shot(
         unreadable_images=len(embedded.failed),
         labels_without_images=[lbl for lbl in candidates if counts[lbl] == 0],
     )
-    return result
+    return ZeroShotResult(result)
 
 
-def plot_confusion(result: dict[str, Any], path: str | Path, title: str = "") -> Path:
+def plot_confusion(result: Mapping[str, Any], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG."""
     import matplotlib
 

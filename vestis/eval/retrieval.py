@@ -14,7 +14,6 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +22,7 @@ import yaml
 from vestis.embed import EmbeddingCache, cached_image_embeddings, cached_text_embeddings
 from vestis.errors import InputError
 from vestis.eval.metrics import per_query_retrieval, retrieval_metrics
+from vestis.eval.results import RetrievalResult
 from vestis.models.base import Encoder, l2_normalize
 
 DEFAULT_WEIGHTS = (0.9, 0.1)
@@ -141,7 +141,7 @@ def evaluate_retrieval(
     ks: Sequence[int] = (1, 10),
     cache: EmbeddingCache | None = None,
     quiet: bool = False,
-) -> dict[str, Any]:
+) -> RetrievalResult:
     """Run one retrieval task on ``catalog`` and score it against ``ground_truth``.
 
     ``ground_truth``: Marqo's JSON, or a YAML file of queries with label rules
@@ -185,15 +185,17 @@ def evaluate_retrieval(
     if by_rules:
         per_query = per_query_retrieval(qrels, run, ks)
         metrics[f"per_query_precision@{max(ks)}"] = {q: r[f"precision@{max(ks)}"] for q, r in per_query.items()}
-    return {
-        **metrics,
-        "n_docs": len(corpus_ids),
-        "n_queries_in_ground_truth": len(qrels_all),
-        **dropped,
-        "unreadable_images": len(embedded.failed),
-        "unreadable_examples": [f"{ids[i]}: {why}" for i, why in embedded.failed[:5]],
-        "doc_fields": "+".join(fields),
-        "weights": list(weights) if len(fields) == 2 else [1.0],
-        "titled_docs": int(has_title.sum()),
-        "query_prefix": query_prefix,
-    }
+    return RetrievalResult(
+        {
+            **metrics,
+            "n_docs": len(corpus_ids),
+            "n_queries_in_ground_truth": len(qrels_all),
+            **dropped,
+            "unreadable_images": len(embedded.failed),
+            "unreadable_examples": [f"{ids[i]}: {why}" for i, why in embedded.failed[:5]],
+            "doc_fields": "+".join(fields),
+            "weights": list(weights) if len(fields) == 2 else [1.0],
+            "titled_docs": int(has_title.sum()),
+            "query_prefix": query_prefix,
+        }
+    )

@@ -35,6 +35,7 @@ from vestis.errors import InputError
 from vestis.eval.classification import evaluate_zero_shot, plot_confusion
 from vestis.eval.datasets import labelled_images
 from vestis.eval.published import PUBLISHED
+from vestis.eval.results import EvalResult
 from vestis.eval.retrieval import MARQO_KAGL_TASKS, evaluate_retrieval
 from vestis.models import load_encoder
 
@@ -83,7 +84,7 @@ def expand_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def run_task(encoder, task: dict[str, Any], cache: EmbeddingCache, out_dir: Path, quiet: bool) -> dict[str, Any]:
+def run_task(encoder, task: dict[str, Any], cache: EmbeddingCache, out_dir: Path, quiet: bool) -> EvalResult:
     if task["kind"] == "retrieval":
         catalog = select_split(read_catalog(task["data"]), task.get("split", "all"))
         result = evaluate_retrieval(
@@ -152,7 +153,7 @@ def run_suite(config_path: str | Path, *, quiet: bool = False, console: Console 
             console.print(f"[bold]{encoder.name}[/] · {task['name']}")
             result = run_task(encoder, task, cache, out_dir, quiet)
             record = {"model": encoder.name, "runtime": encoder.runtime, "task": task["name"], "kind": task["kind"],
-                      "published": task.get("published"), "result": result}  # fmt: skip
+                      "published": task.get("published"), "result": result.to_dict()}  # fmt: skip
             (out_dir / f"{slug(encoder.name)}__{slug(task['name'])}.json").write_text(json.dumps(record, indent=2))
             results.append(record)
     summary = {"suite": name, "date": dt.date.today().isoformat(), "results": results}

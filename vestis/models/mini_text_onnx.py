@@ -193,7 +193,7 @@ class MiniTextOnnxEncoder(Encoder):
         self.logit_scale = _logit_scale(directory)
         self.text = text_session(directory, threads)
         self._image_tower: Any = None
-        self.runtime = f"torch {precision} image tower, onnxruntime fp32 text tower (vestis-mini)"
+        self.runtime = f"torch {precision} image tower, text tower fp32 on onnxruntime (vestis-mini)"
 
     def _forward_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.text.run(["text_embeds"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
