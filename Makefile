@@ -8,15 +8,20 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --disable-pip-version-check -qq -c requirements/constraints.txt
 REQS   := pyproject.toml requirements/constraints.txt requirements/test.txt requirements/vocab.txt
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean system-packages
 
 demo: $(VENV)/.installed
 	$(BIN)/vestis demo
 
-test: $(VENV)/.installed $(REF)/.installed
+# System packages first, so that what cannot be installed is said on the first line.
+test: system-packages $(VENV)/.installed $(REF)/.installed
 	$(BIN)/ruff check vestis tests benchmarks scripts
 	$(BIN)/ruff format --check vestis tests benchmarks scripts
 	$(BIN)/python -m pytest -q
+
+# Installs requirements/system.txt where it can (root + apt-get), else says what is skipped.
+system-packages:
+	@bash scripts/system-packages.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check vestis tests benchmarks scripts
