@@ -34,16 +34,20 @@ Names are imported when first used, so ``import vestis`` stays fast (the CLI's s
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from vestis.errors import ImageError, InputError, ModelFormatError, ModelNotFoundError, VestisError
 from vestis.models import Encoder, default_model, load_encoder
 
-try:
-    __version__ = version("vestis")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+local"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vestis")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0+local"
+
 
 #: name -> module it lives in (imported on first access).
 _LAZY = {
@@ -93,6 +97,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vestis' has no attribute {name!r}")

@@ -202,10 +202,6 @@ def index_info(
 
 
 def _show(results, as_json: bool, html: Path | None, title: str) -> None:
-    from rich.table import Table
-
-    from vestis.data.catalog import TITLE_COLUMNS
-
     if html is not None:
         from vestis.html import render_results, write_html
 
@@ -215,6 +211,10 @@ def _show(results, as_json: bool, html: Path | None, title: str) -> None:
     if as_json:
         print_json({"results": [h.to_dict() for h in results.hits]})
         return
+    from rich.table import Table
+
+    from vestis.data.catalog import TITLE_COLUMNS  # (pyarrow: only for the table)
+
     keys: list[str] = []
     for h in results.hits:
         keys += [k for k in h.metadata if k not in keys]
