@@ -1,12 +1,15 @@
-"""``vestis export onnx MODEL --out DIR [--int8]``: ONNX graphs plus a parity report.
+"""``vestis export``: ONNX graphs for faster runtimes, each with a parity report.
 
-Writes the layout the ONNX
-backend reads (``onnx/vision_model.onnx``, ``onnx/text_model.onnx``, dynamic
-batch and sequence length; with ``--int8`` also ``*_quantized.onnx`` for each
-tower where int8 passes parity), then measures every variant against the torch
-fp32 model on real catalog images and titles, prints the table and saves it as
-``DIR/parity.json``.  With ``--json`` the report is one JSON object on the last
-line of stdout.
+``vestis export onnx MODEL --out DIR [--int8]`` writes the layout the ONNX backend
+reads (``onnx/vision_model.onnx``, ``onnx/text_model.onnx``, dynamic batch and
+sequence length; with ``--int8`` also ``*_quantized.onnx`` for each tower where int8
+passes parity), then measures every variant against the torch fp32 model on real
+catalog images and titles, prints the table and saves it as ``DIR/parity.json``.
+
+``vestis export text-tower [MODEL]`` writes vestis-mini's text tower into the model's
+own folder (:func:`vestis.export.export_text_tower`), which then runs by default.
+
+With ``--json`` the report is one JSON object on the last line of stdout.
 """
 
 from __future__ import annotations
