@@ -86,3 +86,33 @@ def vestis_demo() -> Path:
     from vestis.data import demo_catalog_path
 
     return demo_catalog_path()
+
+
+def test_results_become_dataframes(tmp_path, catalog_rows, image_files):
+    pytest.importorskip("pandas")
+    pq.write_table(pa.Table.from_pylist(catalog_rows), tmp_path / "c.parquet")
+    enc = vestis.load_encoder("vestis-tiny-random")
+    vestis.build_index(tmp_path / "c.parquet", tmp_path / "idx", encoder=enc, quiet=True)
+    with vestis.Catalog.open(tmp_path / "idx", encoder=enc) as cat:
+        results = cat.search("shirt", k=4)
+    frame = results.to_pandas()
+    assert list(frame["id"]) == [h.id for h in results.hits] and "score" in frame.columns
+    tags = vestis.tag_catalog(tmp_path / "c.parquet", "season", tmp_path / "t.parquet", encoder=enc, k=2).to_pandas()
+    assert len(tags) == len(catalog_rows) and {"id", "season", "season_score"} <= set(tags.columns)
+    labels = vestis.classify(image_files[:2], "a,b,c", encoder=enc, k=2).to_pandas()
+    assert len(labels) == 2 * 2 and set(labels.columns) == {"image", "taxonomy", "rank", "label", "score"}
+    images = [r["image"] for r in catalog_rows]
+    zero_shot = vestis.evaluate_zero_shot(enc, images, [r["masterCategory"] for r in catalog_rows]).to_pandas()
+    assert set(zero_shot.columns) == {"label", "precision", "recall", "f1", "support"}
+    assert zero_shot["support"].sum() == len(catalog_rows)
+
+
+def test_retrieval_result_reads_by_metric_and_k():
+    pytest.importorskip("pandas")
+    res = vestis.RetrievalResult({"recall@1": 0.25, "recall@10": 0.5, "mrr@10": 0.3, "n_queries": 4, "n_docs": 9})
+    assert res.at("recall", 10) == 0.5 == res["recall@10"] and res.n_queries == 4
+    assert res.metrics == {"recall@1": 0.25, "recall@10": 0.5, "mrr@10": 0.3}
+    frame = res.to_pandas()
+    assert sorted(zip(frame["metric"], frame["k"], frame["value"])) == [
+        ("mrr", 10, 0.3), ("recall", 1, 0.25), ("recall", 10, 0.5)
+    ]  # fmt: skip
