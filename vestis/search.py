@@ -153,6 +153,17 @@ class SearchResults:
             out["facets"] = [f.to_dict() for f in self.facets]
         return out
 
+    def to_pandas(self):
+        """One row per hit, best first: id, score, cosine, rank, then the metadata columns (needs pandas)."""
+        from vestis.eval.results import _frame
+
+        rows = []
+        for h in self.hits:
+            d = h.to_dict()
+            metadata = d.pop("metadata")
+            rows.append({**d, **{k: v for k, v in metadata.items() if k not in d}})
+        return _frame(rows)
+
 
 def json_safe(value):
     """``value`` as strict JSON: NaN and infinities become null, other odd types text."""
@@ -167,12 +178,6 @@ def json_safe(value):
     if isinstance(value, np.generic):
         return json_safe(value.item())
     return str(value)
-
-    def to_pandas(self):
-        """One row per hit, best first: its ``to_dict()`` (needs pandas)."""
-        from vestis.eval.results import _frame
-
-        return _frame([h.to_dict() for h in self.hits])
 
 
 class Catalog:
