@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vestis.data.catalog import TITLE_COLUMNS
 from vestis.errors import InputError
 from vestis.index.filters import Filter, combine, parse_filter
 from vestis.index.local import LocalStore
@@ -408,6 +407,8 @@ class Catalog:
     def facet_fields(self) -> list[str]:
         """Fields that make useful filters: text fields whose values repeat, with at least 2 and at
         most ``max(50, items / 2)`` of them (not titles, ids or numbers such as image sizes)."""
+        from vestis.data.catalog import TITLE_COLUMNS  # here, not at the top: pyarrow costs a CLI search start-up
+
         key = self.store.generation()
         if self._facet_fields is None or self._facet_fields[0] != key:
             most = max(MAX_FACET_VALUES, self.store.count() // 2)
