@@ -43,7 +43,13 @@ def eval_classify(
     data: Annotated[
         str | None, typer.Option("--data", help="Parquet file, folder of parquets, or class folders.")
     ] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="A built-in dataset: fashion-mnist.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="A built-in dataset: fashion-mnist (zero-shot test), ccp-val (held-out street-photo garments).",
+        ),
+    ] = None,
     image_column: ImageColOpt = "image",
     label_column: Annotated[
         str | None, typer.Option("--label-column", help="Column holding the true label (default: articleType, label).")
