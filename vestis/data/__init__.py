@@ -11,10 +11,20 @@ from pathlib import Path
 #: Source: "Fashion Product Images (Small)", Param Aggarwal, Kaggle, MIT licence;
 #: labels as in Marqo's KAGL ground truth.  Same columns as the full KAGL parquet.
 DEMO_CATALOG = "kagl-demo.parquet"
+#: A street photo for demos and tests, with its label mask: Clothing Co-Parsing photo 129
+#: (held out: vestis never trains on it), a woman in a blue dress with a bag and a hat.
+#: Source: Yang, Luo, Lin, "Clothing Co-Parsing by Joint Image Segmentation and Labeling",
+#: CVPR 2014 (github.com/bearpaw/clothing-co-parsing, Apache-2.0); down-scaled to 256 px.
+DEMO_STREET_PHOTO = "ccp-street-129.jpg"
+DEMO_STREET_MASK = "ccp-street-129-mask.png"
 
 
 def demo_catalog_path() -> Path:
     return Path(str(resources.files("vestis.data").joinpath("demo", DEMO_CATALOG)))
+
+
+def demo_street_photo_path() -> Path:
+    return Path(str(resources.files("vestis.data").joinpath("demo", DEMO_STREET_PHOTO)))
 
 
 def shared_data_dir() -> Path | None:

@@ -39,7 +39,7 @@ from vestis.garments.model import GarmentSegmenter, SegmenterConfig, prepare_ima
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = "ccp/ccp.parquet"  # relative to the shared data folder, or absolute
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
