@@ -43,7 +43,8 @@ class FindConfig:
     pad: float = 0.1
     #: A street photo shows at least this share of person pixels ...
     min_person: float = 0.01
-    #: ... on a backdrop whose border is not this uniform (share of border pixels near its median colour).
+    #: ... on a backdrop whose border is not this uniform (share of the frame's background pixels near their
+    #: median colour; :func:`plain_border`).
     plain_border: float = 0.8
     border_tolerance: int = 24
 
@@ -102,16 +103,22 @@ def default_segmenter() -> GarmentSegmenter:
     return load_segmenter()
 
 
-def plain_border(pixels: np.ndarray, tolerance: int) -> float:
-    """Share of the photo's border pixels (a 4%-wide frame) within ``tolerance`` of their median colour."""
+def plain_border(pixels: np.ndarray, tolerance: int, background: np.ndarray | None = None) -> float:
+    """How plain the photo's backdrop is: the share of its border pixels (a 4%-wide frame) within
+    ``tolerance`` of their median colour, counting only ``background`` pixels when a mask is given
+    (a model's arms and legs reach the frame of many catalog photos).  0 when under a tenth of the
+    frame is background: a close-up has no backdrop to judge.
+    """
     h, w = pixels.shape[:2]
     by, bx = max(1, round(0.04 * h)), max(1, round(0.04 * w))
-    frame = np.concatenate(
-        [pixels[:by].reshape(-1, 3), pixels[-by:].reshape(-1, 3), pixels[:, :bx].reshape(-1, 3),
-         pixels[:, -bx:].reshape(-1, 3)]
-    ).astype(np.int16)  # fmt: skip
-    median = np.median(frame, axis=0)
-    return float((np.abs(frame - median).max(axis=1) <= tolerance).mean())
+    frame = np.zeros((h, w), dtype=bool)
+    frame[:by], frame[-by:], frame[:, :bx], frame[:, -bx:] = True, True, True, True
+    chosen = frame if background is None else frame & background
+    if chosen.sum() < 0.1 * frame.sum():
+        return 0.0
+    colours = pixels[chosen].astype(np.int16)
+    median = np.median(colours, axis=0)
+    return float((np.abs(colours - median).max(axis=1) <= tolerance).mean())
 
 
 def _grow(box: tuple[float, float, float, float], reach: float) -> tuple[float, float, float, float]:
@@ -187,8 +194,10 @@ def parse_photo(
     """Segment ``image`` and box its garments, unless it is a catalog photo (no person, or a plain backdrop)."""
     photo = load_image(image)
     seg = (segmenter or default_segmenter()).segment(photo)
-    person = seg.fraction("person") if "person" in seg.groups else 0.0
-    plain = plain_border(seg.pixels, config.border_tolerance) >= config.plain_border
+    labels = seg.labels
+    person = float((labels == seg.groups.index("person")).mean()) if "person" in seg.groups else 0.0
+    background = labels == seg.groups.index("background") if "background" in seg.groups else None
+    plain = plain_border(seg.pixels, config.border_tolerance, background) >= config.plain_border
     garments = ()
     if person >= config.min_person and not plain:
         garments = tuple(garments_from_segmentation(seg, photo.size, config))
