@@ -201,7 +201,27 @@ def index_info(
 # -------------------------------------------------------------------------- searching
 
 
-def _show(results, as_json: bool, html: Path | None, title: str) -> None:
+def _show_garments(sections: list, as_json: bool, html: Path | None, title: str) -> None:
+    """One result list per garment found in the photo (``--garment all``)."""
+    headings = [f"{g.group} at {g.box}" if g is not None else "whole photo" for g, _ in sections]
+    if html is not None:
+        from vestis.html import render_results, write_html
+
+        path = write_html(html, render_results(title, [(h, r) for h, (_, r) in zip(headings, sections)]))
+        if not as_json:
+            note(f"wrote {path}")
+    if as_json:
+        garments = [
+            {"garment": g.to_dict() if g is not None else None, "results": [h.to_dict() for h in r.hits]}
+            for g, r in sections
+        ]
+        print_json({"garments": garments})
+        return
+    for heading, (_, results) in zip(headings, sections):
+        _show(results, False, None, f"{title}: {heading}")
+
+
+def _show(results, as_json: bool, html: Path | None, title: str, garment=None) -> None:
     if html is not None:
         from vestis.html import render_results, write_html
 
@@ -209,7 +229,8 @@ def _show(results, as_json: bool, html: Path | None, title: str) -> None:
         if not as_json:
             note(f"wrote {path}")
     if as_json:
-        print_json({"results": [h.to_dict() for h in results.hits]})
+        extra = {"garment": garment.to_dict()} if garment is not None else {}
+        print_json({"results": [h.to_dict() for h in results.hits], **extra})
         return
     from rich.table import Table
 
@@ -253,6 +274,14 @@ def search(
     min_score: MinScoreOpt = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exact search even where an HNSW graph exists.")] = False,
     html: HtmlOpt = None,
+    garment: Annotated[
+        str,
+        typer.Option(
+            "--garment",
+            help="With --image: search with the photo's main garment, each garment found (all), one group "
+            "(top, trousers, shoes, ...), or the whole photo (none). Catalog photos are searched whole.",
+        ),
+    ] = "main",
     as_json: JsonOpt = False,
 ) -> None:
     """Search an index by text and/or photo."""
@@ -260,13 +289,29 @@ def search(
 
     if query is None and image is None:
         raise InputError("give a text QUERY and/or --image")
+    if image is not None:  # the segmenter (torch, scipy) is imported only for photo searches
+        from vestis.garments.search import check_garment, search_garments
+
+        check_garment(garment)
+    options = dict(
+        k=k, offset=offset, where=where, hybrid=hybrid, steer=steer or (), steer_strength=steer_strength,
+        min_score=min_score, exact=exact, thumbnails=html is not None,
+    )  # fmt: skip
     with Catalog.open(index) as cat:
-        results = cat.search(
-            query, image=image, k=k, offset=offset, where=where, hybrid=hybrid, steer=steer or (),
-            steer_strength=steer_strength, min_score=min_score, exact=exact, thumbnails=html is not None,
-        )  # fmt: skip
+        if image is None:
+            found = [None]
+            results = [cat.search(query, **options)]
+        else:
+            per_garment = search_garments(cat, image, garment, text=query, **options)
+            found, results = [r.garment for r in per_garment], [r.results for r in per_garment]
     label = " + ".join(x for x in (repr(query) if query else "", f"image {image}" if image else "") if x)
-    _show(results, as_json, html, f"search {label}" + (f" steered {', '.join(steer)}" if steer else ""))
+    title = f"search {label}" + (f" steered {', '.join(steer)}" if steer else "")
+    if len(results) == 1 and (image is None or garment != "all"):
+        if found[0] is not None:
+            title += f", {found[0].group} at {found[0].box}"
+        _show(results[0], as_json, html, title, garment=found[0])
+        return
+    _show_garments(list(zip(found, results)), as_json, html, title)
 
 
 def similar(
