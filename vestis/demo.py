@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from vestis.data import demo_catalog_path, kagl_parquets
+from vestis.data import demo_catalog_path, demo_street_photo_path, kagl_parquets
 from vestis.data.split import select_split
+from vestis.garments.search import search_garments
 from vestis.html import render_results, write_html
 from vestis.index.build import build_index
 from vestis.models import load_encoder
@@ -86,6 +87,16 @@ def run_demo(
             results = cat.similar(str(some.id), k=5, thumbnails=True, **kwargs)
             _print(console, title, results)
             sections.append((title, results))
+        # shop the look: a street photo is searched by the garment found in it, not by the person
+        street = demo_street_photo_path()
+        (whole,) = search_garments(cat, street, "none", k=5, thumbnails=True)
+        (found,) = search_garments(cat, street, "main", k=5, thumbnails=True)
+        garment = found.garment
+        what = f"its {garment.group} at {garment.box}" if garment else "no garment found: the whole photo"
+        for title, results in ((f"street photo {street.name}, whole", whole.results),
+                               (f"street photo {street.name}, by {what}", found.results)):  # fmt: skip
+            _print(console, title, results)
+            sections.append((title, results))
         ids, vectors = cat.store.image_vectors()
         truth = {i: r.metadata.get("articleType") for i, r in cat.store.get(ids).items()}
     taxonomies = parse_labels("articleType,baseColour,season,usage")
@@ -98,4 +109,5 @@ def run_demo(
     )
     page = write_html(out / "results.html", render_results(f"vestis demo · {encoder.name} · {source}", sections))
     console.print(f"result page: {page.resolve()}")
-    return {"model": encoder.name, "items": report.total_items, "article_accuracy": accuracy, "html": str(page)}
+    return {"model": encoder.name, "items": report.total_items, "article_accuracy": accuracy, "html": str(page),
+            "street_garment": garment.to_dict() if garment else None}  # fmt: skip
