@@ -48,7 +48,11 @@ def test_installed_packages_say_nothing_and_make_test_runs_the_script_first(tmp_
     script = _tree(tmp_path, "bash  # always there\n")
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=_not_root(tmp_path), timeout=60)
     assert proc.returncode == 0 and proc.stdout == ""
-    dry = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # run as its own make, not as a sub-make of the `make test` this suite may be running under
+    # (a sub-make prints "make[1]: Entering directory ..." first)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60, env=env)  # fmt: skip
     assert dry.stdout.splitlines()[0] == "bash scripts/system-packages.sh"
     assert "make test" in (REPO / ".ci" / "run").read_text()
     listed = (REPO / "requirements" / "system.txt").read_text()
