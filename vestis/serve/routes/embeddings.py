@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from vestis.models.text import text_problem
 from vestis.serve import schemas as S
 from vestis.serve.bodies import decode_images
 from vestis.serve.config import ServeConfig
@@ -59,6 +60,8 @@ def split_inputs(body: S.EmbeddingRequest, config: ServeConfig) -> tuple[list[tu
             images.append((i, text))
         elif not text.strip():
             raise ApiError(400, f"{param}: empty text", param=param)
+        elif problem := text_problem(text):
+            raise ApiError(400, f"{param}: {problem}", param=param)
         elif len(text) > config.max_text_chars:
             raise ApiError(400, f"{param}: {len(text):,} characters; at most {config.max_text_chars:,}",
                            code="input_too_long", param=param)  # fmt: skip
