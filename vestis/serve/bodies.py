@@ -34,18 +34,15 @@ async def read_body(request: Request, model: type[BaseModel], *, max_image_bytes
                 continue
             if key in json_fields:
                 try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    raise ApiError(400, f"{key}: not valid JSON", param=key) from None
+                    value = parse_json(value.encode("utf-8", "surrogatepass"))
+                except ApiError as exc:
+                    raise ApiError(400, f"{key}: {exc.message}", code="invalid_json", param=key) from None
             if key in list_fields:
                 data.setdefault(key, []).append(value)
             else:
                 data[key] = value
     elif ctype in ("application/json", ""):
-        try:
-            data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from None
+        data = parse_json(await request.body())
         if not isinstance(data, dict):
             raise ApiError(400, "the body must be a JSON object", code="invalid_request")
     else:
@@ -55,6 +52,20 @@ async def read_body(request: Request, model: type[BaseModel], *, max_image_bytes
         return model.model_validate(data), files
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(body: bytes):
+    """A request body as JSON (RFC 8259: no NaN or Infinity), or a 400 ``invalid_json`` saying why."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "the body is not valid JSON (nested too deeply)", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ApiError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from None
 
 
 def body_doc(model: type[BaseModel], files: dict[str, str]) -> dict:

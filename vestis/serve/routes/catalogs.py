@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from vestis.data.catalog import INT64_MAX, INT64_MIN, normalize_id
+from vestis.errors import InputError
 from vestis.index.build import build_index, delete_items
 from vestis.serve import schemas as S
 from vestis.serve.media import check_image, decode_image_string, image_mime
@@ -119,10 +122,26 @@ async def update_items(name: str, body: S.ItemsRequest, state: State):
 
 @router.put("/v1/catalogs/{name}/items/{item_id}", response_model=S.WriteReport)
 async def put_item(name: str, item_id: str, body: S.ItemBody, state: State):
-    """Add or replace one item."""
-    item = S.ItemIn(id=int(item_id) if item_id.isdigit() and len(item_id) < 19 else item_id, image=body.image,
+    """Add or replace one item. The id in the path is an integer when it is ASCII digits without leading
+    zeros (within int64), else text; an item already stored under it keeps its id's type."""
+    _, cat = state.catalog(name)
+    stored = (await in_thread(cat.store.get, [item_id])).get(item_id)
+    item = S.ItemIn(id=stored.id_value if stored is not None else _path_id(item_id), image=body.image,
                     metadata=body.metadata)  # fmt: skip
     return await _write(state, name, [item], "build")
+
+
+def _path_id(text: str) -> int | str:
+    """An id from a URL path: text, or an integer when it is written as one (``12``, never ``012`` or ``١٢``)."""
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
+        value = int(text)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ApiError(400, f"item id {text}: outside the 64-bit integer range", param="item_id")
+        return value
+    try:
+        return normalize_id(text)
+    except InputError as exc:
+        raise ApiError(400, str(exc), param="item_id") from None
 
 
 async def _delete(state, name: str, ids: list[str]) -> dict:
