@@ -35,6 +35,7 @@ from vestis.serve import schemas as S
 from vestis.serve.batching import BatchedEncoder, MicroBatcher
 from vestis.serve.config import MiB, ServeConfig
 from vestis.serve.errors import install_error_handlers
+from vestis.serve.media import PixelBudget
 from vestis.serve.metrics import Metrics, MetricsMiddleware
 from vestis.serve.routes import catalogs, classify, embeddings, ops, pages, search
 from vestis.serve.security import GuardMiddleware, GuardSettings, KeyStore, RateLimiter
@@ -104,7 +105,7 @@ async def _stop(state: ServerState) -> None:
 
 def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
     """The FastAPI app for ``config``. ``encoder``: an already loaded one (else loaded at start-up)."""
-    state = ServerState(config=config, encoder=encoder)
+    state = ServerState(config=config, encoder=encoder, pixels=PixelBudget(config.max_image_pixels))
     state.metrics = Metrics(state)
 
     @asynccontextmanager

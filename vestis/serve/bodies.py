@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from vestis.serve.config import MiB, ServeConfig
-from vestis.serve.media import ImageTooLarge, check_image, decode_image_string
+from vestis.serve.config import MiB
+from vestis.serve.media import ImageTooLarge, decode_image_string, prepare_request_image
 from vestis.serve.state import ApiError
 
 
@@ -77,12 +77,16 @@ def body_doc(model: type[BaseModel], files: dict[str, str]) -> dict:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def decode_images(strings: Sequence[tuple[str, str]], config: ServeConfig, raw: Sequence[tuple[str, bytes]] = ()):
-    """(param, data URL/base64) and (param, bytes) -> decoded RGB images, checked in a worker thread."""
+async def decode_images(state, strings: Sequence[tuple[str, str]], raw: Sequence[tuple[str, bytes]] = ()):
+    """(param, data URL/base64) and (param, bytes) -> images at the model's input size (uint8 arrays),
+    decoded in a worker thread within the server's pixel budget."""
+    config = state.config
     blobs = [(p, decode_image_string(s, max_bytes=config.max_image_bytes, what=p)) for p, s in strings]
     blobs += list(raw)
+    encoder = state.require_encoder()
 
-    def check():
-        return [check_image(b, max_pixels=config.max_image_pixels, what=p) for p, b in blobs]
+    def prepare():
+        return [prepare_request_image(b, encoder, max_pixels=config.max_image_pixels, budget=state.pixels, what=p)
+                for p, b in blobs]  # fmt: skip
 
-    return await anyio.to_thread.run_sync(check) if blobs else []
+    return await anyio.to_thread.run_sync(prepare) if blobs else []

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from vestis.serve.batching import BatchedEncoder, MicroBatcher
 from vestis.serve.config import ServeConfig
+from vestis.serve.media import PixelBudget
 
 
 class ApiError(Exception):
@@ -47,6 +48,7 @@ class ServerState:
     write_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     labels: object | None = None  # vestis.tag.LabelCache over ``batched``
     metrics: object | None = None  # vestis.serve.metrics.Metrics
+    pixels: PixelBudget | None = None  # pixels being decoded at once, across requests
     ready: bool = False
     started: float = field(default_factory=time.time)
 

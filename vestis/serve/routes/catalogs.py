@@ -15,7 +15,7 @@ from vestis.data.catalog import INT64_MAX, INT64_MIN, normalize_id
 from vestis.errors import InputError
 from vestis.index.build import build_index, delete_items
 from vestis.serve import schemas as S
-from vestis.serve.media import check_image, decode_image_string, image_mime
+from vestis.serve.media import decode_image_string, image_mime, prepare_request_image
 from vestis.serve.routes.search import thumbnail_url
 from vestis.serve.state import ApiError, State, in_thread
 
@@ -86,7 +86,9 @@ async def _rows(state, cat, items: Sequence[S.ItemIn], mode: str) -> list[dict]:
             raise ApiError(400, f"item {it.id}: metadata cannot hold {', '.join(sorted(bad))}", param="metadata")
     blobs = [decode_image_string(it.image, max_bytes=config.max_image_bytes, what=f"item {it.id}")
              if it.image else None for it in items]  # fmt: skip
-    await in_thread(lambda: [check_image(b, max_pixels=config.max_image_pixels, what=f"item {it.id}")
+    encoder = state.require_encoder()  # each image checked now (so a bad one names its item), within the budget
+    await in_thread(lambda: [prepare_request_image(b, encoder, max_pixels=config.max_image_pixels,
+                                                   budget=state.pixels, what=f"item {it.id}")
                              for it, b in zip(items, blobs) if b is not None])  # fmt: skip
     if mode != "add":  # an update replaces the item, and the server keeps no original images
         ids = [str(it.id) for it in items]

@@ -80,7 +80,7 @@ async def embeddings(body: S.EmbeddingRequest, state: State):
     if body.dimensions is not None and body.dimensions > e.dim:
         raise ApiError(400, f"dimensions must be at most {e.dim} for {e.name}", param="dimensions")
     texts, images = split_inputs(body, state.config)
-    pictures = await decode_images([(f"input[{i}]", s) for i, s in images], state.config)
+    pictures = await decode_images(state, [(f"input[{i}]", s) for i, s in images])
     jobs = ([state.texts.submit([t for _, t in texts])] if texts else []) + (
         [state.images.submit(pictures)] if images else []
     )

@@ -37,7 +37,7 @@ async def search(request: Request, state: State):
     if req.image is not None and files.get("image"):
         raise ApiError(400, "give the image once: as a file or as a data URL", param="image")
     raw = [("image", b) for b in files.get("image", [])[:1]]
-    pictures = await decode_images([("image", req.image)] if req.image else [], config, raw)
+    pictures = await decode_images(state, [("image", req.image)] if req.image else [], raw)
     if req.query is None and not pictures and req.item_id is None:
         raise ApiError(400, "give a query, an image or an item_id", param="query")
     start = time.perf_counter()
