@@ -95,3 +95,18 @@ def test_text_ids_still_compare_as_text(tmp_path, tiny):
     with Catalog.open(tmp_path / "idx", encoder=tiny) as cat:
         assert sorted(h.id for h in cat.search("dress", k=10, where="id > 'a-9'").hits) == ["b-2", "c-3"]
         assert [h.id for h in cat.search("dress", k=10, where="id = 'b-2'").hits] == ["b-2"]
+
+
+def test_a_folder_of_parquet_and_images_says_what_it_indexes(tmp_path, tiny):
+    from .conftest import jpeg
+
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "a.jpg").write_bytes(jpeg())
+    (tmp_path / "shop" / "b.jpg").write_bytes(jpeg((20, 20, 200)))
+    rows = [{"id": 1, "image": "a.jpg", "title": "a red shirt"}, {"id": 2, "image": None, "title": "blue jeans"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "shop" / "rows.parquet")
+    report = build_index(tmp_path / "shop", tmp_path / "idx", encoder=tiny, quiet=True)
+    assert report.total_items == 2
+    assert len(report.notes) == 1 and "2 image file(s)" in report.notes[0] and "parquet rows (2)" in report.notes[0]
+    plain = build_index(tmp_path / "shop" / "rows.parquet", tmp_path / "idx2", encoder=tiny, quiet=True)
+    assert plain.notes == []

@@ -182,3 +182,53 @@ def test_id_filters_compare_numbers_as_numbers(server, catalog_table):
             assert r.status_code == 200, r.text
             assert sorted(h["id"] for h in r.json()["results"]) == want, where
         assert not math.isnan(middle)
+
+
+# ------------------------------------------------------------------ 7. codes, content types, the schema
+
+
+def test_error_codes_and_content_types_are_as_documented(server):
+    with httpx2.Client(base_url=server.url, timeout=60) as c:
+        for path in ("/v1/embeddings", "/v1/search", "/v1/catalogs/shop/items"):
+            assert_openai_error(c.post(path, content=b'{"input": "dress"', headers=JSON), 400, "invalid_json")
+            for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/xml"):
+                r = c.post(path, content=b"input=dress", headers={"content-type": ctype})
+                assert_openai_error(r, 415, "unsupported_media_type")
+        for dims in (True, "8", 8.0, [8]):
+            r = c.post("/v1/embeddings", json={"input": "dress", "dimensions": dims})
+            assert assert_openai_error(r, 400)["param"] == "dimensions"
+        r = c.post("/v1/embeddings", json={"input": "dress", "dimensions": 8})
+        assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 8
+        err = assert_openai_error(c.post("/v1/embeddings", json={"input": [[101, 102]]}), 400)
+        assert "token arrays" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/v1/catalogs/shop/items/1", {"GET", "HEAD", "PUT", "DELETE"}), ("/v1/catalogs/shop/items", {"POST", "PUT"}),
+     ("/v1/embeddings", {"POST"}), ("/v1/catalogs/shop", {"GET", "HEAD"})],
+)  # fmt: skip
+def test_a_wrong_method_is_a_405_listing_every_allowed_method(server, path, allowed):
+    with httpx2.Client(base_url=server.url, timeout=60) as c:
+        for method in ("OPTIONS", "PATCH"):
+            r = c.request(method, path)
+            assert_openai_error(r, 405)
+            assert set(r.headers["allow"].split(", ")) == allowed, r.headers["allow"]
+
+
+def test_the_published_schema_refuses_what_the_server_refuses(server):
+    with httpx2.Client(base_url=server.url, timeout=60) as c:
+        spec = c.get("/openapi.json").json()
+        request = spec["components"]["schemas"]["EmbeddingRequest"]["properties"]["input"]
+        lists = [s for s in request["anyOf"] if s.get("type") == "array"]
+        assert lists and all(s.get("minItems") == 1 for s in lists), request
+        assert "integer" not in json_text(request)  # token arrays are not served, so not published
+        assert_openai_error(c.post("/v1/embeddings", json={"input": []}), 400)
+        dims = spec["components"]["schemas"]["EmbeddingRequest"]["properties"]["dimensions"]
+        assert {"type": "integer", "minimum": 1} in dims["anyOf"]
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)

@@ -150,6 +150,7 @@ class CatalogReader:
     kind: str = ""
     total: int = 0
     columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was read and what was not, for the report
 
     @classmethod
     def open(cls, path: str | Path, id_column: str = "id", image_column: str = "image") -> CatalogReader:
@@ -175,6 +176,15 @@ class CatalogReader:
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise InputError(f"{f}: not a readable parquet file ({exc})") from None
             reader.columns = list(schemas[0].names)
+            if p.is_dir():
+                images = sum(1 for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+                if images:
+                    reader.notes.append(
+                        f"{p} holds {len(reader._files)} .parquet file(s) and {images} image file(s): the catalog is "
+                        f"the parquet rows ({reader.total}); an image file is read only where a row's "
+                        f"{image_column!r} names it. To index the image files themselves, give a folder without "
+                        ".parquet files."
+                    )
         elif suffix in (".csv", ".jsonl", ".ndjson", ".json"):
             reader.kind = "csv" if suffix == ".csv" else "jsonl"
             reader._table = _read_text_table(p, reader.kind)

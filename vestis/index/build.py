@@ -53,6 +53,7 @@ class BuildReport:
     duplicate_ids: list[str] = field(default_factory=list)  # later rows with an id seen before
     missing_id: int = 0
     bad_ids: list[dict] = field(default_factory=list)  # {"id", "reason"}: not text or an int64; refused
+    notes: list[str] = field(default_factory=list)  # what the catalog was read as (a folder's parquets, not its images)
     unreadable_images: list[dict] = field(default_factory=list)  # {"id", "reason", "indexed_by_title"}
     not_indexed: list[dict] = field(default_factory=list)  # no image and no title: nothing to embed
     total_items: int = 0
@@ -169,7 +170,7 @@ def build_index(
         else:
             encoder = load_encoder(model)
     start = time.perf_counter()
-    report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source)
+    report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source, notes=list(reader.notes))
     store = open_or_create(out, encoder, weights, ann)
     weights = tuple(store.info.settings.get("weights", weights))
     try:

@@ -82,7 +82,24 @@ async def _http(request: Request, exc: StarletteHTTPException):
         detail = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 400 and detail.startswith("There was an error parsing the body"):
         detail, code = "the body is not valid JSON (unreadable, or nested too deeply)", "invalid_json"
-    return error_response(exc.status_code, detail, type_, code, None, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:  # Allow: every method of every route at this path, not only the first one's
+        allowed = allowed_methods(request)
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = f"{request.method} is not allowed at {request.url.path}; allowed: {', '.join(allowed)}"
+    return error_response(exc.status_code, detail, type_, code, None, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's routes answer at the request's path."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state.vestis.metrics, "routes", ()):
+        regex, allowed = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and allowed and regex.match(request.url.path):
+            methods |= set(allowed)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _library(request: Request, exc: VestisError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from vestis.data.catalog import INT64_MAX, INT64_MIN, MAX_ID_LENGTH, normalize_id
 from vestis.errors import InputError
@@ -40,6 +40,9 @@ ItemId = Annotated[
     AfterValidator(_checked_id),
 ]
 Scalar = Text | int | float | bool | None
+#: A string with something in it besides spaces (a text to embed, or an image data URL).
+#: (The schema says so; the route checks it, with a message naming the item.)
+NonBlank = Annotated[str, Field(json_schema_extra={"pattern": r"\S"})]
 
 
 class _Strict(BaseModel):
@@ -78,7 +81,7 @@ class ImageInputItem(BaseModel):
 
 class TextInputItem(BaseModel):
     type: Literal["text"]
-    text: Text
+    text: NonBlank
 
 
 InputItem = Annotated[ImageInputItem | TextInputItem, Field(discriminator="type")]
@@ -89,7 +92,7 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    input: str | list[str | InputItem] | list[list[int]] | list[int] = Field(
+    input: NonBlank | Annotated[list[NonBlank | InputItem], Field(min_length=1)] = Field(
         description="A string, or a list of strings, image data URLs and image_url/text items."
     )
     model: str | None = Field(None, description="The served model's name (GET /v1/models).")
@@ -101,6 +104,13 @@ class EmbeddingRequest(BaseModel):
         description="Keep the first N dimensions and re-normalise (vestis models are not Matryoshka-trained).",
     )
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_arrays(cls, value):
+        if isinstance(value, int) or (isinstance(value, list) and any(isinstance(x, (int, list)) for x in value)):
+            raise ValueError("token arrays are not supported: send strings (the server tokenises)")
+        return value
 
 
 class Embedding(BaseModel):

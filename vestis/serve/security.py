@@ -15,6 +15,7 @@
   ``burst``); over it: 429 with ``Retry-After``.
 * **Sizes**: a declared ``Content-Length`` over the limit is refused before the body is
   read (413); a chunked body is counted as it arrives and cut off at the limit.
+* **Content types**: a body is JSON or a multipart form; anything else is a 415.
 * **Timeouts**: a request not answered within ``timeout`` seconds gets 504.
 
 Errors are OpenAI-shaped JSON: ``{"error": {"message", "type", "param", "code"}}``.
@@ -151,6 +152,12 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate
 
 
+def _accepted_body_type(content_type: str | None) -> bool:
+    """JSON or a multipart form (or none given: read as JSON, as OpenAI's clients send it)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media in ("", "application/json", "multipart/form-data") or media.endswith("+json")
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body larger than the limit of {limit:,} bytes")
@@ -254,6 +261,12 @@ class GuardMiddleware:
                 await send_error(send, 413, f"request body of {size:,} bytes is larger than the limit of "
                                  f"{s.max_body_bytes:,}", "invalid_request_error", "request_too_large")  # fmt: skip
                 return
+        if scope.get("method") in ("POST", "PUT", "PATCH") and not _accepted_body_type(headers.get("content-type")):
+            media = headers.get("content-type", "").split(";")[0].strip()
+            await send_error(send, 415, f"unsupported content type {media!r}; send application/json "
+                             "(or multipart/form-data where a file is sent)", "invalid_request_error",
+                             "unsupported_media_type")  # fmt: skip
+            return
         received = 0
 
         async def limited_receive():

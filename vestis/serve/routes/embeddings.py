@@ -50,8 +50,6 @@ def split_inputs(body: S.EmbeddingRequest, config: ServeConfig) -> tuple[list[tu
     texts, images = [], []
     for i, item in enumerate(items):
         param = "input" if isinstance(body.input, str) else f"input[{i}]"
-        if isinstance(item, (int, list)):
-            raise ApiError(400, "token arrays are not supported: send strings (the server tokenises)", param=param)
         if isinstance(item, S.ImageInputItem):
             images.append((i, item.image_url if isinstance(item.image_url, str) else item.image_url.url))
             continue
