@@ -126,8 +126,12 @@ def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
         responses={400: {"model": S.ErrorResponse}, 401: {"model": S.ErrorResponse}},
     )
     app.state.vestis = state
-    guard = GuardSettings(keys=KeyStore(config.key_hashes), limiter=RateLimiter(config.rate_limit, config.rate_burst),
-                          max_body_bytes=config.max_body_bytes, timeout=config.request_timeout)  # fmt: skip
+    guard = GuardSettings(
+        keys=KeyStore(config.key_hashes, config.api_keys_file),
+        limiter=RateLimiter(config.rate_limit, config.rate_burst),
+        max_body_bytes=config.max_body_bytes,
+        timeout=config.request_timeout,
+    )
     app.add_middleware(GuardMiddleware, settings=guard)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts what the guard refuses too
     install_error_handlers(app)

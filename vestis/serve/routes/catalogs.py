@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from vestis.data.catalog import INT64_MAX, INT64_MIN, normalize_id
@@ -17,7 +17,7 @@ from vestis.index.build import build_index, delete_items
 from vestis.serve import schemas as S
 from vestis.serve.media import decode_image_string, image_mime, prepare_request_image
 from vestis.serve.routes.search import thumbnail_url
-from vestis.serve.state import ApiError, State, in_thread
+from vestis.serve.state import ApiError, State, grant_of, in_thread
 
 router = APIRouter(tags=["catalogs"])
 
@@ -33,9 +33,12 @@ def _info(name: str, cat) -> dict:
 
 
 @router.get("/v1/catalogs", response_model=S.CatalogList)
-async def list_catalogs(state: State):
+async def list_catalogs(request: Request, state: State):
+    """The catalogs this server serves (those the request's API key may use)."""
     state.require_encoder()
-    return {"object": "list", "data": await in_thread(lambda: [_info(n, c) for n, c in state.catalogs.items()])}
+    grant = grant_of(request)
+    mine = {n: c for n, c in state.catalogs.items() if grant is None or grant.allows_catalog(n)}
+    return {"object": "list", "data": await in_thread(lambda: [_info(n, c) for n, c in mine.items()])}
 
 
 @router.get("/v1/catalogs/{name}", response_model=S.CatalogInfo)
