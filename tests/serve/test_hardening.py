@@ -224,6 +224,10 @@ def test_the_published_schema_refuses_what_the_server_refuses(server):
         assert lists and all(s.get("minItems") == 1 for s in lists), request
         assert "integer" not in json_text(request)  # token arrays are not served, so not published
         assert_openai_error(c.post("/v1/embeddings", json={"input": []}), 400)
+        facets = spec["paths"]["/v1/catalogs/{name}/facets"]["get"]["parameters"]
+        field = next(p for p in facets if p["name"] == "field")["schema"]["anyOf"][0]
+        assert field["items"]["minLength"] == 1  # ?field= is refused, and the spec says so
+        assert_openai_error(c.get("/v1/catalogs/shop/facets?field="), 400)
         dims = spec["components"]["schemas"]["EmbeddingRequest"]["properties"]["dimensions"]
         assert {"type": "integer", "minimum": 1} in dims["anyOf"]
 

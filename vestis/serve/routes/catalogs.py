@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 
 from vestis.data.catalog import INT64_MAX, INT64_MIN, normalize_id
 from vestis.errors import InputError
@@ -48,7 +50,7 @@ async def get_catalog(name: str, state: State):
 
 
 @router.get("/v1/catalogs/{name}/facets", response_model=S.FacetsResponse)
-async def facets(name: str, state: State, field: list[str] | None = Query(None),
+async def facets(name: str, state: State, field: list[Annotated[str, Field(min_length=1)]] | None = Query(None),
                  limit: int = Query(30, ge=1, le=500)):  # fmt: skip
     """Value counts over the whole catalog (default: the fields that make useful filters). For counts
     over a query's results, ask ``POST /v1/search`` with ``facets``."""
