@@ -77,8 +77,8 @@ def _print_report(report, as_json: bool) -> None:
             table.add_row(name, str(n))
     out.print(table)
     out.print(f"{data['seconds']:.1f} s, {data['items_per_second']:.0f} items/s")
-    for note in data.get("notes", []):
-        out.print(f"note: {note}", highlight=False)
+    for text in data.get("notes", []):
+        note(f"note: {text}")
     problems = data["bad_ids"] + data["unreadable_images"] + data["not_indexed"]
     for p in problems[:10]:
         out.print(f"  [yellow]{p['id']}[/]: {p['reason']}", highlight=False)
