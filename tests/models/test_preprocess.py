@@ -59,3 +59,43 @@ def test_longest_side_letterbox_on_white():
     assert out.shape == (64, 64, 3) and cfg.output_hw == (64, 64)
     assert (out[:, :2] == 255).all() and (out[:, -2:] == 255).all()  # 48 px wide, centred, white margins
     assert (out[:, 10:54] == (10, 20, 30)).all()
+
+
+def test_large_png_is_reduced_right_after_decoding_and_keeps_its_pixels_close():
+    import io
+
+    from vestis.models.preprocess import decode_size, prepare_image
+
+    cfg = ImageConfig(resize=224, crop_hw=(224, 224))
+    y, x = np.mgrid[0:3000, 0:2400].astype(np.float32)
+    pixels = np.stack([x / 2400 * 255, y / 3000 * 255, (x + y) % 97 * 2], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    data = buf.getvalue()
+    assert decode_size(data, cfg) == (2400, 3000)  # PNG has no draft mode: decoded at full size
+    fast = prepare_image(data, cfg, draft=True).astype(np.int16)
+    exact = prepare_image(data, cfg, draft=False).astype(np.int16)
+    assert fast.shape == exact.shape == (224, 224, 3)
+    assert np.abs(fast - exact).mean() < 2.0 and np.abs(fast - exact).max() <= 40
+
+
+def test_pixel_budget_bounds_pixels_in_flight_across_threads():
+    import threading
+    import time
+
+    from vestis.serve.media import PixelBudget
+
+    budget = PixelBudget(100, release_after=10**9)
+    seen = []
+
+    def work(n):
+        with budget.hold(n):
+            seen.append(budget.in_use)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (60, 60, 30, 150, 10, 40) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert max(seen) <= 100 and budget.peak <= 100 and budget.in_use == 0

@@ -68,6 +68,7 @@ def _print_report(report, as_json: bool) -> None:
         ("pruned", data["pruned"]), ("already in the index (skipped)", len(data["skipped_existing"])),
         ("not in the index (skipped)", len(data["skipped_missing"])),
         ("duplicate ids (later rows skipped)", len(data["duplicate_ids"])), ("without an id", data["missing_id"]),
+        ("ids that are not text or int64 (refused)", len(data["bad_ids"])),
         ("unreadable images (indexed by title)", len(data["unreadable_images"])),
         ("not indexed (no image, no title)", len(data["not_indexed"])), ("in the index now", data["total_items"]),
     ]  # fmt: skip
@@ -76,7 +77,9 @@ def _print_report(report, as_json: bool) -> None:
             table.add_row(name, str(n))
     out.print(table)
     out.print(f"{data['seconds']:.1f} s, {data['items_per_second']:.0f} items/s")
-    problems = data["unreadable_images"] + data["not_indexed"]
+    for text in data.get("notes", []):
+        note(f"note: {text}")
+    problems = data["bad_ids"] + data["unreadable_images"] + data["not_indexed"]
     for p in problems[:10]:
         out.print(f"  [yellow]{p['id']}[/]: {p['reason']}", highlight=False)
     if len(problems) > 10:

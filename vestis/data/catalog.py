@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vestis.errors import InputError
+from vestis.models.text import text_problem
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: Fashion-MNIST's class names, in label order (Zalando's README).
@@ -79,6 +81,48 @@ def load_fashion_mnist(split: str = "test", root: Path = FASHION_MNIST_DIR) -> t
 
 # ------------------------------------------------------------------------ catalogs to index
 
+#: What an id may be: text (at most this many characters) or an integer within int64.
+MAX_ID_LENGTH = 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def normalize_id(value: object) -> int | str:
+    """``value`` as an id: text, or an integer within int64; else an :class:`InputError` saying why.
+
+    Text stays text (``"007"``, ``"²"`` and ``"١٢"`` are never read as numbers); a float is taken
+    only when it is a whole number (pandas stores an integer column with gaps as floats). Booleans,
+    lists, structs, bytes, NaN, infinities, empty text and text with control characters are not ids.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"id {value!r}: a boolean is not an id (use text or an integer)")
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value) or value != int(value):
+            raise InputError(f"id {value!r}: not a whole number (ids are text or integers)")
+        value = int(value)
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InputError(f"id {value}: outside the 64-bit integer range (send it as text)")
+        return value
+    if isinstance(value, str):
+        if not value.strip():
+            raise InputError("id: empty text")
+        if len(value) > MAX_ID_LENGTH:
+            raise InputError(f"id: {len(value):,} characters; at most {MAX_ID_LENGTH:,}")
+        problem = text_problem(value)
+        if problem:
+            raise InputError(f"id {value.encode('utf-8', 'backslashreplace').decode()!r}: {problem}")
+        return value
+    raise InputError(f"id: a {type(value).__name__} is not an id (use text or an integer)")
+
+
+def _try_id(value: object) -> int | str | None:
+    try:
+        return normalize_id(value)
+    except InputError:
+        return None
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 #: Columns tried, in order, as a product's title when none is named.
 TITLE_COLUMNS = ("productDisplayName", "title", "name", "product_name")
@@ -106,6 +150,7 @@ class CatalogReader:
     kind: str = ""
     total: int = 0
     columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was read and what was not, for the report
 
     @classmethod
     def open(cls, path: str | Path, id_column: str = "id", image_column: str = "image") -> CatalogReader:
@@ -131,6 +176,15 @@ class CatalogReader:
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise InputError(f"{f}: not a readable parquet file ({exc})") from None
             reader.columns = list(schemas[0].names)
+            if p.is_dir():
+                images = sum(1 for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+                if images:
+                    reader.notes.append(
+                        f"{p} holds {len(reader._files)} .parquet file(s) and {images} image file(s): the catalog is "
+                        f"the parquet rows ({reader.total}); an image file is read only where a row's "
+                        f"{image_column!r} names it. To index the image files themselves, give a folder without "
+                        ".parquet files."
+                    )
         elif suffix in (".csv", ".jsonl", ".ndjson", ".json"):
             reader.kind = "csv" if suffix == ".csv" else "jsonl"
             reader._table = _read_text_table(p, reader.kind)
@@ -156,15 +210,17 @@ class CatalogReader:
         for row in rows:
             for key, value in row.items():
                 columns.setdefault(str(key))
-                if value is not None and key != image_column:
+                if value is not None and key not in (image_column, id_column):
                     kinds.setdefault(key, set()).add(_kind(value))
         for key, seen in kinds.items():
-            if key != id_column and len(seen) > 1:
+            if len(seen) > 1:
                 raise InputError(f"items: field {key!r} has values of different types ({', '.join(sorted(seen))})")
-        if len(kinds.get(id_column, ())) > 1:
-            for row in rows:
-                if row.get(id_column) is not None:
-                    row[id_column] = str(row[id_column])
+        # ids: text or int64 (others are refused and counted by the build); text and numbers mixed: all text
+        ids = [_try_id(row.get(id_column)) for row in rows]
+        if len({type(i) for i in ids if i is not None}) > 1:
+            for row, i in zip(rows, ids):
+                if i is not None:
+                    row[id_column] = str(i)
         reader = cls(Path("."), id_column, image_column, kind="rows", total=len(rows), columns=list(columns))
         reader._rows = [{c: row.get(c) for c in columns} for row in rows]  # a missing column is null, as in a table
         return reader
@@ -242,7 +298,10 @@ def _kind(value: object) -> str:
 
 
 def _jsonable(v: object) -> object:
+    """A metadata value as JSON can hold it: NaN and infinities become null (JSON has no such numbers)."""
     if isinstance(v, (bytes, bytearray)):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]

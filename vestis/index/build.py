@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vestis.data.catalog import TITLE_COLUMNS, CatalogItem, CatalogReader
+from vestis.data.catalog import TITLE_COLUMNS, CatalogItem, CatalogReader, normalize_id
 from vestis.embed import embed_images
 from vestis.errors import InputError
 from vestis.index.local import LocalStore, is_index_dir
@@ -52,6 +52,8 @@ class BuildReport:
     skipped_missing: list[str] = field(default_factory=list)  # update: not in the index
     duplicate_ids: list[str] = field(default_factory=list)  # later rows with an id seen before
     missing_id: int = 0
+    bad_ids: list[dict] = field(default_factory=list)  # {"id", "reason"}: not text or an int64; refused
+    notes: list[str] = field(default_factory=list)  # what the catalog was read as (a folder's parquets, not its images)
     unreadable_images: list[dict] = field(default_factory=list)  # {"id", "reason", "indexed_by_title"}
     not_indexed: list[dict] = field(default_factory=list)  # no image and no title: nothing to embed
     total_items: int = 0
@@ -168,7 +170,7 @@ def build_index(
         else:
             encoder = load_encoder(model)
     start = time.perf_counter()
-    report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source)
+    report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source, notes=list(reader.notes))
     store = open_or_create(out, encoder, weights, ann)
     weights = tuple(store.info.settings.get("weights", weights))
     try:
@@ -181,8 +183,13 @@ def build_index(
                 for batch in reader.batches(batch_size):
                     for item in batch:
                         report.seen += 1
-                        if item.id is None or str(item.id).strip() == "":
+                        if item.id is None or (isinstance(item.id, str) and not item.id.strip()):
                             report.missing_id += 1
+                            continue
+                        try:
+                            item.id = normalize_id(item.id)
+                        except InputError as exc:
+                            report.bad_ids.append({"id": _shown(item.id), "reason": str(exc)})
                             continue
                         key = str(item.id)
                         if key in seen:
@@ -231,6 +238,12 @@ def build_index(
     return report
 
 
+def _shown(value: object) -> str:
+    """A refused id, for the report (printable, short)."""
+    text = repr(value).encode("utf-8", "backslashreplace").decode()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _body(metadata: dict, title_col: str | None) -> str:
     return " ".join(str(v) for k, v in metadata.items() if k != title_col and isinstance(v, str) and v.strip())
 
@@ -240,7 +253,7 @@ def _record(item: CatalogItem, title: str, title_col: str | None, content_hash: 
     return Record(
         id=str(item.id), metadata=item.metadata, content_hash=content_hash, title=title,
         body=_body(item.metadata, title_col), image_ref=item.image_ref,
-        id_value=item.id if isinstance(item.id, (int, str)) else str(item.id), **vectors,
+        id_value=item.id, **vectors,
         image_hash=_digest(image) if image else None,
     )  # fmt: skip
 

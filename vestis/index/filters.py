@@ -61,14 +61,16 @@ class Filter:
         field_sql: Callable[[str], tuple[str, list]],
         placeholder: str = "?",
         values_of: FieldValues | None = None,
+        ordered_sql: Callable[[str], tuple[str, list]] | None = None,
     ) -> tuple[str, list]:
         """(SQL fragment, parameters); ``field_sql(name)`` gives a field's SQL and its parameters.
 
         ``values_of``: the store's values of a field; with it, text equality ignores case (see the
-        module docstring). Without it, every comparison is exact.
+        module docstring). Without it, every comparison is exact. ``ordered_sql(name)``: a field's
+        SQL in ``< <= > >= BETWEEN`` when it differs (a store's integer ids compare as numbers there).
         """
         node = _fold_case(self.node, values_of) if values_of is not None else self.node
-        return _compile(node, field_sql, placeholder)
+        return _compile(node, field_sql, placeholder, ordered_sql or field_sql)
 
     @classmethod
     def from_mapping(cls, selections: Mapping[str, object] | None) -> Filter | None:
@@ -213,12 +215,14 @@ def _literal(node: exp.Expression) -> object:
     raise InputError(f"filter: expected a literal value, got {node.sql()}")
 
 
-def _compile(node: exp.Expression, field_sql, ph: str) -> tuple[str, list]:
-    def operand(n: exp.Expression) -> tuple[str, list]:
+def _compile(node: exp.Expression, field_sql, ph: str, ordered_sql=None) -> tuple[str, list]:
+    ordered_sql = ordered_sql or field_sql
+
+    def operand(n: exp.Expression, ordered: bool = False) -> tuple[str, list]:
         if isinstance(n, exp.Column):
-            return field_sql(n.name)
+            return (ordered_sql if ordered else field_sql)(n.name)
         if isinstance(n, exp.Paren):
-            return operand(n.this)
+            return operand(n.this, ordered)
         return ph, [_literal(n)]
 
     def rec(n: exp.Expression) -> tuple[str, list]:
@@ -232,7 +236,8 @@ def _compile(node: exp.Expression, field_sql, ph: str) -> tuple[str, list]:
             sql, params = rec(n.this)
             return f"(NOT {sql})", params
         if type(n) in _COMPARE:
-            (a, pa), (b, pb) = operand(n.this), operand(n.expression)
+            ordered = type(n) not in (exp.EQ, exp.NEQ)
+            (a, pa), (b, pb) = operand(n.this, ordered), operand(n.expression, ordered)
             return f"{a} {_COMPARE[type(n)]} {b}", pa + pb
         if isinstance(n, (exp.Like, exp.ILike)):
             (a, pa), (b, pb) = operand(n.this), operand(n.expression)
@@ -244,7 +249,7 @@ def _compile(node: exp.Expression, field_sql, ph: str) -> tuple[str, list]:
                 raise InputError("filter: IN needs a list of values")
             return f"{a} IN ({', '.join([ph] * len(values))})", pa + values
         if isinstance(n, exp.Between):
-            a, pa = operand(n.this)
+            a, pa = operand(n.this, ordered=True)
             return f"{a} BETWEEN {ph} AND {ph}", pa + [_literal(n.args["low"]), _literal(n.args["high"])]
         if isinstance(n, exp.Is):
             a, pa = operand(n.this)

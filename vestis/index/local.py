@@ -94,9 +94,17 @@ def _field_expr(name: str) -> str:
 
 
 def _field_sql(name: str) -> tuple[str, list]:
-    if name == "id":
+    if name == "id":  # equality on the key: '15970' and 15970 name the same item (ids are unique as text)
         return "items.id", []
     return _field_expr(name), []
+
+
+#: Integer ids as numbers, text ids as text, for ``< <= > >= BETWEEN`` (numbers sort before text).
+_ORDERED_ID = "(CASE WHEN json_type(items.id_json) = 'integer' THEN CAST(items.id AS INTEGER) ELSE items.id END)"
+
+
+def _ordered_field_sql(name: str) -> tuple[str, list]:
+    return (_ORDERED_ID, []) if name == "id" else _field_sql(name)
 
 
 def fts_query(text: str) -> str | None:
@@ -292,7 +300,8 @@ class LocalStore:
                     "image_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.id, json.dumps(r.id if r.id_value is None else r.id_value), r.content_hash, r.image_hash,
-                        json.dumps(r.metadata, default=str), r.title, r.body, r.image_error, r.image_ref,
+                        json.dumps(r.metadata, default=str, allow_nan=False), r.title, r.body, r.image_error,
+                        r.image_ref,
                     ),
                 )  # fmt: skip
                 row = cur.lastrowid
@@ -422,7 +431,7 @@ class LocalStore:
         """The filter as SQL over ``items``, after checking it names only fields the index has;
         text equality ignores case (see :mod:`vestis.index.filters`)."""
         where.check_fields([*self.fields(), "id"])
-        return where.compile(_field_sql, values_of=self.field_values)
+        return where.compile(_field_sql, values_of=self.field_values, ordered_sql=_ordered_field_sql)
 
     def _filter_rows(self, where: Filter) -> np.ndarray:
         """Rows matching ``where``; the last few filters' rows are kept per generation (facet clicks repeat)."""

@@ -424,11 +424,51 @@ def prepare_image(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     draft: bool = True,
 ) -> np.ndarray:
-    """Decode, resize and crop one image to uint8 (H, W, 3), with JPEG draft mode where it applies."""
+    """Decode, resize and crop one image to uint8 (H, W, 3), with JPEG draft mode where it applies
+    (and, for other formats much larger than the model's input, a box reduction right after decoding)."""
     img, what = _open_image(source, index, max_pixels)
     # Only files vestis opened itself: a caller's PIL image is never changed.
-    full_size = _draft(img, cfg) if draft and not isinstance(source, Image.Image) else None
+    opened = draft and not isinstance(source, Image.Image)
+    full_size = _draft(img, cfg) if opened else None
+    if not opened or full_size is not None:
+        return resize_and_crop(_finish_decoding(img, what), cfg, full_size)
+    try:
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image when there is nothing to turn
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{what}: cannot decode image data ({exc})") from None
+    img, full_size = _reduce(img, cfg)
     return resize_and_crop(_finish_decoding(img, what), cfg, full_size)
+
+
+def decode_size(data: bytes, cfg: ImageConfig, *, draft: bool = True) -> tuple[int, int] | None:
+    """(width, height) that :func:`prepare_image` decodes encoded ``data`` at (JPEG draft mode
+    applied), read from the header without decoding; None when the header cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if draft:
+                _draft(im, cfg)
+            return im.size
+    except Exception:  # noqa: BLE001 - an unreadable header: prepare_image names the problem
+        return None
+
+
+#: Modes :meth:`PIL.Image.Image.reduce` averages correctly (not palette or 1-bit images).
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA")
+
+
+def _reduce(img: Image.Image, cfg: ImageConfig) -> tuple[Image.Image, tuple[int, int] | None]:
+    """A decoded image much larger than the model's input, box-reduced by an integer factor that keeps
+    DRAFT_MARGIN times the resized size (what draft mode does for JPEG, for PNG, WebP...): the RGB
+    conversion and the resize then work on the small image. (image, full size) or (image, None)."""
+    w, h = img.size
+    target = _target_size(w, h, cfg)
+    if target is None or img.mode not in _REDUCIBLE:
+        return img, None
+    factor = min(w // (DRAFT_MARGIN * target[0]), h // (DRAFT_MARGIN * target[1]))
+    if factor < 2:
+        return img, None
+    return img.reduce(factor), (w, h)
 
 
 @functools.lru_cache(maxsize=16)

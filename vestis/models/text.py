@@ -155,6 +155,22 @@ def load_hf_tokenizer(directory: Path, context_length: int | None = None) -> Any
     return tok
 
 
+#: C0 control characters other than tab, newline and carriage return (NUL above all), and DEL.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be tokenised (a lone surrogate, a NUL or other control character), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode (a lone surrogate {text[exc.start]!r} at character {exc.start})"
+    m = _CONTROL.search(text)
+    if m:
+        return f"control character {m.group()!r} at character {m.start()}"
+    return None
+
+
 def validate_texts(texts: Any) -> list[str]:
     """A list of non-empty strings, or an :class:`InputError` naming the bad item."""
     if isinstance(texts, str):
@@ -168,4 +184,7 @@ def validate_texts(texts: Any) -> list[str]:
             raise InputError(f"text {i}: expected a string, got {type(t).__name__}")
         if not t.strip():
             raise InputError(f"text {i}: empty text")
+        problem = text_problem(t)
+        if problem:
+            raise InputError(f"text {i}: {problem}")
     return items

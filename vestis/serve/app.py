@@ -35,6 +35,7 @@ from vestis.serve import schemas as S
 from vestis.serve.batching import BatchedEncoder, MicroBatcher
 from vestis.serve.config import MiB, ServeConfig
 from vestis.serve.errors import install_error_handlers
+from vestis.serve.media import PixelBudget
 from vestis.serve.metrics import Metrics, MetricsMiddleware
 from vestis.serve.routes import catalogs, classify, embeddings, ops, pages, search
 from vestis.serve.security import GuardMiddleware, GuardSettings, KeyStore, RateLimiter
@@ -102,9 +103,44 @@ async def _stop(state: ServerState) -> None:
     state.catalogs.clear()
 
 
+#: The errors any route may answer with (the guard's too: keys, scopes, sizes, content types, rate, time),
+#: all in OpenAI's shape; see docs/serve.md's table.
+ERROR_RESPONSES = {
+    status: {"model": S.ErrorResponse, "description": what}
+    for status, what in (
+        (400, "Invalid request: bad JSON, wrong types or values, unreadable images"),
+        (401, "Missing or wrong API key"),
+        (403, "The key's scopes do not allow it, or a non-loopback client of a server without keys"),
+        (404, "No such model, catalog, item or route"),
+        (405, "Method not allowed (the Allow header lists the methods)"),
+        (409, "The catalog is being written by another process (Retry-After)"),
+        (413, "Body or image over the server's limit"),
+        (415, "The body is not JSON (or a multipart form where files are accepted)"),
+        (429, "Over the key's rate limit (Retry-After)"),
+        (503, "Starting, stopping or overloaded (Retry-After)"),
+        (504, "Not answered within the server's timeout"),
+    )
+}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's spec without its 422 answers: validation errors are 400s here, as OpenAI's API has them."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        for path in spec.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
 def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
     """The FastAPI app for ``config``. ``encoder``: an already loaded one (else loaded at start-up)."""
-    state = ServerState(config=config, encoder=encoder)
+    state = ServerState(config=config, encoder=encoder, pixels=PixelBudget(config.max_image_pixels))
     state.metrics = Metrics(state)
 
     @asynccontextmanager
@@ -122,11 +158,16 @@ def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        responses={400: {"model": S.ErrorResponse}, 401: {"model": S.ErrorResponse}},
+        responses=ERROR_RESPONSES,
     )
+    app.openapi = lambda: _openapi(app)
     app.state.vestis = state
-    guard = GuardSettings(keys=KeyStore(config.key_hashes), limiter=RateLimiter(config.rate_limit, config.rate_burst),
-                          max_body_bytes=config.max_body_bytes, timeout=config.request_timeout)  # fmt: skip
+    guard = GuardSettings(
+        keys=KeyStore(config.key_hashes, config.api_keys_file),
+        limiter=RateLimiter(config.rate_limit, config.rate_burst),
+        max_body_bytes=config.max_body_bytes,
+        timeout=config.request_timeout,
+    )
     app.add_middleware(GuardMiddleware, settings=guard)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts what the guard refuses too
     install_error_handlers(app)

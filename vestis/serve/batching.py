@@ -9,8 +9,8 @@ next one gathers: under load the wait costs nothing and batches grow by themselv
 
 A job never waits longer than ``max_wait_ms`` for company, the queue holds at most
 ``max_queue`` jobs (beyond that :class:`Overloaded`, answered 503 with Retry-After), and
-a batch that fails on one request's input (a truncated image) is re-run job by job, so
-only that request gets the error. With ``enabled=False`` each job runs alone, in
+a batch that fails (on one request's input, or on anything else) is re-run job by job, so
+only the request that causes it gets the error. With ``enabled=False`` each job runs alone, in
 arrival order: the one-request-at-a-time baseline the load benchmark compares with.
 
 :class:`BatchedEncoder` lets synchronous library code (``Catalog.search``, label
@@ -241,23 +241,19 @@ class MicroBatcher:
         self.stats.batch_sizes[len(items)] += 1
         try:
             vectors = await loop.run_in_executor(self._executor, self._call, items)
-        except VestisError as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s)
             if len(batch) == 1:
-                _fail(batch[0], exc)
+                _fail(batch[0], exc, self.name)
                 return
-            # one request's bad input must not fail the others: run them one by one
+            # whatever went wrong (a bad input, a tokenizer bug), one request must not fail the others:
+            # run them one by one, so only the one that causes it gets the error
             for job in batch:
                 try:
                     result = await loop.run_in_executor(self._executor, self._call, job.items)
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting request
-                    _fail(job, exc)
+                    _fail(job, exc, self.name)
                 else:
                     _succeed(job, result)
-            return
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
-            log.exception("%s batch of %d items failed", self.name, len(items))
-            for job in batch:
-                _fail(job, exc)
             return
         start = 0
         for job in batch:
@@ -284,7 +280,9 @@ def _succeed(job: _Job, value: np.ndarray) -> None:
         job.future.set_result(value)
 
 
-def _fail(job: _Job, exc: BaseException) -> None:
+def _fail(job: _Job, exc: BaseException, name: str = "") -> None:
+    if not isinstance(exc, VestisError):  # a bug, not the client's input: the server's log says where
+        log.error("%s: encoder call for one request failed", name, exc_info=exc)
     if not job.future.done():
         job.future.set_exception(exc)
 

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from vestis.serve.config import MiB, ServeConfig
-from vestis.serve.media import ImageTooLarge, check_image, decode_image_string
+from vestis.serve.config import MiB
+from vestis.serve.media import ImageTooLarge, decode_image_string, prepare_request_image
 from vestis.serve.state import ApiError
 
 
@@ -34,18 +34,15 @@ async def read_body(request: Request, model: type[BaseModel], *, max_image_bytes
                 continue
             if key in json_fields:
                 try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    raise ApiError(400, f"{key}: not valid JSON", param=key) from None
+                    value = parse_json(value.encode("utf-8", "surrogatepass"))
+                except ApiError as exc:
+                    raise ApiError(400, f"{key}: {exc.message}", code="invalid_json", param=key) from None
             if key in list_fields:
                 data.setdefault(key, []).append(value)
             else:
                 data[key] = value
     elif ctype in ("application/json", ""):
-        try:
-            data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from None
+        data = parse_json(await request.body())
         if not isinstance(data, dict):
             raise ApiError(400, "the body must be a JSON object", code="invalid_request")
     else:
@@ -57,6 +54,20 @@ async def read_body(request: Request, model: type[BaseModel], *, max_image_bytes
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(body: bytes):
+    """A request body as JSON (RFC 8259: no NaN or Infinity), or a 400 ``invalid_json`` saying why."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "the body is not valid JSON (nested too deeply)", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ApiError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from None
+
+
 def body_doc(model: type[BaseModel], files: dict[str, str]) -> dict:
     """OpenAPI for a route that reads :func:`read_body`: the JSON schema, or a form with files."""
     form = {"type": "object", "properties": {k: {"type": "string", "format": "binary", "description": v}
@@ -66,12 +77,16 @@ def body_doc(model: type[BaseModel], files: dict[str, str]) -> dict:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def decode_images(strings: Sequence[tuple[str, str]], config: ServeConfig, raw: Sequence[tuple[str, bytes]] = ()):
-    """(param, data URL/base64) and (param, bytes) -> decoded RGB images, checked in a worker thread."""
+async def decode_images(state, strings: Sequence[tuple[str, str]], raw: Sequence[tuple[str, bytes]] = ()):
+    """(param, data URL/base64) and (param, bytes) -> images at the model's input size (uint8 arrays),
+    decoded in a worker thread within the server's pixel budget."""
+    config = state.config
     blobs = [(p, decode_image_string(s, max_bytes=config.max_image_bytes, what=p)) for p, s in strings]
     blobs += list(raw)
+    encoder = state.require_encoder()
 
-    def check():
-        return [check_image(b, max_pixels=config.max_image_pixels, what=p) for p, b in blobs]
+    def prepare():
+        return [prepare_request_image(b, encoder, max_pixels=config.max_image_pixels, budget=state.pixels, what=p)
+                for p, b in blobs]  # fmt: skip
 
-    return await anyio.to_thread.run_sync(check) if blobs else []
+    return await anyio.to_thread.run_sync(prepare) if blobs else []

@@ -55,7 +55,7 @@ def serve(
 
     from vestis.serve.app import create_app, prepare
     from vestis.serve.config import read_config_file, serve_config
-    from vestis.serve.security import load_key_hashes
+    from vestis.serve.security import KeyStore, load_key_hashes
 
     settings = {k: v for k, v in ctx.params.items() if k != "config_file"}
     if config_file is not None:  # the file's settings, where the command line does not give the flag
@@ -64,15 +64,18 @@ def serve(
             source = ctx.get_parameter_source(name)  # typer's own click: compare by name
             if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
                 settings[name] = value
-    hashes = load_key_hashes(settings.pop("api_keys_file"))
+    hashes = load_key_hashes(env=None)
+    keys = KeyStore(hashes, settings["api_keys_file"])  # a bad keys file: one line, exit 2
     log_level = settings.pop("log_level")
     config = serve_config(key_hashes=hashes, **settings)
     host, port, batching = config.host, config.port, config.batching
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     encoder = prepare(config)
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    if hashes:
-        notice = f"{len(hashes)} API key(s) configured: every route but /healthz, /readyz and the page needs one"
+    if keys:
+        notice = f"{len(keys)} API key(s) configured: every route but /healthz, /readyz and the page needs one"
+        if config.api_keys_file is not None:
+            notice += f"; {config.api_keys_file} is read again when it changes"
     else:
         notice = (
             "no API keys configured: the API is open to anyone on this machine, so it listens on loopback "

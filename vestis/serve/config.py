@@ -34,7 +34,8 @@ class ServeConfig:
     model: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    key_hashes: frozenset[str] = frozenset()
+    key_hashes: frozenset[str] = frozenset()  # keys that may read and write everything (VESTIS_API_KEYS)
+    api_keys_file: Path | None = None  # keys with scopes; read again when it changes
     rate_limit: float = 600.0  # requests per minute per key; 0 = unlimited
     rate_burst: int | None = None  # default: a tenth of a minute's worth, at least 1
     max_body_bytes: int = 16 * MiB
@@ -59,7 +60,7 @@ def serve_config(
 
     config = ServeConfig(catalogs=list(catalog or []), max_body_bytes=int(max_body_mb * MiB),
                          max_image_bytes=int(max_image_mb * MiB), request_timeout=timeout, **flags)  # fmt: skip
-    if not config.key_hashes and not is_loopback_host(config.host):
+    if not config.key_hashes and config.api_keys_file is None and not is_loopback_host(config.host):
         raise InputError(
             f"refusing to listen on {config.host} without API keys: give --api-keys-file or VESTIS_API_KEYS, "
             "or listen on 127.0.0.1"

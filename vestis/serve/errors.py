@@ -50,8 +50,13 @@ def error_response(status: int, message: str, type_: str, code=None, param=None,
 def validation_message(errors: Sequence[dict]) -> tuple[str, str | None]:
     """pydantic's errors as one sentence naming the first bad field (and how many more there are)."""
     first = errors[0] if errors else {}
-    loc = [str(x) for x in first.get("loc", ()) if x not in ("body",)]
-    param = ".".join(loc) or None
+    param = ""
+    for part in first.get("loc", ()):
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part != "body" and not any(c in str(part) for c in "[(,"):  # not a union member's tag
+            param += f".{part}" if param else str(part)
+    param = param or None
     if first.get("type") == "json_invalid":
         return f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})", None
     msg = first.get("msg", "invalid request")
@@ -64,8 +69,10 @@ async def _api_error(request: Request, exc: ApiError):
 
 
 async def _validation(request: Request, exc: RequestValidationError):
-    message, param = validation_message(exc.errors())
-    return error_response(400, message, "invalid_request_error", "invalid_request", param)
+    errors = exc.errors()
+    message, param = validation_message(errors)
+    code = "invalid_json" if errors and errors[0].get("type") == "json_invalid" else "invalid_request"
+    return error_response(400, message, "invalid_request_error", code, param)
 
 
 async def _http(request: Request, exc: StarletteHTTPException):
@@ -74,8 +81,25 @@ async def _http(request: Request, exc: StarletteHTTPException):
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 400 and detail.startswith("There was an error parsing the body"):
-        detail = "the body could not be read"
-    return error_response(exc.status_code, detail, type_, code, None, getattr(exc, "headers", None))
+        detail, code = "the body is not valid JSON (unreadable, or nested too deeply)", "invalid_json"
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:  # Allow: every method of every route at this path, not only the first one's
+        allowed = allowed_methods(request)
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = f"{request.method} is not allowed at {request.url.path}; allowed: {', '.join(allowed)}"
+    return error_response(exc.status_code, detail, type_, code, None, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's routes answer at the request's path."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state.vestis.metrics, "routes", ()):
+        regex, allowed = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and allowed and regex.match(request.url.path):
+            methods |= set(allowed)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _library(request: Request, exc: VestisError):

@@ -10,13 +10,44 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-Scalar = str | int | float | bool | None
+from vestis.data.catalog import INT64_MAX, INT64_MIN, MAX_ID_LENGTH, normalize_id
+from vestis.errors import InputError
+from vestis.models.text import text_problem
+
+
+def _checked_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _checked_id(value: int | str) -> int | str:
+    try:
+        return normalize_id(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: Text the tokenizer can read: no lone surrogates, no NUL or other control characters (400 naming it).
+Text = Annotated[str, AfterValidator(_checked_text)]
+#: An id: text, or an integer within int64 (booleans, floats, lists and objects are refused).
+ItemId = Annotated[
+    Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
+    | Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID_LENGTH)],
+    AfterValidator(_checked_id),
+]
+Scalar = Text | int | float | bool | None
+#: A string with something in it besides spaces (a text to embed, or an image data URL).
+#: (The schema says so; the route checks it, with a message naming the item.)
+NonBlank = Annotated[str, Field(json_schema_extra={"pattern": r"\S"})]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # JSON has no NaN or infinities: Python's parser accepts them, the API does not
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------------- errors
@@ -50,7 +81,7 @@ class ImageInputItem(BaseModel):
 
 class TextInputItem(BaseModel):
     type: Literal["text"]
-    text: str
+    text: NonBlank
 
 
 InputItem = Annotated[ImageInputItem | TextInputItem, Field(discriminator="type")]
@@ -59,9 +90,9 @@ InputItem = Annotated[ImageInputItem | TextInputItem, Field(discriminator="type"
 class EmbeddingRequest(BaseModel):
     """OpenAI's embeddings request. Strings that are ``data:image/...;base64,`` URLs are images."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    input: str | list[str | InputItem] | list[list[int]] | list[int] = Field(
+    input: NonBlank | Annotated[list[NonBlank | InputItem], Field(min_length=1)] = Field(
         description="A string, or a list of strings, image data URLs and image_url/text items."
     )
     model: str | None = Field(None, description="The served model's name (GET /v1/models).")
@@ -69,9 +100,17 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(
         None,
         ge=1,
+        strict=True,
         description="Keep the first N dimensions and re-normalise (vestis models are not Matryoshka-trained).",
     )
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_arrays(cls, value):
+        if isinstance(value, int) or (isinstance(value, list) and any(isinstance(x, (int, list)) for x in value)):
+            raise ValueError("token arrays are not supported: send strings (the server tokenises)")
+        return value
 
 
 class Embedding(BaseModel):
@@ -113,27 +152,27 @@ class SearchRequest(_Strict):
     """A text query, a photo, an item id, or several of them (their vectors are summed)."""
 
     catalog: str | None = Field(None, description="Catalog name (default: the first served).")
-    query: str | None = Field(
+    query: Text | None = Field(
         None, max_length=2000, description="Text; 'a, -b, c:0.5' weights terms (negative with '-')."
     )
     image: str | None = Field(None, description="A photo as a data URL or base64 (multipart: a file field).")
-    item_id: str | int | None = Field(None, description="Search by this item ('more like this' when alone).")
+    item_id: ItemId | None = Field(None, description="Search by this item ('more like this' when alone).")
     k: int = Field(10, ge=1, le=200)
     offset: int = Field(0, ge=0, le=10_000)
-    where: str | None = Field(None, max_length=4096, description="Filter, e.g. baseColour = 'Red' AND season IN (...)")
-    filters: dict[str, list[str | int | float]] | None = Field(
+    where: Text | None = Field(None, max_length=4096, description="Filter, e.g. baseColour = 'Red' AND season IN (...)")
+    filters: dict[Text, list[Text | int | float]] | None = Field(
         None, description="Facet selections {field: [values]}: values of one field OR-ed, fields AND-ed."
     )
     hybrid: float = Field(0.0, ge=0.0, le=1.0, description="Keyword (BM25) weight in rank fusion; 0 = vector only.")
-    steer: list[str] = Field(default_factory=list, max_length=8, description="darker, more formal, ... or 'a->b'.")
+    steer: list[Text] = Field(default_factory=list, max_length=8, description="darker, more formal, ... or 'a->b'.")
     steer_strength: float | None = Field(
         None, ge=-5.0, le=5.0, description="How far to steer (default: 0.5 for texts, 1.0 for photos and items)."
     )
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Leave out results whose cosine is lower.")
-    exclude: list[str | int] = Field(default_factory=list, max_length=1000)
+    exclude: list[ItemId] = Field(default_factory=list, max_length=1000)
     exact: bool = False
     include_thumbnails: bool = Field(False, description="Inline each result's thumbnail as a data URL.")
-    facets: bool | list[str] = Field(
+    facets: bool | list[Text] = Field(
         False, description="Count field values over the best facet_depth results (true: the filter fields)."
     )
     facet_depth: int = Field(200, ge=1, le=1000)
@@ -168,11 +207,11 @@ class ClassifyRequest(_Strict):
 
     image: str | None = Field(None, description="A photo as a data URL or base64.")
     images: list[str] | None = Field(None, max_length=32)
-    taxonomies: list[str] | None = Field(
+    taxonomies: list[Text] | None = Field(
         None, max_length=32, description="Built-in taxonomies (GET /v1/taxonomies); 'kagl' means all of them."
     )
-    labels: list[str] | str | None = Field(None, description="Your labels: a list, or a comma-separated string.")
-    templates: list[str] | None = Field(None, max_length=16, description="Prompt templates with {} (ensembled).")
+    labels: list[Text] | Text | None = Field(None, description="Your labels: a list, or a comma-separated string.")
+    templates: list[Text] | None = Field(None, max_length=16, description="Prompt templates with {} (ensembled).")
     k: int = Field(3, ge=1, le=50)
 
 
@@ -196,9 +235,9 @@ class ClassifyResponse(BaseModel):
 
 
 class ItemIn(_Strict):
-    id: str | int = Field(description="The product id (the catalog key).")
+    id: ItemId = Field(description="The product id (the catalog key): text, or an integer within int64.")
     image: str | None = Field(None, description="Product photo as a data URL or base64; omitted: indexed by title.")
-    metadata: dict[str, Scalar] = Field(
+    metadata: dict[Text, Scalar] = Field(
         default_factory=dict, description="Catalog columns (title: productDisplayName/title/name)."
     )
 
@@ -207,7 +246,7 @@ class ItemBody(_Strict):
     """One item for PUT /v1/catalogs/{name}/items/{id} (the id comes from the path)."""
 
     image: str | None = None
-    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    metadata: dict[Text, Scalar] = Field(default_factory=dict)
 
 
 class ItemsRequest(_Strict):
@@ -215,7 +254,7 @@ class ItemsRequest(_Strict):
 
 
 class DeleteRequest(_Strict):
-    ids: list[str | int] = Field(min_length=1, max_length=10_000)
+    ids: list[ItemId] = Field(min_length=1, max_length=10_000)
 
 
 class WriteReport(BaseModel):

@@ -15,6 +15,7 @@
   ``burst``); over it: 429 with ``Retry-After``.
 * **Sizes**: a declared ``Content-Length`` over the limit is refused before the body is
   read (413); a chunked body is counted as it arrives and cut off at the limit.
+* **Content types**: a body is JSON or a multipart form; anything else is a 415.
 * **Timeouts**: a request not answered within ``timeout`` seconds gets 504.
 
 Errors are OpenAI-shaped JSON: ``{"error": {"message", "type", "param", "code"}}``.
@@ -27,6 +28,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
@@ -35,11 +37,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from starlette.exceptions import HTTPException
 
 from vestis.errors import InputError
 
+log = logging.getLogger("vestis.serve")
 ENV_KEYS = "VESTIS_API_KEYS"
 MIN_KEY_LENGTH = 12
 _HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
@@ -60,26 +64,75 @@ def _parse_key(text: str, source: str) -> str:
     return hash_key(text)
 
 
-def load_key_hashes(file: str | Path | None = None, env: str | None = None) -> frozenset[str]:
-    """Digests of the keys in ``file`` and in ``env`` (default: ``$VESTIS_API_KEYS``)."""
-    hashes: set[str] = set()
+@dataclass(frozen=True)
+class Grant:
+    """What one key may do: ``read`` (embeddings, search, classify, catalog reads, the API's pages),
+    ``write`` (add, update and delete catalog items), on ``catalogs`` (names; None: all of them)."""
+
+    read: bool = True
+    write: bool = True
+    catalogs: frozenset[str] | None = None
+
+    def allows_catalog(self, name: str) -> bool:
+        return self.catalogs is None or name in self.catalogs
+
+    def describe(self) -> str:
+        what = "+".join(s for s, on in (("read", self.read), ("write", self.write)) if on) or "nothing"
+        return what + ("" if self.catalogs is None else f" on {', '.join(sorted(self.catalogs))}")
+
+
+FULL = Grant()
+
+
+def _parse_grant(words: list[str], source: str) -> Grant:
+    """``read``, ``write``, ``catalog:NAME`` (repeatable), separated by spaces or commas; none: read+write, all."""
+    read = write = False
+    catalogs: set[str] = set()
+    for word in (w for part in words for w in part.split(",") if w):
+        lowered = word.lower()
+        if lowered == "read":
+            read = True
+        elif lowered == "write":
+            write = True
+        elif lowered.startswith("catalog:") and word[8:]:
+            catalogs.add(word[8:])
+        else:
+            raise InputError(f"{source}: unknown scope {word!r}; use read, write and catalog:NAME")
+    if not read and not write:  # only catalogs named (or nothing): read and write on them
+        read = write = True
+    return Grant(read, write, frozenset(catalogs) if catalogs else None)
+
+
+def load_keys(file: str | Path | None = None, env: str | None = None) -> dict[str, Grant]:
+    """Digest -> :class:`Grant` of the keys in ``file`` and in ``env`` (default: ``$VESTIS_API_KEYS``).
+
+    A line of the file is a key (or ``sha256:<hex>`` of it) and, optionally, its scopes:
+    ``read``, ``write``, ``catalog:NAME``; a key without scopes may read and write every catalog,
+    as do the keys of ``VESTIS_API_KEYS``."""
+    keys: dict[str, Grant] = {}
     if file is not None:
         path = Path(file).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"--api-keys-file {path}: {exc.strerror or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--api-keys-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
         for n, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                hashes.add(_parse_key(line, f"{path}, line {n}"))
-        if not hashes:
+            words = line.split()
+            if words and not words[0].startswith("#"):
+                source = f"{path}, line {n}"
+                keys[_parse_key(words[0], source)] = _parse_grant(words[1:], source)
+        if not keys:
             raise InputError(f"--api-keys-file {path}: no keys in it")
     env = os.environ.get(ENV_KEYS, "") if env is None else env
     for part in env.split(","):
         if part.strip():
-            hashes.add(_parse_key(part.strip(), ENV_KEYS))
-    return frozenset(hashes)
+            keys[_parse_key(part.strip(), ENV_KEYS)] = FULL
+    return keys
+
+
+def load_key_hashes(file: str | Path | None = None, env: str | None = None) -> frozenset[str]:
+    """Digests of the keys in ``file`` and in ``env`` (default: ``$VESTIS_API_KEYS``), whatever their scopes."""
+    return frozenset(load_keys(file, env))
 
 
 def is_loopback_host(host: str) -> bool:
@@ -101,26 +154,74 @@ def _host_of(header: str) -> str:
 
 
 class KeyStore:
-    """Hashed API keys; ``check(key)`` returns the key's id (a digest prefix) or None."""
+    """Hashed API keys and their grants: ``lookup(key)`` gives ``(key id, Grant)`` or None.
 
-    def __init__(self, hashes: Iterable[str]) -> None:
-        self._digests = [bytes.fromhex(h) for h in sorted(set(hashes))]
+    ``hashes``: keys that may do everything (``VESTIS_API_KEYS``). ``file``: a keys file, read
+    again when it changes (checked at most every ``recheck`` seconds), so keys are rotated without a
+    restart; a file that cannot be read or parsed then keeps the previous keys (and is logged)."""
+
+    def __init__(self, hashes: Iterable[str] = (), file: str | Path | None = None, *, recheck: float = 1.0) -> None:
+        self._static = {h: FULL for h in hashes}
+        self._file = Path(file).expanduser() if file is not None else None
+        self._recheck = recheck
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._grants: dict[bytes, Grant] = {}
+        self._load(self._stat())
+
+    def _stat(self) -> tuple | None:
+        if self._file is None:
+            return None
+        try:
+            st = self._file.stat()
+        except OSError:
+            return ("missing",)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self, stamp: tuple | None) -> None:
+        grants = dict(self._static)
+        if self._file is not None:
+            grants.update(load_keys(self._file, env=""))
+        self._grants = {bytes.fromhex(h): g for h, g in sorted(grants.items())}
+        self._stamp = stamp
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if self._file is None or now - self._checked < self._recheck:
+            return
+        with self._lock:
+            self._checked = now
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return
+            try:
+                self._load(stamp)
+                log.info("API keys re-read from %s: %d key(s)", self._file, len(self._grants))
+            except InputError as exc:
+                self._stamp = stamp  # not retried until the file changes again
+                log.error("API keys file changed but cannot be used (%s); keeping the previous keys", exc)
 
     def __bool__(self) -> bool:
-        return bool(self._digests)
+        return bool(self._grants) or self._file is not None
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self._grants)
 
-    def check(self, key: str | None) -> str | None:
+    def lookup(self, key: str | None) -> tuple[str, Grant] | None:
+        self._refresh()
         if not key:
             return None
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
         found = None
-        for d in self._digests:  # compare against all of them: the time does not depend on which matched
+        for d, grant in self._grants.items():  # compare against all: the time does not depend on which matched
             if hmac.compare_digest(d, digest):
-                found = d
-        return found.hex()[:12] if found is not None else None
+                found = (d.hex()[:12], grant)
+        return found
+
+    def check(self, key: str | None) -> str | None:
+        found = self.lookup(key)
+        return found[0] if found is not None else None
 
 
 class RateLimiter:
@@ -149,6 +250,33 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
+
+
+def is_write(method: str, path: str) -> bool:
+    """A request that changes a catalog: POST, PUT, PATCH or DELETE under /v1/catalogs/."""
+    return method in ("POST", "PUT", "PATCH", "DELETE") and path.startswith("/v1/catalogs/")
+
+
+def permission_problem(grant: Grant, method: str, path: str) -> tuple[str, str] | None:
+    """(code, message) when ``grant`` does not cover the request, else None. A catalog named in the
+    body (``/v1/search``'s ``catalog``) is checked by the route."""
+    if is_write(method, path):
+        if not grant.write:
+            return "insufficient_scope", f"this API key may not write to catalogs (it may {grant.describe()})"
+    elif not grant.read:
+        return "insufficient_scope", f"this API key may not read (it may {grant.describe()})"
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1:3] == ["v1", "catalogs"] and parts[3]:
+        name = unquote(parts[3])
+        if not grant.allows_catalog(name):
+            return "catalog_not_allowed", f"this API key may not use catalog {name!r} (it may {grant.describe()})"
+    return None
+
+
+def _accepted_body_type(content_type: str | None) -> bool:
+    """JSON or a multipart form (or none given: read as JSON, as OpenAI's clients send it)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media in ("", "application/json", "multipart/form-data") or media.endswith("+json")
 
 
 class BodyTooLarge(HTTPException):
@@ -230,13 +358,19 @@ class GuardMiddleware:
             auth = headers.get("authorization", "")
             if not token and auth[:7].lower() == "bearer ":
                 token = auth[7:].strip()
-            key_id = s.keys.check(token)
-            if key_id is None:
+            found = s.keys.lookup(token)
+            if found is None:
                 message = "missing API key: send 'Authorization: Bearer KEY'" if not token else "invalid API key"
                 await send_error(send, 401, message, "invalid_request_error", "invalid_api_key",
                                  [("www-authenticate", "Bearer")])  # fmt: skip
                 return
+            key_id, grant = found
+            refusal = permission_problem(grant, scope.get("method", "GET"), path)
+            if refusal is not None:
+                await send_error(send, 403, refusal[1], "permission_error", refusal[0])
+                return
             scope.setdefault("state", {})["key_id"] = key_id
+            scope["state"]["grant"] = grant
             wait = s.limiter.acquire(key_id)
             if wait > 0:
                 await send_error(send, 429, f"rate limit reached for this key; retry in {wait:.1f} s",
@@ -254,6 +388,12 @@ class GuardMiddleware:
                 await send_error(send, 413, f"request body of {size:,} bytes is larger than the limit of "
                                  f"{s.max_body_bytes:,}", "invalid_request_error", "request_too_large")  # fmt: skip
                 return
+        if scope.get("method") in ("POST", "PUT", "PATCH") and not _accepted_body_type(headers.get("content-type")):
+            media = headers.get("content-type", "").split(";")[0].strip()
+            await send_error(send, 415, f"unsupported content type {media!r}; send application/json "
+                             "(or multipart/form-data where a file is sent)", "invalid_request_error",
+                             "unsupported_media_type")  # fmt: skip
+            return
         received = 0
 
         async def limited_receive():

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from vestis.serve.batching import BatchedEncoder, MicroBatcher
 from vestis.serve.config import ServeConfig
+from vestis.serve.media import PixelBudget
 
 
 class ApiError(Exception):
@@ -47,6 +48,7 @@ class ServerState:
     write_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     labels: object | None = None  # vestis.tag.LabelCache over ``batched``
     metrics: object | None = None  # vestis.serve.metrics.Metrics
+    pixels: PixelBudget | None = None  # pixels being decoded at once, across requests
     ready: bool = False
     started: float = field(default_factory=time.time)
 
@@ -56,8 +58,9 @@ class ServerState:
             raise ApiError(503, "the server is starting or stopping", "server_error", "not_ready")
         return self.encoder
 
-    def catalog(self, name: str | None):
-        """``(name, Catalog)``; ``None`` is the first catalog. 404 when there is no such catalog."""
+    def catalog(self, name: str | None, grant=None):
+        """``(name, Catalog)``; ``None`` is the first catalog. 404 when there is no such catalog, 403 when
+        the request's key (its :class:`~vestis.serve.security.Grant`) may not use it."""
         self.require_encoder()
         if not self.catalogs:
             raise ApiError(404, "this server has no catalog; start it with --catalog DIR", code="no_catalog")
@@ -67,7 +70,15 @@ class ServerState:
         if cat is None:
             raise ApiError(404, f"no catalog {name!r}; the catalogs are: {', '.join(self.catalogs)}",
                            code="catalog_not_found", param="catalog")  # fmt: skip
+        if grant is not None and not grant.allows_catalog(name):
+            raise ApiError(403, f"this API key may not use catalog {name!r} (it may {grant.describe()})",
+                           "permission_error", "catalog_not_allowed", param="catalog")  # fmt: skip
         return name, cat
+
+
+def grant_of(request: Request):
+    """The request's key's :class:`~vestis.serve.security.Grant` (None on a server without keys)."""
+    return request.scope.get("state", {}).get("grant")
 
 
 def get_state(request: Request) -> ServerState:

@@ -5,16 +5,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 
+from vestis.data.catalog import INT64_MAX, INT64_MIN, normalize_id
+from vestis.errors import InputError
 from vestis.index.build import build_index, delete_items
 from vestis.serve import schemas as S
-from vestis.serve.media import check_image, decode_image_string, image_mime
+from vestis.serve.media import decode_image_string, image_mime, prepare_request_image
 from vestis.serve.routes.search import thumbnail_url
-from vestis.serve.state import ApiError, State, in_thread
+from vestis.serve.state import ApiError, State, grant_of, in_thread
 
 router = APIRouter(tags=["catalogs"])
 
@@ -30,9 +35,12 @@ def _info(name: str, cat) -> dict:
 
 
 @router.get("/v1/catalogs", response_model=S.CatalogList)
-async def list_catalogs(state: State):
+async def list_catalogs(request: Request, state: State):
+    """The catalogs this server serves (those the request's API key may use)."""
     state.require_encoder()
-    return {"object": "list", "data": await in_thread(lambda: [_info(n, c) for n, c in state.catalogs.items()])}
+    grant = grant_of(request)
+    mine = {n: c for n, c in state.catalogs.items() if grant is None or grant.allows_catalog(n)}
+    return {"object": "list", "data": await in_thread(lambda: [_info(n, c) for n, c in mine.items()])}
 
 
 @router.get("/v1/catalogs/{name}", response_model=S.CatalogInfo)
@@ -42,7 +50,7 @@ async def get_catalog(name: str, state: State):
 
 
 @router.get("/v1/catalogs/{name}/facets", response_model=S.FacetsResponse)
-async def facets(name: str, state: State, field: list[str] | None = Query(None),
+async def facets(name: str, state: State, field: list[Annotated[str, Field(min_length=1)]] | None = Query(None),
                  limit: int = Query(30, ge=1, le=500)):  # fmt: skip
     """Value counts over the whole catalog (default: the fields that make useful filters). For counts
     over a query's results, ask ``POST /v1/search`` with ``facets``."""
@@ -83,7 +91,9 @@ async def _rows(state, cat, items: Sequence[S.ItemIn], mode: str) -> list[dict]:
             raise ApiError(400, f"item {it.id}: metadata cannot hold {', '.join(sorted(bad))}", param="metadata")
     blobs = [decode_image_string(it.image, max_bytes=config.max_image_bytes, what=f"item {it.id}")
              if it.image else None for it in items]  # fmt: skip
-    await in_thread(lambda: [check_image(b, max_pixels=config.max_image_pixels, what=f"item {it.id}")
+    encoder = state.require_encoder()  # each image checked now (so a bad one names its item), within the budget
+    await in_thread(lambda: [prepare_request_image(b, encoder, max_pixels=config.max_image_pixels,
+                                                   budget=state.pixels, what=f"item {it.id}")
                              for it, b in zip(items, blobs) if b is not None])  # fmt: skip
     if mode != "add":  # an update replaces the item, and the server keeps no original images
         ids = [str(it.id) for it in items]
@@ -119,10 +129,26 @@ async def update_items(name: str, body: S.ItemsRequest, state: State):
 
 @router.put("/v1/catalogs/{name}/items/{item_id}", response_model=S.WriteReport)
 async def put_item(name: str, item_id: str, body: S.ItemBody, state: State):
-    """Add or replace one item."""
-    item = S.ItemIn(id=int(item_id) if item_id.isdigit() and len(item_id) < 19 else item_id, image=body.image,
+    """Add or replace one item. The id in the path is an integer when it is ASCII digits without leading
+    zeros (within int64), else text; an item already stored under it keeps its id's type."""
+    _, cat = state.catalog(name)
+    stored = (await in_thread(cat.store.get, [item_id])).get(item_id)
+    item = S.ItemIn(id=stored.id_value if stored is not None else _path_id(item_id), image=body.image,
                     metadata=body.metadata)  # fmt: skip
     return await _write(state, name, [item], "build")
+
+
+def _path_id(text: str) -> int | str:
+    """An id from a URL path: text, or an integer when it is written as one (``12``, never ``012`` or ``١٢``)."""
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
+        value = int(text)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ApiError(400, f"item id {text}: outside the 64-bit integer range", param="item_id")
+        return value
+    try:
+        return normalize_id(text)
+    except InputError as exc:
+        raise ApiError(400, str(exc), param="item_id") from None
 
 
 async def _delete(state, name: str, ids: list[str]) -> dict:

@@ -37,7 +37,7 @@ async def classify(request: Request, state: State):
         raise ApiError(400, f"at most {MAX_IMAGES} images per request", param="images")
     chosen = parse_labels({"labels": req.labels} if req.labels else (), allow_files=False, templates=req.templates,
                           taxonomies=req.taxonomies or ([] if req.labels else ["kagl"]))  # fmt: skip
-    pictures = await decode_images(strings, state.config, raw)
+    pictures = await decode_images(state, strings, raw)
     vectors = await state.images.submit(pictures)
     tags = await in_thread(lambda: tag_vectors(state.batched, vectors, chosen, k=req.k, labels=state.labels))
     results = [

@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from vestis.models.text import text_problem
 from vestis.serve import schemas as S
 from vestis.serve.bodies import decode_images
 from vestis.serve.config import ServeConfig
@@ -49,8 +50,6 @@ def split_inputs(body: S.EmbeddingRequest, config: ServeConfig) -> tuple[list[tu
     texts, images = [], []
     for i, item in enumerate(items):
         param = "input" if isinstance(body.input, str) else f"input[{i}]"
-        if isinstance(item, (int, list)):
-            raise ApiError(400, "token arrays are not supported: send strings (the server tokenises)", param=param)
         if isinstance(item, S.ImageInputItem):
             images.append((i, item.image_url if isinstance(item.image_url, str) else item.image_url.url))
             continue
@@ -59,6 +58,8 @@ def split_inputs(body: S.EmbeddingRequest, config: ServeConfig) -> tuple[list[tu
             images.append((i, text))
         elif not text.strip():
             raise ApiError(400, f"{param}: empty text", param=param)
+        elif problem := text_problem(text):
+            raise ApiError(400, f"{param}: {problem}", param=param)
         elif len(text) > config.max_text_chars:
             raise ApiError(400, f"{param}: {len(text):,} characters; at most {config.max_text_chars:,}",
                            code="input_too_long", param=param)  # fmt: skip
@@ -77,7 +78,7 @@ async def embeddings(body: S.EmbeddingRequest, state: State):
     if body.dimensions is not None and body.dimensions > e.dim:
         raise ApiError(400, f"dimensions must be at most {e.dim} for {e.name}", param="dimensions")
     texts, images = split_inputs(body, state.config)
-    pictures = await decode_images([(f"input[{i}]", s) for i, s in images], state.config)
+    pictures = await decode_images(state, [(f"input[{i}]", s) for i, s in images])
     jobs = ([state.texts.submit([t for _, t in texts])] if texts else []) + (
         [state.images.submit(pictures)] if images else []
     )

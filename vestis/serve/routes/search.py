@@ -12,7 +12,7 @@ from vestis.search import STEERS
 from vestis.serve import schemas as S
 from vestis.serve.bodies import body_doc, decode_images, read_body
 from vestis.serve.media import data_url
-from vestis.serve.state import ApiError, State, in_thread
+from vestis.serve.state import ApiError, State, grant_of, in_thread
 
 router = APIRouter(tags=["search"])
 
@@ -33,11 +33,11 @@ async def search(request: Request, state: State):
     config = state.config
     req, files = await read_body(request, S.SearchRequest, max_image_bytes=config.max_image_bytes,
                                  list_fields=("steer", "exclude"), json_fields=("filters", "facets"))  # fmt: skip
-    name, cat = state.catalog(req.catalog)
+    name, cat = state.catalog(req.catalog, grant_of(request))
     if req.image is not None and files.get("image"):
         raise ApiError(400, "give the image once: as a file or as a data URL", param="image")
     raw = [("image", b) for b in files.get("image", [])[:1]]
-    pictures = await decode_images([("image", req.image)] if req.image else [], config, raw)
+    pictures = await decode_images(state, [("image", req.image)] if req.image else [], raw)
     if req.query is None and not pictures and req.item_id is None:
         raise ApiError(400, "give a query, an image or an item_id", param="query")
     start = time.perf_counter()
