@@ -198,20 +198,7 @@ def export_onnx(
                 opset_version=OPSET,
                 dynamo=False,
             )
-            torch.onnx.export(
-                text_tower,
-                (torch.from_numpy(ids), torch.from_numpy(mask)),
-                str(onnx_dir / "text_model.onnx"),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["text_embeds"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "text_embeds": {0: "batch"},
-                },
-                opset_version=OPSET,
-                dynamo=False,
-            )
+            _export_text_graph(text_tower, ids, mask, onnx_dir / "text_model.onnx")
     finally:
         if previous:
             attn_owner.set_attn_implementation(previous)
@@ -580,21 +567,8 @@ def export_text_tower(
         try:
             with torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    text,
-                    (torch.from_numpy(ids), torch.from_numpy(mask)),
-                    str(raw),
-                    input_names=["input_ids", "attention_mask"],
-                    output_names=["text_embeds"],
-                    dynamic_axes={
-                        "input_ids": {0: "batch", 1: "sequence"},
-                        "attention_mask": {0: "batch", 1: "sequence"},
-                        "text_embeds": {0: "batch"},
-                    },
-                    opset_version=OPSET,
-                    dynamo=False,
-                    do_constant_folding=False,  # keeps each MiniLM weight as the tensor the package stores
-                )
+                # no constant folding: keeps each MiniLM weight as the tensor the package stores
+                _export_text_graph(text, ids, mask, raw, do_constant_folding=False)
         finally:
             if previous:
                 encoder.text.bert.set_attn_implementation(previous)
@@ -686,3 +660,22 @@ def _point_at_package(graph: Any, header: dict[str, Any], base: int, file: Path)
                 item.key, item.value = k, v
             replaced += 1
     return replaced
+
+
+def _export_text_graph(tower, ids: np.ndarray, mask: np.ndarray, path: Path, **options) -> None:
+    """``input_ids, attention_mask -> text_embeds`` with dynamic batch and sequence (the layout vestis loads)."""
+    torch.onnx.export(
+        tower,
+        (torch.from_numpy(ids), torch.from_numpy(mask)),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["text_embeds"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "text_embeds": {0: "batch"},
+        },
+        opset_version=OPSET,
+        dynamo=False,
+        **options,
+    )

@@ -253,7 +253,7 @@ def batch_loss(model: Trainable, image_emb: torch.Tensor, views, idx: np.ndarray
 def _param_groups(model: Trainable, weight_decay: float, lr: float, backbone_lr: float = 1.0) -> list[dict[str, Any]]:
     """Decay / no-decay groups (biases, norms and the temperature are not decayed); pretrained blocks
     get ``backbone_lr`` times the learning rate. Frozen parameters are left out."""
-    backbone = model.backbone_parameters() if hasattr(model, "backbone_parameters") else set()
+    backbone = model.backbone_parameters()
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:

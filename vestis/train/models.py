@@ -75,6 +75,10 @@ class Trainable(nn.Module):
     def save(self, directory: Path, training: dict[str, Any]) -> Path:
         raise NotImplementedError
 
+    def backbone_parameters(self) -> set[int]:
+        """ids of the trainable parameters that started from pretrained weights (their own learning rate)."""
+        return set()
+
 
 class MiniTrainable(Trainable):
     """vestis-mini; with a pretrained image tower, its first ``freeze_blocks`` blocks (and stem) stay fixed.
