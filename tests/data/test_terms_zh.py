@@ -21,6 +21,10 @@ def zh():
     return load_terms("zh")
 
 
+def _missing(zh, paths) -> dict[str, list[str]]:
+    return {f: sorted(v for v in vals if zh.name(f, v) is None) for f, vals in _values(paths).items()}
+
+
 def _values(paths) -> dict[str, set[str]]:
     seen: dict[str, set[str]] = {f: set() for f in FIELDS}
     for p in paths:
@@ -31,13 +35,13 @@ def _values(paths) -> dict[str, set[str]]:
 
 
 def test_every_demo_catalog_value_has_a_chinese_name(zh):
-    missing = {f: sorted(v for v in vals if zh.name(f, v) is None) for f, vals in _values([demo_catalog_path()]).items()}
+    missing = _missing(zh, [demo_catalog_path()])
     assert not any(missing.values()), missing
 
 
 @pytest.mark.skipif(not kagl_parquets(), reason="the shared KAGL data is absent")
 def test_every_kagl_value_has_a_chinese_name(zh):
-    missing = {f: sorted(v for v in vals if zh.name(f, v) is None) for f, vals in _values(kagl_parquets()).items()}
+    missing = _missing(zh, kagl_parquets())
     assert not any(missing.values()), missing
 
 

@@ -8,10 +8,10 @@ garment labels. Used to compose Chinese training captions and Chinese test queri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 import yaml
 
