@@ -159,3 +159,56 @@ def garment_views(label: str, synonym_field: bool = False) -> dict[str, list[str
     if synonym_field and named:
         views["synonym"] = named
     return views
+
+
+def product_views_zh(row: dict, terms) -> dict[str, list[str]]:
+    """Simplified-Chinese caption candidates per field for one KAGL product (issue #21).
+
+    Composed from ``terms`` (:func:`vestis.data.terms.load_terms`) as the English ones are
+    composed from the field values: the article field draws among the article type's names
+    (its synonyms included), ``composed`` joins colour, article and occasion the way Chinese
+    shop titles do ("黑色连衣裙", "夏季黑色连衣裙"). The free-text title has no Chinese form
+    and gives no caption. Values the table lacks give no caption for their field.
+    """
+
+    def name(field: str) -> tuple[str, ...]:
+        return terms.names(field, (row.get(field) or "").strip())
+
+    article, sub, master = name("articleType"), name("subCategory"), name("masterCategory")
+    colour, usage, season = name("baseColour"), name("usage"), name("season")
+    views: dict[str, list[str]] = {}
+    if article:
+        main = article[0]
+        views["article"] = [f"一张{main}的照片", *article]
+        plain = [main, f"{usage[0]}{main}" if usage else f"一张{main}的照片"]
+        views["composed_plain"] = plain
+        if colour:
+            views["composed"] = [
+                f"{colour[0]}{main}",
+                f"一张{colour[0]}{main}的照片",
+                f"{colour[-1]}的{article[-1]}",
+                f"{season[0]}{colour[0]}{main}" if season else f"{colour[0]}的{main}",
+                f"{usage[0]}{colour[0]}{main}" if usage else f"{colour[0]}{main}",
+            ]
+        else:
+            views["composed"] = plain
+    if sub:
+        views["sub"] = [sub[0], f"{sub[0]}类商品"]
+    if master:
+        views["master"] = [master[0], f"{master[0]}商品"]
+    if colour:
+        views["colour"] = [f"{colour[0]}的商品", colour[0], *colour[1:]]
+    if usage:
+        views["usage"] = [f"{usage[0]}风格", f"适合{usage[0]}场合"]
+    if season:
+        views["season"] = [f"{season[0]}新款", f"适合{season[-1]}穿"]
+    return views
+
+
+def garment_views_zh(label: str, terms) -> dict[str, list[str]]:
+    """Simplified-Chinese caption candidates for a garment cropped from a street photo."""
+    names = terms.names("ccp", label)
+    if not names:
+        return {}
+    captions = [f"一张{names[0]}的照片", *names, f"穿在身上的{names[0]}"]
+    return {"article": captions, "composed": captions, "composed_plain": captions}
