@@ -136,3 +136,13 @@ def test_vestis_mini_with_the_e5_tower_saves_loads_and_embeds_chinese(tmp_path, 
 def test_an_unknown_text_tower_is_named():
     with pytest.raises(ModelFormatError, match="multilingual-e5-small"):
         MiniModel(MiniConfig(text_tower="labse"))
+
+
+def test_a_saved_tokenizer_keeps_the_query_prefix(tokenizer, tmp_path):
+    # an ONNX export saves the tokenizer beside the graphs: e5's "query: " must travel with it
+    from vestis.models.text import TextTokenizer, load_hf_tokenizer
+
+    tokenizer.tokenizer.save_pretrained(str(tmp_path))
+    again = TextTokenizer(load_hf_tokenizer(tmp_path, 512), 512)
+    assert again._token_lists(TEXTS) == tokenizer._token_lists(TEXTS)
+    assert again.tokenizer.convert_ids_to_tokens(again._token_lists(["鞋"])[0])[:4] == ["<s>", "▁que", "ry", ":"]

@@ -321,15 +321,18 @@ def xlmr_charsmap() -> bytes:
     return gzip.decompress(resources.files("vestis.models.assets").joinpath(CHARSMAP_FILE).read_bytes())
 
 
-def e5_tokenizers_tokenizer(f: E5File, max_length: int) -> Any:
-    """multilingual-e5-small's tokenizer on the ``tokenizers`` library (its tokenizer.json, built in memory)."""
+def e5_tokenizers_tokenizer(f: E5File, max_length: int, prefix: str = QUERY_PREFIX) -> Any:
+    """multilingual-e5-small's tokenizer on the ``tokenizers`` library (its tokenizer.json, built in memory).
+
+    ``prefix`` is put before every text by the tokenizer itself, so that a saved
+    copy (``tokenizer.json``, as an ONNX export writes it) keeps e5's convention.
+    """
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
 
     tok = Tokenizer(Unigram(f.pieces, unk_id=f.unk, byte_fallback=False))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.Precompiled(xlmr_charsmap()), normalizers.Replace(Regex(" {2,}"), " ")]
-    )
+    steps = [normalizers.Precompiled(xlmr_charsmap()), normalizers.Replace(Regex(" {2,}"), " ")]
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend(prefix), *steps] if prefix else steps)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     bos, eos = f.pieces[f.bos][0], f.pieces[f.eos][0]
@@ -342,14 +345,14 @@ def e5_tokenizers_tokenizer(f: E5File, max_length: int) -> Any:
     return tok
 
 
-def e5_tokenizer(max_length: int = 512, path: str | Path | None = None) -> Any:
+def e5_tokenizer(max_length: int = 512, path: str | Path | None = None, prefix: str = QUERY_PREFIX) -> Any:
     """The tokenizer as a transformers fast tokenizer (what :class:`~vestis.models.text.TextTokenizer` calls)."""
     from transformers import PreTrainedTokenizerFast
 
     f = e5_file(path)
     names = {k: f.pieces[i][0] for k, i in (("bos", f.bos), ("eos", f.eos), ("pad", f.pad), ("unk", f.unk))}
     return PreTrainedTokenizerFast(
-        tokenizer_object=e5_tokenizers_tokenizer(f, max_length),
+        tokenizer_object=e5_tokenizers_tokenizer(f, max_length, prefix),
         bos_token=names["bos"],
         eos_token=names["eos"],
         cls_token=names["bos"],
@@ -359,8 +362,3 @@ def e5_tokenizer(max_length: int = 512, path: str | Path | None = None) -> Any:
         mask_token="<mask>",
         model_max_length=max_length,
     )
-
-
-def add_query_prefix(text: str) -> str:
-    """e5's convention: ``"query: "`` before every short text (titles, captions, labels, queries)."""
-    return QUERY_PREFIX + text

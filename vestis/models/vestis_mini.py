@@ -233,9 +233,9 @@ class SentenceEncoder(nn.Module):
 def sentence_tokenizer(context_length: int, package: str = TEXT_MODEL_PACKAGE, tower: str = "minilm") -> TextTokenizer:
     """The tokenizer of a text tower: MiniLM's WordPiece ("minilm", "scratch"), or e5's XLM-R pieces after "query: "."""
     if tower == "multilingual-e5-small":
-        from vestis.models.multilingual_e5 import add_query_prefix, e5_tokenizer
+        from vestis.models.multilingual_e5 import e5_tokenizer
 
-        return TextTokenizer(e5_tokenizer(context_length), context_length, clean=add_query_prefix)
+        return TextTokenizer(e5_tokenizer(context_length), context_length)  # "query: " added by the tokenizer
     from vestis.models.text import load_hf_tokenizer
 
     return TextTokenizer(load_hf_tokenizer(text_model_dir(package), context_length), context_length)
