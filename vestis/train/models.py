@@ -236,13 +236,15 @@ def build_trainable(
 
 
 def sentence_embeddings(texts: list[str], cfg: MiniConfig, cache_dir: Path, quiet: bool) -> torch.Tensor:
-    """Frozen MiniLM embeddings of ``texts`` (cached on disk by content)."""
-    key = hashlib.sha256(json.dumps([cfg.text_model, cfg.context_length, texts]).encode()).hexdigest()[:24]
+    """Frozen sentence-encoder embeddings of ``texts`` (cached on disk by content)."""
+    # the MiniLM key is the one caches were written under before there was a second tower
+    tower = [] if cfg.text_tower == "minilm" else [cfg.text_tower]
+    key = hashlib.sha256(json.dumps([cfg.text_model, cfg.context_length, texts, *tower]).encode()).hexdigest()[:24]
     path = cache_dir / f"sentences-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))
-    encoder = SentenceEncoder(cfg.text_model)
-    tokenizer = sentence_tokenizer(cfg.context_length, cfg.text_model)
+    encoder = SentenceEncoder(cfg.text_model, cfg.text_tower)
+    tokenizer = sentence_tokenizer(cfg.context_length, cfg.text_model, cfg.text_tower)
     out = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
     order = np.argsort([len(t) for t in texts])
     with progress_bar(len(texts), "embedding captions", quiet=quiet) as advance, torch.inference_mode():
