@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vestis.errors import ConflictError, InputError, VestisError
+from vestis.index.columns import Column, Columns, Unsupported, evaluate
 from vestis.index.filters import Filter
 from vestis.index.store import Record, StoreInfo
 from vestis.index.vectors import (
@@ -122,7 +123,7 @@ class LocalStore:
         self.info = info
         self.writable = writable
         self._lock = threading.RLock()  # one connection, shared by a server's threads
-        self._snap: tuple[int, VectorSet] | None = None
+        self._snap: tuple[int, VectorSet, Columns] | None = None
         self._filter_cache: dict[tuple[int, str], np.ndarray] = {}
         self._write_depth = 0
         self._lock_file = None
@@ -406,18 +407,22 @@ class LocalStore:
         return [r[0] for r in rows], vecs
 
     def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
+        """The most frequent values of ``field`` over the catalog, with their counts."""
         if field not in self.fields():
             raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
-        sql, params = _field_sql(field)
+        if field == "id":
+            return [(i, 1) for i in sorted(self.all_ids())[:limit]]
+        vs, columns = self._state()
+        return columns.counts(field, np.flatnonzero(vs.live))[:limit]
+
+    def value_counts(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, list[tuple[object, int]]]:
+        """Per field, how often each value occurs among the items ``ids`` (from the snapshot's columns)."""
+        vs, columns = self._state()
         with self._lock:
-            return [
-                (v, n)
-                for v, n in self._con.execute(
-                    f"SELECT {sql} AS v, count(*) AS n FROM items WHERE v IS NOT NULL AND v != '' "
-                    "GROUP BY v ORDER BY n DESC, v LIMIT ?",
-                    [*params, limit],
-                )
-            ]
+            rows = np.array(sorted(self._rows_for_ids([str(i) for i in ids]).values()), dtype=np.int64)
+        positions = vs.positions(rows)
+        keys = sorted(str(i) for i in ids)  # "id" names the key (as in filters), one item each
+        return {f: [(i, 1) for i in keys] if f == "id" else columns.counts(f, positions) for f in fields}
 
     def field_values(self, field: str) -> list[object]:
         """The distinct values of a metadata field (``[]`` for ``id`` and unknown fields)."""
@@ -433,8 +438,13 @@ class LocalStore:
         where.check_fields([*self.fields(), "id"])
         return where.compile(_field_sql, values_of=self.field_values, ordered_sql=_ordered_field_sql)
 
+    def _check_filter(self, where: Filter) -> None:
+        """Refuse a filter naming unknown fields or using what the language lacks (the SQL path's messages)."""
+        where.check_fields([*self.fields(), "id"])
+        where.compile(_field_sql)
+
     def _filter_rows(self, where: Filter) -> np.ndarray:
-        """Rows matching ``where``; the last few filters' rows are kept per generation (facet clicks repeat)."""
+        """Rows matching ``where`` by SQLite; the last few filters' rows are kept per generation."""
         key = (self.generation(), where.text)
         if key in self._filter_cache:
             return self._filter_cache[key]
@@ -449,54 +459,99 @@ class LocalStore:
         self._filter_cache[key] = result
         return result
 
+    def _filter_mask(self, where: Filter, vs: VectorSet, columns: Columns) -> np.ndarray:
+        """The positions of ``vs`` matching ``where``: evaluated over the snapshot's metadata
+        columns (:mod:`vestis.index.columns`), or by SQLite for what those cannot answer exactly."""
+        self._check_filter(where)
+        try:
+            return evaluate(where, columns)
+        except Unsupported:
+            only = np.zeros(len(vs.rows), dtype=bool)
+            only[vs.positions(self._filter_rows(where))] = True
+            return only
+
     # ------------------------------------------------------------------- vector search
 
     def _snapshot(self) -> VectorSet:
-        """The vector snapshot of the current generation: cached in memory, else on disk, else
-        built from SQLite (incrementally from the newest older snapshot) and saved for next time."""
+        return self._state()[0]
+
+    def _state(self) -> tuple[VectorSet, Columns]:
+        """The vector snapshot of the current generation and its metadata columns: cached in
+        memory, else on disk, else built from SQLite (incrementally from the newest older
+        snapshot) and saved for next time."""
         with self._lock:
             self._con.execute("BEGIN")
             try:
                 gen = int(self._info_value("generation", 0))
                 if self._snap is not None and self._snap[0] == gen:
-                    return self._snap[1]
+                    return self._snap[1], self._snap[2]
                 cache = self.directory / "cache"
                 loaded = load_vector_set(cache / f"g{gen}")
-                if loaded is not None:
+                columns = Columns.load(cache / f"g{gen}") if loaded is not None else None
+                if loaded is not None and columns is not None and columns.n == len(loaded[0].rows):
                     vs = loaded[0]
+                elif loaded is not None:  # a snapshot saved before columns were: add them (in memory)
+                    vs, columns = loaded[0], self._columns_after(-1, loaded[0].rows)
                 else:
-                    vs = self._build_snapshot(cache, gen)
+                    vs, columns = self._build_snapshot(cache, gen)
             finally:
                 self._con.execute("COMMIT")
-            self._snap = (gen, vs)
-            return vs
+            self._snap = (gen, vs, columns)
+            return vs, columns
 
     def _vectors_after(self, after: int) -> tuple[np.ndarray, np.ndarray]:
         got = self._con.execute("SELECT row, vec FROM vectors WHERE row > ? ORDER BY row", (after,)).fetchall()
         rows = np.fromiter((g[0] for g in got), dtype=np.int64, count=len(got))
-        return rows, np.frombuffer(b"".join(g[1] for g in got), np.float32).reshape(len(got), self.info.dim)
+        return rows, self._decode(b"".join(g[1] for g in got), len(got))
 
-    def _build_snapshot(self, cache: Path, gen: int) -> VectorSet:
-        previous = self._snap[1] if self._snap is not None else None
+    def _columns_after(self, after: int, rows: np.ndarray) -> Columns:
+        """The metadata columns of ``rows`` (all > ``after``), as SQLite's ``json_extract`` gives them."""
+        fields = [f for f in self.fields() if f != "id"]
+        values: dict[str, list] = {f: [None] * len(rows) for f in fields}
+        for s in range(0, len(fields), 100):
+            part = fields[s : s + 100]
+            exprs = ", ".join(_field_expr(f) for f in part) or "NULL"
+            got = self._con.execute(f"SELECT row, {exprs} FROM items WHERE row > ? ORDER BY row", (after,)).fetchall()
+            found = np.fromiter((g[0] for g in got), np.int64, len(got))
+            pos = np.searchsorted(rows, found)
+            ok = (pos < len(rows)) & (rows[np.minimum(pos, max(len(rows) - 1, 0))] == found) if len(rows) else pos < 0
+            for j, f in enumerate(part):
+                column = values[f]
+                for p, g, keep in zip(pos.tolist(), got, ok.tolist()):
+                    if keep:
+                        column[p] = g[j + 1]
+        return Columns({f: Column.from_values(v) for f, v in values.items()}, len(rows))
+
+    def _build_snapshot(self, cache: Path, gen: int) -> tuple[VectorSet, Columns]:
+        previous = (self._snap[1], self._snap[2]) if self._snap is not None else None
         if previous is None:
             older = [int(p.name[1:]) for p in cache.glob("g*") if p.name[1:].isdigit() and int(p.name[1:]) < gen]
             loaded = load_vector_set(cache / f"g{max(older)}") if older else None
-            previous = loaded[0] if loaded else None
+            if loaded is not None:
+                columns = Columns.load(cache / f"g{max(older)}")
+                if columns is not None and columns.n == len(loaded[0].rows):
+                    previous = (loaded[0], columns)
         live_rows = np.fromiter((r[0] for r in self._con.execute("SELECT row FROM items ORDER BY row")), np.int64)
-        vs = None
+        vs = columns = None
         if previous is not None:
-            after = int(previous.rows[-1]) if len(previous.rows) else -1
+            after = int(previous[0].rows[-1]) if len(previous[0].rows) else -1
             new_rows, new_vectors = self._vectors_after(after)
-            vs = extend_vector_set(previous, live_rows, new_rows, new_vectors, self.ann_config)
+            vs = extend_vector_set(previous[0], live_rows, new_rows, new_vectors, self.ann_config)
+            if vs is not None:
+                columns = previous[1].extend(self._columns_after(after, new_rows))
         if vs is None:
             rows, vectors = self._vectors_after(-1)
             vs = build_vector_set(rows, vectors, self.ann_config)
+            columns = self._columns_after(-1, rows)
         if self.writable or os.access(cache.parent, os.W_OK):
-            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim})
+            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim}, extra=columns.save)
             for old in cache.glob("g*"):
                 if old.name[1:].isdigit() and int(old.name[1:]) < gen:
                     shutil.rmtree(old, ignore_errors=True)
-        return vs
+        return vs, columns
+
+    def _decode(self, data: bytes, n: int) -> np.ndarray:
+        return np.frombuffer(data, np.float32).reshape(n, self.info.dim)
 
     def refresh(self) -> None:
         """Bring the derived vector snapshot up to date now (writers call this after a batch of writes)."""
@@ -514,11 +569,11 @@ class LocalStore:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape != (self.info.dim,):
             raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
-        vs = self._snapshot()
+        vs, columns = self._state()
         with self._lock:
-            allowed = self._filter_rows(where) if where is not None else None
+            only = self._filter_mask(where, vs, columns) if where is not None else None
             excluded = np.array(list(self._rows_for_ids(list(exclude)).values()), dtype=np.int64) if exclude else None
-            rows, scores = vs.search(vector, k, vs.allowed_mask(allowed, excluded), exact=exact)
+            rows, scores = vs.search(vector, k, vs.allowed_mask(None, excluded, only=only), exact=exact)
             return self._ids_for_rows(rows, scores)
 
     def _ids_for_rows(self, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
