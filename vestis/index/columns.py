@@ -97,9 +97,6 @@ class Column:
             exact = all(not isinstance(v, int) or abs(v) <= _EXACT_INT for _, v in numbers)
         return cls(num, codes, texts, exact)
 
-    def take(self, positions: np.ndarray) -> Column:
-        return Column(None if self.num is None else self.num[positions], self.codes[positions], self.strings, self.exact)
-
     def extend(self, other: Column) -> Column:
         """This column followed by ``other``'s positions (dictionaries merged, still sorted)."""
         strings = sorted(set(self.strings) | set(other.strings))
@@ -138,9 +135,6 @@ class Columns:
 
     fields: dict[str, Column]
     n: int
-
-    def take(self, positions: np.ndarray) -> Columns:
-        return Columns({f: c.take(positions) for f, c in self.fields.items()}, len(positions))
 
     def extend(self, other: Columns) -> Columns:
         out = {}
