@@ -33,6 +33,7 @@ import numpy as np
 from vestis.errors import ConflictError, InputError, VestisError
 from vestis.index.columns import Column, Columns, Unsupported, evaluate
 from vestis.index.filters import Filter
+from vestis.index.keywords import TermTable, Tokenizer
 from vestis.index.store import Record, StoreInfo
 from vestis.index.vectors import (
     AnnConfig,
@@ -125,6 +126,8 @@ class LocalStore:
         self._lock = threading.RLock()  # one connection, shared by a server's threads
         self._snap: tuple[int, VectorSet, Columns] | None = None
         self._filter_cache: dict[tuple[int, str], np.ndarray] = {}
+        self._terms: tuple[int, np.ndarray, TermTable] | None = None  # generation, its rows, its term table
+        self._tokenizer = Tokenizer()
         self._write_depth = 0
         self._lock_file = None
 
@@ -586,6 +589,23 @@ class LocalStore:
         return [(found[r], float(sc)) for r, sc in zip(row_list, scores) if r in found]
 
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
+        """The ``k`` items whose title and metadata best match the words of ``text`` by BM25 (FTS5's
+        ``bm25(fts, 2.0, 1.0)``, sign turned), computed over the snapshot's term table
+        (:mod:`vestis.index.keywords`); a word FTS5 splits into a phrase is left to FTS5."""
+        words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
+        if not words or k <= 0:
+            return []
+        vs, columns = self._state()
+        with self._lock:
+            phrases = [self._tokenizer.word(w) for w in words]
+            if all(len(p) == 1 for p in phrases):
+                only = self._filter_mask(where, vs, columns) if where is not None else None
+                pos, scores = self._term_table(vs).search([p[0] for p in phrases], k, vs.live, only)
+                return self._ids_for_rows(vs.rows[pos], scores)
+            return self._fts_search(text, k, where)
+
+    def _fts_search(self, text: str, k: int, where: Filter | None) -> list[tuple[str, float]]:
+        """Keyword search by FTS5 itself (``bm25()`` for every matching row)."""
         match = fts_query(text)
         if match is None or k <= 0:
             return []
@@ -603,6 +623,48 @@ class LocalStore:
             except sqlite3.Error as exc:
                 raise InputError(f"keyword search failed: {exc}") from None
         return [(i, -float(s)) for i, s in rows]
+
+    def _term_table(self, vs: VectorSet) -> TermTable:
+        """The term table of the snapshot ``vs``: in memory, else in its cache folder, else made (from
+        the previous generation's when ``vs`` extends it) and saved there."""
+        gen = self._snap[0] if self._snap is not None else -1
+        if self._terms is not None and self._terms[0] == gen:
+            return self._terms[2]
+        folder = self.directory / "cache" / f"g{gen}"
+        table = TermTable.load(folder)
+        if table is None or len(table.lengths) != len(vs.rows):
+            table, start = None, 0
+            if self._terms is not None:
+                old_rows, old = self._terms[1], self._terms[2]
+                if len(old_rows) <= len(vs.rows) and np.array_equal(vs.rows[: len(old_rows)], old_rows):
+                    table, start = old, len(old_rows)
+            new = TermTable.build(self._documents(vs.rows[start:]), self._tokenizer, start)
+            table = new if table is None else table.extend(new)
+            if self.writable or os.access(folder, os.W_OK):
+                with contextlib.suppress(OSError):
+                    tmp = folder / f".terms-{os.getpid()}-{threading.get_ident()}"
+                    tmp.mkdir()
+                    table.save(tmp)
+                    for f in tmp.iterdir():
+                        os.replace(f, folder / f.name)
+                    tmp.rmdir()
+        self._terms = (gen, vs.rows, table)
+        return table
+
+    def _documents(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        """(title, body) of ``rows`` (ascending), ``('', '')`` for rows no longer in the index."""
+        docs = [("", "")] * len(rows)
+        if not len(rows):
+            return docs
+        got = self._con.execute(
+            "SELECT row, title, body FROM items WHERE row >= ? AND row <= ? ORDER BY row", (int(rows[0]), int(rows[-1]))
+        ).fetchall()
+        found = np.fromiter((g[0] for g in got), np.int64, len(got))
+        pos = np.minimum(np.searchsorted(rows, found), len(rows) - 1)
+        for p, g, ok in zip(pos.tolist(), got, (rows[pos] == found).tolist()):
+            if ok:
+                docs[p] = (g[1], g[2])
+        return docs
 
     def check(self) -> dict:
         """Consistency report: items, vectors and FTS rows agree, the FTS index is intact."""
