@@ -3,15 +3,35 @@
 Layout of an index directory::
 
     index.sqlite        items, their vectors, thumbnails, an FTS5 keyword index (WAL mode)
-    cache/g<N>/         derived, rebuildable: the vector matrix (and HNSW graph) of generation N
+    cache/g<N>/         derived, rebuildable: what searching generation N reads, in arrays:
+                        the vector matrix (and HNSW graph), the metadata columns
+                        (:mod:`vestis.index.columns`), the keyword term table
+                        (:mod:`vestis.index.keywords`)
     write.lock          held by the one writer
     reports/            build reports (JSON)
 
+Vectors (format 2): float16 blobs (half of float32; recall@10 of KAGL searches against
+float32 ≥ 0.99, ``benchmarks/search.py``), and only the vectors a query needs:
+
+* ``vec``, the item's document vector (image and title mixed): every search, "more like
+  this", the cosine of a hybrid hit;
+* ``img_vec``, the image's own vector, read by tagging an index (labels score images,
+  not titles); ``b''`` when it equals ``vec`` (an item without a title: most of a
+  catalog), NULL when the image could not be read;
+* ``txt_vec`` (the title's vector) is not kept: no query reads it, and a change of
+  title re-embeds the item anyway.
+
+Format-1 indexes (float32, all three vectors) are read and written as they are;
+:func:`upgrade_index` rewrites one in format 2. Thumbnails are what the build made
+(:func:`vestis.index.build.thumbnail`: at most the size the result page shows).
+
 Every write is one SQLite transaction that also bumps ``generation``; a crash or
 kill at any moment leaves the last committed generation readable. Readers see a
-consistent snapshot (WAL) while one writer adds. The vector matrix of a generation
-is derived data: written to a temporary folder and renamed into place, rebuilt from
-SQLite when it is missing or damaged, extended incrementally when rows are appended.
+consistent snapshot (WAL) while one writer adds. The cache of a generation is
+derived data: written to a temporary folder and renamed into place, rebuilt from
+SQLite when it is missing or damaged, extended incrementally when rows are appended
+(rows are never rewritten: a changed item is a new row, so a row's metadata and
+tokens never change).
 """
 
 from __future__ import annotations
@@ -44,7 +64,10 @@ from vestis.index.vectors import (
     save_vector_set,
 )
 
-SCHEMA_VERSION = 1
+#: Format 2: vectors as float16, an image vector only where it differs from the item's, no title vector.
+SCHEMA_VERSION = 2
+#: Formats this vestis opens (format 1: every vector float32; read and written as such).
+READABLE_VERSIONS = (1, 2)
 DB_NAME = "index.sqlite"
 
 _SCHEMA = """
@@ -82,10 +105,6 @@ _CHUNK = 500  # SQLite parameters per IN (...) list
 
 def is_index_dir(path: str | Path) -> bool:
     return (Path(path) / DB_NAME).is_file()
-
-
-def _blob(v: np.ndarray | None) -> bytes | None:
-    return None if v is None else np.ascontiguousarray(v, dtype=np.float32).tobytes()
 
 
 def _field_expr(name: str) -> str:
@@ -130,6 +149,7 @@ class LocalStore:
         self._tokenizer = Tokenizer()
         self._write_depth = 0
         self._lock_file = None
+        self.vector_dtype = np.dtype(np.float16)  # as stored in SQLite; format 1 indexes: float32
 
     # -------------------------------------------------------------------- open/create
 
@@ -177,6 +197,7 @@ class LocalStore:
                 "settings": info.settings,
                 "fields": [],
                 "generation": 0,
+                "vector_dtype": "float16",
             }
             con.executemany(
                 "INSERT OR REPLACE INTO info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
@@ -200,16 +221,21 @@ class LocalStore:
             con.close()
             raise VestisError(f"{directory}: the index database is damaged ({exc})") from None
         version = json.loads(info.get("schema_version", "0"))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             con.close()
-            raise VestisError(f"{directory}: index format {version}, this vestis reads {SCHEMA_VERSION}; rebuild it")
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            fix = "written by a newer vestis: upgrade vestis" if newer else "rebuild it with `vestis index build`"
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            raise VestisError(f"{directory}: index format {version}, this vestis reads formats {readable}; {fix}")
         store_info = StoreInfo(
             model=json.loads(info["model"]),
             fingerprint=json.loads(info["fingerprint"]),
             dim=int(json.loads(info["dim"])),
             settings=json.loads(info["settings"]),
         )
-        return cls(directory, con, store_info, writable=writable)
+        store = cls(directory, con, store_info, writable=writable)
+        store.vector_dtype = np.dtype(json.loads(info.get("vector_dtype", '"float32"')))
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -309,10 +335,7 @@ class LocalStore:
                     ),
                 )  # fmt: skip
                 row = cur.lastrowid
-                con.execute(
-                    "INSERT INTO vectors VALUES (?, ?, ?, ?)",
-                    (row, _blob(r.vector), _blob(r.image_vector), _blob(r.text_vector)),
-                )
+                con.execute("INSERT INTO vectors VALUES (?, ?, ?, ?)", (row, *self._vector_blobs(r)))
                 if r.thumbnail:
                     con.execute("INSERT INTO thumbs VALUES (?, ?)", (row, r.thumbnail))
             known = set(self._info_value("fields", []))
@@ -324,6 +347,21 @@ class LocalStore:
                 for f in new_fields:  # expression indexes: filters on any field use an index, not a scan
                     name = "meta_" + hashlib.blake2b(f.encode(), digest_size=6).hexdigest()
                     con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items({_field_expr(f)})")
+
+    def _encode(self, v: np.ndarray | None) -> bytes | None:
+        return None if v is None else np.ascontiguousarray(v, dtype=self.vector_dtype).tobytes()
+
+    def _vector_blobs(self, r: Record) -> tuple[bytes, bytes | None, bytes | None]:
+        """(vec, img_vec, txt_vec) as stored: format 1 keeps all three in float32; format 2 keeps
+        the image vector only where it differs from ``vec`` (``b''`` when equal) and no title vector."""
+        vec, img = self._encode(r.vector), self._encode(r.image_vector)
+        if self.vector_dtype == np.float32:
+            return vec, img, self._encode(r.text_vector)
+        return vec, (b"" if img == vec else img), None
+
+    def _decode(self, data: bytes, n: int) -> np.ndarray:
+        """``n`` stored vectors as float32 (n, dim)."""
+        return np.frombuffer(data, self.vector_dtype).astype(np.float32).reshape(n, self.info.dim)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         ids = list(dict.fromkeys(str(i) for i in ids))
@@ -372,9 +410,9 @@ class LocalStore:
                     )  # fmt: skip
                     i = 10
                     if vectors:
-                        rec.vector = np.frombuffer(r[10], np.float32).copy()
-                        rec.image_vector = None if r[11] is None else np.frombuffer(r[11], np.float32).copy()
-                        rec.text_vector = None if r[12] is None else np.frombuffer(r[12], np.float32).copy()
+                        rec.vector = self._decode(r[10], 1)[0]
+                        rec.image_vector = None if r[11] is None else self._decode(r[11] or r[10], 1)[0]
+                        rec.text_vector = None if r[12] is None else self._decode(r[12], 1)[0]
                         i = 13
                     if thumbnails:
                         rec.thumbnail = r[i]
@@ -401,12 +439,12 @@ class LocalStore:
         """(ids, image vectors) of the items whose image could be read, in index order."""
         with self._lock:
             rows = self._con.execute(
-                "SELECT id, img_vec FROM items JOIN vectors USING (row) WHERE img_vec IS NOT NULL ORDER BY row"
+                "SELECT id, img_vec, vec FROM items JOIN vectors USING (row) WHERE img_vec IS NOT NULL ORDER BY row"
             ).fetchall()
         if ids is not None:
             want = set(map(str, ids))
             rows = [r for r in rows if r[0] in want]
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.info.dim)
+        vecs = self._decode(b"".join(r[1] or r[2] for r in rows), len(rows))  # b'': the item's own vector
         return [r[0] for r in rows], vecs
 
     def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
@@ -547,14 +585,12 @@ class LocalStore:
             vs = build_vector_set(rows, vectors, self.ann_config)
             columns = self._columns_after(-1, rows)
         if self.writable or os.access(cache.parent, os.W_OK):
-            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim}, extra=columns.save)
+            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim}, extra=columns.save,
+                            dtype=self.vector_dtype)  # fmt: skip
             for old in cache.glob("g*"):
                 if old.name[1:].isdigit() and int(old.name[1:]) < gen:
                     shutil.rmtree(old, ignore_errors=True)
         return vs, columns
-
-    def _decode(self, data: bytes, n: int) -> np.ndarray:
-        return np.frombuffer(data, np.float32).reshape(n, self.info.dim)
 
     def refresh(self) -> None:
         """Bring the derived vector snapshot up to date now (writers call this after a batch of writes)."""
@@ -688,6 +724,41 @@ class LocalStore:
             "fts_ok": fts_ok,
             "ok": n_items == n_vectors and orphans == 0 and integrity == "ok" and fts_ok,
         }
+
+
+def upgrade_index(directory: str | Path) -> dict:
+    """Rewrite a format-1 index (float32 vectors, three per item) in format 2 in place: one
+    transaction (a crash leaves format 1 whole), then ``VACUUM`` to hand the space back.
+    Returns the size on disk before and after; an index already in format 2 is left as it is."""
+    directory = Path(directory)
+    before = _size_on_disk(directory)
+    with LocalStore.open(directory, writable=True) as store, store.writer():
+        if store.vector_dtype == np.float16:
+            return {"index": str(directory), "upgraded": False, "mb_before": before, "mb_after": before}
+        with store._lock, store._transaction() as con:
+            old = LocalStore(directory, con, store.info, writable=True)
+            old.vector_dtype = np.dtype(np.float32)
+            new = LocalStore(directory, con, store.info, writable=True)
+            last = -1
+            while chunk := con.execute(
+                "SELECT row, vec, img_vec FROM vectors WHERE row > ? ORDER BY row LIMIT 5000", (last,)
+            ).fetchall():
+                for row, vec, img in chunk:
+                    rec = Record(id="", vector=old._decode(vec, 1)[0])
+                    rec.image_vector = None if img is None else old._decode(img, 1)[0]
+                    con.execute("UPDATE vectors SET vec = ?, img_vec = ?, txt_vec = ? WHERE row = ?",
+                                (*new._vector_blobs(rec), row))  # fmt: skip
+                last = chunk[-1][0]
+            con.execute("INSERT OR REPLACE INTO info VALUES ('vector_dtype', ?)", (json.dumps("float16"),))
+            con.execute("UPDATE info SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
+        store._con.execute("VACUUM")
+        store._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.rmtree(directory / "cache", ignore_errors=True)  # derived from float32 vectors: made again on use
+    return {"index": str(directory), "upgraded": True, "mb_before": before, "mb_after": _size_on_disk(directory)}
+
+
+def _size_on_disk(directory: Path) -> float:
+    return round(sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20, 1)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -193,15 +193,18 @@ def extend_vector_set(
 # ------------------------------------------------------------------------------ on disk
 
 
-def save_vector_set(vs: VectorSet, directory: Path, meta: dict, extra: Callable[[Path], None] | None = None) -> None:
+def save_vector_set(
+    vs: VectorSet, directory: Path, meta: dict, extra: Callable[[Path], None] | None = None, dtype=np.float32
+) -> None:
     """Write the snapshot to ``directory`` atomically (a temporary folder renamed into place);
-    ``extra(folder)`` writes more files into it first (the metadata columns)."""
+    ``extra(folder)`` writes more files into it first (the metadata columns). ``dtype``: the
+    vectors' type on disk (float16 when the store holds them so: no loss; read back as float32)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
     try:
         np.save(tmp / "rows.npy", vs.rows)
-        np.save(tmp / "vectors.npy", np.asarray(vs.vectors, dtype=np.float32))
+        np.save(tmp / "vectors.npy", np.asarray(vs.vectors, dtype=dtype))
         np.save(tmp / "live.npy", vs.live)
         if vs.hnsw is not None:
             import faiss
@@ -232,6 +235,8 @@ def load_vector_set(directory: Path) -> tuple[VectorSet, dict] | None:
         meta = json.loads((directory / "meta.json").read_text())
         rows = np.load(directory / "rows.npy")
         vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+        if vectors.dtype != np.float32:  # stored as float16: searched as float32, in memory
+            vectors = np.asarray(vectors, dtype=np.float32)
         live = np.load(directory / "live.npy")
         hnsw = None
         if (directory / "hnsw.faiss").is_file():
