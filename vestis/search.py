@@ -449,10 +449,15 @@ class Catalog:
                 pools[without] = [i for i, s in hits if min_score is None or s >= min_score]
             return pools[without]
 
+        by_pool: dict[str | None, list[str]] = {}
+        for f in fields:
+            by_pool.setdefault(f if f in selections else None, []).append(f)
+        counted: dict[str, list[tuple[object, int]]] = {}
+        for without, names in by_pool.items():  # counted from the snapshot's metadata columns
+            counted.update(self.store.value_counts(pool(without), names))
         out = []
-        for f in fields:  # counted from the snapshot's metadata columns, not per-item JSON
-            counts = self.store.value_counts(pool(f if f in selections else None), [f])[f]
-            ordered = sorted(counts, key=lambda x: (-x[1], str(x[0])))
+        for f in fields:
+            ordered = sorted(counted[f], key=lambda x: (-x[1], str(x[0])))
             out.append(Facet(f, ordered, len(ordered)))
         return out
 
