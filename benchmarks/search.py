@@ -355,6 +355,49 @@ def print_synthetic(s: dict) -> None:
     console.print(table)
 
 
+def markdown(result: dict) -> str:
+    """The tables of a run, as Markdown (for the README)."""
+    lines = []
+    c = result.get("catalog")
+    if c:
+        lines += [f"KAGL index of {c['after']['n']:,} items, {c['after']['queries']} product-title queries, k=10; "
+                  f"before = `{c['before_ref']}` on the index as it was built (format 1), after = this code on "
+                  "the same index upgraded to format 2. CPU = the process's CPU time per query (p50); wall = "
+                  "elapsed (p50 / p99).", "",
+                  "| | before CPU ms | after CPU ms | CPU ratio | before wall ms | after wall ms |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name, v in c["after"].items():
+            if isinstance(v, dict) and "p50_ms" in v and name in c["before"]:
+                b = c["before"][name]
+                label = name + (f" (matches {v['matching']:.1%})" if "matching" in v else "")
+                lines.append(f"| {label} | {b['cpu_p50_ms']} | {v['cpu_p50_ms']} | "
+                             f"{b['cpu_p50_ms'] / max(v['cpu_p50_ms'], 1e-3):.1f}x | {b['p50_ms']} / {b['p99_ms']} | "
+                             f"{v['p50_ms']} / {v['p99_ms']} |")  # fmt: skip
+        db, da = c["before"]["disk"], c["after"]["disk"]
+        lines += ["", "| on disk, MB | before | after |", "|---|---:|---:|"]
+        lines.append(f"| total | {db['total_mb']} | {da['total_mb']} |")
+        for key in dict.fromkeys([*db["sqlite_mb"], *da["sqlite_mb"]]):
+            if max(db["sqlite_mb"].get(key, 0), da["sqlite_mb"].get(key, 0)) >= 0.1:
+                lines.append(f"| SQLite: {key} | {db['sqlite_mb'].get(key, 0)} | {da['sqlite_mb'].get(key, 0)} |")
+        lines.append(f"| cache (derived) | {db['cache_mb']} | {da['cache_mb']} |")
+        r = c["float16_recall"]
+        lines += ["", f"recall@10 of float16 against float32 (exact search, {r['queries']} queries): {r['recall@10']}; "
+                  f"all k results present for every filter: "
+                  f"{all(v.get('all_k_present', True) for v in c['after'].values() if isinstance(v, dict))}; "
+                  f"text encoder: {c['after']['encoder']}."]  # fmt: skip
+    s = result.get("synthetic")
+    if s:
+        lines += ["", f"{s['n']:,} synthetic {s['dim']}-d vectors (HNSW built in {s['hnsw_build_s']} s), "
+                  f"{s['queries']} queries, k=10, this code only:", "",
+                  "| search | matching | CPU ms | wall ms p50 / p99 | recall@10 vs exact |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for name, v in s.items():
+            if isinstance(v, dict):
+                lines.append(f"| {name} | {v.get('matching', '')} | {v['cpu_p50_ms']} | "
+                             f"{v['p50_ms']} / {v['p99_ms']} | {v.get('recall@10', '')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="build,catalog,synthetic")
@@ -366,8 +409,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--workdir", type=Path, help="keep the synthetic HNSW graph here between runs")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one side of the catalog part
+    ap.add_argument("--markdown", type=Path, help="print the tables of this result JSON as Markdown and exit")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "search.json")
     args = ap.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     if args.measure is not None:
         args.out.write_text(json.dumps(measure_catalog(args.measure, args.queries)))
         return
@@ -403,7 +450,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    console.print(f"wrote {args.out}")
+    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
