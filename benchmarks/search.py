@@ -119,6 +119,7 @@ def measure_catalog(index: Path, n_queries: int) -> dict:
     and after (run once with each, in its own process)."""
     import pyarrow.parquet as pq
 
+    import vestis.data.catalog  # noqa: F401  (imported lazily by facets: now, while the code's folder is there)
     from vestis.data import kagl_parquets
     from vestis.index.filters import parse_filter
     from vestis.search import Catalog
@@ -407,7 +408,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic vectors")
     ap.add_argument("--dim", type=int, default=256, help="synthetic dimension (vestis-mini's is 256)")
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--workdir", type=Path, help="keep the synthetic HNSW graph here between runs")
+    ap.add_argument("--workdir", type=Path, help="work here, not in /tmp (the synthetic HNSW graph is kept)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one side of the catalog part
     ap.add_argument("--markdown", type=Path, help="print the tables of this result JSON as Markdown and exit")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "search.json")
@@ -428,7 +429,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "note": "2 cores shared with a model training job (nice 0) and other work while it ran",
     }
-    workdir = Path(tempfile.mkdtemp(prefix="vestis-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="vestis-bench-", dir=args.workdir))
     try:
         index = args.index
         if "build" in parts:
