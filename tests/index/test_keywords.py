@@ -86,3 +86,6 @@ def test_a_table_extended_equals_one_built_whole():
                  (whole.lengths, both.lengths)]:  # fmt: skip
         np.testing.assert_array_equal(a, b)
     assert tok.word("running") == ["run"] and tok.word("x_y") == ["x", "y"]
+    empty = TermTable.build([("", ""), ("", "")], tok)  # items without text: nothing matches
+    assert empty.vocab == [] and len(empty.search(["red"], 5, np.ones(2, bool))[0]) == 0
+    assert sorted(empty.extend(TermTable.build(docs, tok, start=2)).search(["shoe"], 5, np.ones(6, bool))[0]) == [2, 4]

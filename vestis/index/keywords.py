@@ -98,6 +98,8 @@ class TermTable:
         index = {t: i for i, t in enumerate(vocab)}
         term_ids = np.fromiter((index[t] for t in terms), np.int64, len(terms))
         lengths = np.bincount(coo[:, 0], weights=coo[:, 2], minlength=len(docs)).astype(np.int32)
+        if not len(coo):  # no tokens at all
+            return cls([], np.zeros(1, np.int64), np.empty(0, np.int32), np.zeros((2, 0), np.uint16), lengths)
         order = np.lexsort((coo[:, 1], coo[:, 0], term_ids))
         term_ids, coo = term_ids[order], coo[order]
         keys = term_ids * (len(docs) + 1) + coo[:, 0]  # one posting per (term, position), title and body counts

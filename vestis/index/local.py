@@ -144,7 +144,8 @@ class LocalStore:
         self.writable = writable
         self._lock = threading.RLock()  # one connection, shared by a server's threads
         self._snap: tuple[int, VectorSet, Columns] | None = None
-        self._filter_cache: dict[tuple[int, str], np.ndarray] = {}
+        self._filter_cache: dict[tuple[int, str], np.ndarray] = {}  # SQLite's rows of recent filters
+        self._mask_cache: dict = {}  # recent filters' masks, under None the columns they were made from
         self._terms: tuple[int, np.ndarray, TermTable] | None = None  # generation, its rows, its term table
         self._tokenizer = Tokenizer()
         self._write_depth = 0
@@ -503,13 +504,21 @@ class LocalStore:
     def _filter_mask(self, where: Filter, vs: VectorSet, columns: Columns) -> np.ndarray:
         """The positions of ``vs`` matching ``where``: evaluated over the snapshot's metadata
         columns (:mod:`vestis.index.columns`), or by SQLite for what those cannot answer exactly."""
+        if self._mask_cache.get(None) is not columns:  # masks of another snapshot's columns: dropped
+            self._mask_cache = {None: columns}
+        key = where.text
+        if key in self._mask_cache:  # facet clicks and pages of one query repeat a filter
+            return self._mask_cache[key]
         self._check_filter(where)
         try:
-            return evaluate(where, columns)
+            only = evaluate(where, columns)
         except Unsupported:
             only = np.zeros(len(vs.rows), dtype=bool)
             only[vs.positions(self._filter_rows(where))] = True
-            return only
+        if len(self._mask_cache) > 16:
+            self._mask_cache.pop(next(k for k in self._mask_cache if k is not None))
+        self._mask_cache[key] = only
+        return only
 
     # ------------------------------------------------------------------- vector search
 

@@ -116,7 +116,7 @@ class VectorSet:
         if use_exact:
             if mask is None:
                 pos, scores = _top_k(np.asarray(self.vectors) @ query, k)
-            elif n_allowed * 4 >= len(self.rows):  # most allowed: score all, drop the rest (no gather)
+            elif n_allowed * 3 >= 2 * len(self.rows):  # most allowed: score all, drop the rest (no gather)
                 every = np.asarray(self.vectors) @ query
                 every[~mask] = -np.inf
                 pos, scores = _top_k(every, k)
