@@ -37,16 +37,29 @@ REPO = Path(__file__).resolve().parents[1]
 console = Console()
 
 
-def percentiles(samples_ms: list[float]) -> dict:
+def percentiles(samples_ms: list[float], cpu_ms: list[float] | None = None) -> dict:
+    """p50/p99 of wall time and, when given, p50 of the process's CPU time per query: on a shared
+    machine a niced process waits for the CPU between its slices, and wall time measures the wait."""
     a = np.asarray(samples_ms)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
+    out = {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
+    if cpu_ms is not None:
+        out["cpu_p50_ms"] = round(float(np.percentile(np.asarray(cpu_ms), 50)), 3)
+    return out
 
 
-def timed_queries(fn, queries) -> tuple[list, list[float]]:
-    out, times = [], []
+class Times(list):
+    """Wall-clock milliseconds per query, with the CPU milliseconds beside them (``.cpu``)."""
+
+    cpu: list[float]
+
+
+def timed_queries(fn, queries) -> tuple[list, Times]:
+    out, times = [], Times()
+    times.cpu = []
     for q in queries:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out.append(fn(q))
+        times.cpu.append((time.process_time() - c) * 1000)
         times.append((time.perf_counter() - t) * 1000)
     return out, times
 
@@ -92,44 +105,147 @@ def bench_build(workdir: Path, model: str | None) -> tuple[dict, Path]:
 
 # ---------------------------------------------------------------------------- catalog
 
+#: Filters on KAGL matching about 1%, 10% and 50% of the items, and the one the issue quoted.
+FILTERS = {
+    "1%": "usage = 'Formal' AND masterCategory = 'Footwear'",
+    "10%": "baseColour = 'blue'",
+    "50%": "season = 'Summer'",
+    "footwear+season": "masterCategory = 'Footwear' AND season IN ('Summer', 'Fall')",
+}
 
-def bench_catalog(index: Path, n_queries: int) -> dict:
+
+def measure_catalog(index: Path, n_queries: int) -> dict:
+    """Latencies on one index through the library's public calls, the same under the code before
+    and after (run once with each, in its own process)."""
     import pyarrow.parquet as pq
 
+    import vestis.data.catalog  # noqa: F401  (imported lazily by facets: now, while the code's folder is there)
     from vestis.data import kagl_parquets
     from vestis.index.filters import parse_filter
-    from vestis.index.local import LocalStore
-    from vestis.index.vectors import AnnConfig, build_vector_set
-    from vestis.models import load_encoder
+    from vestis.search import Catalog
 
-    store = LocalStore.open(index)
-    encoder = load_encoder(store.info.model)
+    cat = Catalog.open(index)
+    store = cat.store
     titles = [
         t for f in kagl_parquets() for t in pq.read_table(f, columns=["productDisplayName"]).column(0).to_pylist()
     ]
     titles = [t for t in titles if t][:n_queries]
-    queries = encoder.encode_texts(titles)
-    exact_vs = store._snapshot()
-    results: dict = {"n": int(exact_vs.n_live), "queries": len(titles)}
+    queries = cat.encoder.encode_texts(titles)
+    n = store.count()
+    import vestis
+
+    out: dict = {"n": n, "queries": len(titles), "encoder": type(cat.encoder).__name__, "code": vestis.__file__}
     t = time.perf_counter()
-    hnsw_vs = build_vector_set(exact_vs.rows, np.asarray(exact_vs.vectors), AnnConfig(threshold=1))
-    results["hnsw_build_s"] = round(time.perf_counter() - t, 2)
-    truth, exact_ms = timed_queries(lambda q: list(exact_vs.search(q, 10, exact=True)[0]), queries)
-    results["exact"] = percentiles(exact_ms)
-    for ef in (32, 64, 96):
-        hnsw_vs.config = AnnConfig(threshold=1, ef_search=ef)
-        found, ms = timed_queries(lambda q: list(hnsw_vs.search(q, 10)[0]), queries)
-        results[f"hnsw_ef{ef}"] = {**percentiles(ms), "recall@10": round(recall_at(found, truth), 4)}
-    # through the store: SQLite row->id lookup, and a filter evaluated in SQL then passed into the search
+    store.search(queries[0], 10)  # the snapshot (and, after, its columns) made or loaded once
+    out["first_search_ms"] = round((time.perf_counter() - t) * 1000, 1)
     _, ms = timed_queries(lambda q: store.search(q, 10), queries)
-    results["store_search"] = percentiles(ms)
-    flt = parse_filter("masterCategory = 'Footwear' AND season IN ('Summer', 'Fall')")
-    _, ms = timed_queries(lambda q: store.search(q, 10, where=flt), queries)
-    results["store_search_filtered"] = percentiles(ms)
+    out["search"] = percentiles(ms, ms.cpu)
+    for name, text in FILTERS.items():
+        flt = parse_filter(text)
+        matching = len(store._filter_rows(flt))
+        store.search(queries[0], 10, where=flt)
+        found, ms = timed_queries(lambda q, flt=flt: store.search(q, 10, where=flt), queries)
+        out[f"filtered {name}"] = {**percentiles(ms, ms.cpu), "matching": round(matching / n, 4), "filter": text,
+                                   "all_k_present": all(len(f) == min(10, matching) for f in found)}  # fmt: skip
+    colours = [v for v, _ in store.facets("baseColour", limit=40)]  # a different filter each query: no cache helps
+    _, ms = timed_queries(lambda i: store.search(queries[i], 10, where=parse_filter(
+        f"season = 'Summer' AND baseColour = '{colours[i % len(colours)]}'")), range(len(queries)))  # fmt: skip
+    out["filtered, a new filter each query"] = percentiles(ms, ms.cpu)
+    t = time.perf_counter()
+    store.keyword_search(titles[0], 10)  # after: the term table made or loaded once
+    out["first_keyword_ms"] = round((time.perf_counter() - t) * 1000, 1)
     _, ms = timed_queries(lambda t: store.keyword_search(t, 10), titles)
-    results["keyword_bm25"] = percentiles(ms)
-    store.close()
-    return results
+    out["keyword (bm25)"] = percentiles(ms, ms.cpu)
+    flt = parse_filter(FILTERS["10%"])
+    _, ms = timed_queries(lambda t: store.keyword_search(t, 10, where=flt), titles)
+    out["keyword, filtered 10%"] = percentiles(ms, ms.cpu)
+    _, ms = timed_queries(lambda t: cat.encoder.encode_texts([t]), titles)
+    out["encode one text query"] = percentiles(ms, ms.cpu)
+    _, ms = timed_queries(lambda t: cat.search(t, k=10), titles)
+    out["text query end to end (encode + search + records)"] = percentiles(ms, ms.cpu)
+    _, ms = timed_queries(lambda t: cat.search(t, k=10, hybrid=0.3), titles)
+    out["hybrid end to end"] = percentiles(ms, ms.cpu)
+    _, ms = timed_queries(lambda t: cat.search(t, k=10, where=FILTERS["10%"], hybrid=0.3), titles)
+    out["hybrid + filter 10% end to end"] = percentiles(ms, ms.cpu)
+    _, ms = timed_queries(lambda t: cat.search(t, k=10, facets=True), titles[: max(20, len(titles) // 5)])
+    out["text query + facet counts end to end"] = percentiles(ms, ms.cpu)
+    cat.close()
+    return out
+
+
+def disk_breakdown(index: Path) -> dict:
+    """MB on disk: the whole folder, the SQLite tables and indexes (dbstat), the derived cache."""
+    import sqlite3
+
+    files = [p for p in index.rglob("*") if p.is_file()]
+    out = {"total_mb": round(sum(p.stat().st_size for p in files) / 2**20, 1),
+           "cache_mb": round(sum(p.stat().st_size for p in files if "cache" in p.parts) / 2**20, 1)}  # fmt: skip
+    con = sqlite3.connect(f"file:{index / 'index.sqlite'}?mode=ro", uri=True)
+    try:
+        groups: dict[str, float] = {}
+        for name, size in con.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            key = (
+                "fts"
+                if name.startswith("fts")
+                else "indexes"
+                if name.startswith(("meta_", "sqlite_auto", "items_"))
+                else name
+            )
+            groups[key] = groups.get(key, 0) + size / 2**20
+        out["sqlite_mb"] = {k: round(v, 1) for k, v in sorted(groups.items(), key=lambda x: -x[1])}
+    except sqlite3.Error as exc:
+        out["sqlite_mb"] = str(exc)
+    con.close()
+    return out
+
+
+def float16_recall(before: Path, after: Path, n_queries: int) -> dict:
+    """recall@10 of exact search over the float16 index against the float32 one, same text queries."""
+    import pyarrow.parquet as pq
+
+    from vestis.data import kagl_parquets
+    from vestis.index.local import LocalStore
+    from vestis.models import load_encoder
+
+    with LocalStore.open(before) as old, LocalStore.open(after) as new:
+        encoder = load_encoder(old.info.model)
+        titles = [t for t in pq.read_table(kagl_parquets()[0], columns=["productDisplayName"]).column(0).to_pylist()]
+        queries = encoder.encode_texts([t for t in titles if t][:n_queries])
+        truth = [[i for i, _ in old.search(q, 10, exact=True)] for q in queries]
+        found = [[i for i, _ in new.search(q, 10, exact=True)] for q in queries]
+        return {"recall@10": round(recall_at(found, truth), 4), "queries": len(queries),
+                "dtype_before": str(old.vector_dtype), "dtype_after": str(new.vector_dtype)}  # fmt: skip
+
+
+def bench_catalog(index: Path, workdir: Path, n_queries: int, before_ref: str) -> dict:
+    """The same measurements under the code of ``before_ref`` (on the index as given, format 1) and
+    under this checkout (on a copy upgraded to format 2), each in its own process, one after the other."""
+    import subprocess
+    import sys
+
+    from vestis.index.local import LocalStore, upgrade_index
+
+    with LocalStore.open(index) as store:
+        if store.vector_dtype != np.float32:
+            raise SystemExit(f"{index} is already in format 2; give a format-1 index (built by {before_ref})")
+    old_code = workdir / "before-code"
+    old_code.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", before_ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive, check=True)
+    before, after = workdir / "before-index", workdir / "after-index"
+    shutil.copytree(index, before, ignore=shutil.ignore_patterns("cache", "write.lock"))
+    shutil.copytree(index, after, ignore=shutil.ignore_patterns("cache", "write.lock"))
+    result: dict = {"before_ref": before_ref, "upgrade": upgrade_index(after)}
+    for name, path, code in (("before", before, old_code), ("after", after, REPO)):
+        console.print(f"catalog: measuring {name} …")
+        out = workdir / f"{name}.json"
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        subprocess.run([sys.executable, __file__, "--measure", str(path), "--queries", str(n_queries),
+                        "--out", str(out)], check=True, env=env, cwd=code)  # fmt: skip
+        result[name] = json.loads(out.read_text())
+        result[name]["disk"] = disk_breakdown(path)
+    result["float16_recall"] = float16_recall(before, after, n_queries)
+    return result
 
 
 # -------------------------------------------------------------------------- synthetic
@@ -150,60 +266,170 @@ def clustered_vectors(n: int, dim: int, n_clusters: int, spread: float, seed: in
     return out
 
 
-def bench_synthetic(n: int, dim: int, n_queries: int, quantizers: list[str], efs: list[int]) -> dict:
-    import faiss
+def synthetic_catalog(n: int, dim: int, workdir: Path | None) -> tuple:
+    """``n`` clustered unit vectors with an HNSW graph (the store's default settings) and synthetic
+    metadata columns (a 100-value brand, a 10-value colour, a price), the vector snapshot kept in
+    ``workdir`` between runs (the 1M graph takes minutes to build on 2 cores)."""
+    from vestis.index.columns import Column, Columns
+    from vestis.index.vectors import AnnConfig, build_vector_set, load_vector_set, save_vector_set
 
-    from vestis.index.vectors import AnnConfig, build_vector_set
-
-    both = clustered_vectors(n + n_queries, dim, n_clusters=max(100, n // 500), spread=1.0, seed=0)
-    data, queries = both[:n], both[n:]  # queries: unseen draws from the same clusters
-    flat = faiss.IndexFlatIP(dim)
-    flat.add(data)
+    rng = np.random.default_rng(1)
+    columns = Columns(
+        {
+            "brand": Column.from_values([f"brand{b:03d}" for b in rng.integers(0, 100, n)]),
+            "colour": Column.from_values([f"colour{c}" for c in rng.integers(0, 10, n)]),
+            "price": Column.from_values(np.round(rng.uniform(1, 200, n), 2).tolist()),
+        },
+        n,
+    )
+    folder = workdir / f"synthetic-{n}-{dim}" if workdir is not None else None
+    loaded = load_vector_set(folder) if folder is not None else None
+    if loaded is not None and loaded[0].hnsw is not None:
+        return loaded[0], columns, loaded[1]["build_s"]
+    vectors = clustered_vectors(n, dim, n_clusters=max(100, n // 500), spread=1.0, seed=0)
     t = time.perf_counter()
-    _, truth = flat.search(queries, 10)
-    exact_ms_batch = (time.perf_counter() - t) * 1000 / n_queries
-    _, exact_ms = timed_queries(lambda q: flat.search(q[None], 10), queries[: min(50, n_queries)])
-    results: dict = {"n": n, "dim": dim, "queries": n_queries, "exact_brute_force": percentiles(exact_ms),
-                     "exact_batched_ms_per_query": round(exact_ms_batch, 3), "hnsw": {}}  # fmt: skip
-    rows = np.arange(n, dtype=np.int64)
-    for quantizer in quantizers:
-        cfg = AnnConfig(threshold=1, quantizer=quantizer)
-        t = time.perf_counter()
-        vs = build_vector_set(rows, data, cfg)
-        build_s = time.perf_counter() - t
-        entry = {"build_s": round(build_s, 1), "build_vectors_per_s": round(n / build_s), "by_ef": {}}
-        for ef in efs:
-            vs.config = AnnConfig(threshold=1, ef_search=ef, quantizer=quantizer)
-            found, ms = timed_queries(lambda q, vs=vs: list(vs.search(q, 10)[0]), queries)
-            entry["by_ef"][ef] = {**percentiles(ms), "recall@10": round(recall_at(found, truth.tolist()), 4)}
-        entry["index_mb"] = round(faiss.serialize_index(vs.hnsw).nbytes / 2**20, 1)
-        results["hnsw"][quantizer] = entry
-        console.print(f"  {quantizer}: built in {build_s:.0f} s", highlight=False)
-        del vs
-    return results
+    vs = build_vector_set(np.arange(n, dtype=np.int64), vectors, AnnConfig(threshold=1))
+    build_s = round(time.perf_counter() - t, 1)
+    if folder is not None:
+        save_vector_set(vs, folder, {"build_s": build_s})
+    return vs, columns, build_s
+
+
+#: Filters on the synthetic catalog matching 1%, 10% and about 50% of the items.
+SYNTHETIC_FILTERS = {"1%": "brand = 'brand007'", "10%": "colour = 'colour3'", "50%": "price < 100.5"}
+
+
+def bench_synthetic(n: int, dim: int, n_queries: int, workdir: Path | None) -> dict:
+    """Filtered search through the store's path (filter -> columnar mask -> exact scan of a small
+    allowed set, else HNSW with the mask as an ``IDSelectorBitmap``): p50/p99 including the
+    mask, and recall@10 against exact search over the same allowed items."""
+    from vestis.index.columns import evaluate
+    from vestis.index.filters import parse_filter
+
+    vs, columns, build_s = synthetic_catalog(n, dim, workdir)
+    queries = clustered_vectors(n + n_queries, dim, n_clusters=max(100, n // 500), spread=1.0, seed=0)[n:]
+    result: dict = {"n": n, "dim": dim, "queries": n_queries, "hnsw_build_s": build_s}
+    truth, ms = timed_queries(lambda q: list(vs.search(q, 10, exact=True)[0]), queries[:50])
+    result["exact, no filter"] = percentiles(ms, ms.cpu)
+    found, ms = timed_queries(lambda q: list(vs.search(q, 10)[0]), queries[:50])
+    result["HNSW, no filter"] = {**percentiles(ms, ms.cpu), "recall@10": round(recall_at(found, truth), 4)}
+    for name, text in SYNTHETIC_FILTERS.items():
+        flt = parse_filter(text)
+        mask = evaluate(flt, columns)
+        truth = [list(vs.search(q, 10, mask, exact=True)[0]) for q in queries]
+        found, ms = timed_queries(lambda q, flt=flt: list(vs.search(q, 10, vs.allowed_mask(
+            None, None, only=evaluate(flt, columns)))[0]), queries)  # fmt: skip
+        _, mask_ms = timed_queries(lambda q, flt=flt: evaluate(flt, columns), queries[:100])
+        result[f"filtered {name}"] = {**percentiles(ms, ms.cpu), "recall@10": round(recall_at(found, truth), 4),
+                                      "matching": round(float(mask.mean()), 4), "filter": text,
+                                      "mask_p50_ms": percentiles(mask_ms, mask_ms.cpu)["cpu_p50_ms"]}  # fmt: skip
+    return result
 
 
 # ------------------------------------------------------------------------------- main
+
+
+def print_catalog(c: dict) -> None:
+    table = Table(title=f"KAGL index, {c['after']['n']} items, {c['after']['queries']} title queries (k=10)")
+    for col in ("", "before CPU p50", "after CPU p50", "CPU ratio", "before wall p50 / p99", "after wall p50 / p99"):
+        table.add_column(col)
+    for name, v in c["after"].items():
+        if isinstance(v, dict) and "p50_ms" in v and name in c["before"]:
+            b = c["before"][name]
+            label = name + (f" (matches {v['matching']:.1%})" if "matching" in v else "")
+            table.add_row(label, str(b["cpu_p50_ms"]), str(v["cpu_p50_ms"]),
+                          f"{b['cpu_p50_ms'] / max(v['cpu_p50_ms'], 1e-3):.1f}x", f"{b['p50_ms']} / {b['p99_ms']}",
+                          f"{v['p50_ms']} / {v['p99_ms']}")  # fmt: skip
+    console.print(table)
+    console.print(f"disk: before {c['before']['disk']}, after {c['after']['disk']}", highlight=False)
+    console.print(f"float16 vs float32: {c['float16_recall']}", highlight=False)
+
+
+def print_synthetic(s: dict) -> None:
+    table = Table(title=f"{s['n']:,} x {s['dim']}-d synthetic vectors, {s['queries']} queries (k=10)")
+    for col in ("search", "matching", "CPU p50 ms", "wall p50 ms", "wall p99 ms", "recall@10 vs exact"):
+        table.add_column(col)
+    for name, v in s.items():
+        if isinstance(v, dict):
+            table.add_row(name, str(v.get("matching", "")), str(v["cpu_p50_ms"]), str(v["p50_ms"]), str(v["p99_ms"]),
+                          str(v.get("recall@10", "")))  # fmt: skip
+    console.print(table)
+
+
+def markdown(result: dict) -> str:
+    """The tables of a run, as Markdown (for the README)."""
+    lines = []
+    c = result.get("catalog")
+    if c:
+        lines += [f"KAGL index of {c['after']['n']:,} items, {c['after']['queries']} product-title queries, k=10; "
+                  f"before = `{c['before_ref']}` on the index as it was built (format 1), after = this code on "
+                  "the same index upgraded to format 2. CPU = the process's CPU time per query (p50); wall = "
+                  "elapsed (p50 / p99).", "",
+                  "| | before CPU ms | after CPU ms | CPU ratio | before wall ms | after wall ms |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name, v in c["after"].items():
+            if isinstance(v, dict) and "p50_ms" in v and name in c["before"]:
+                b = c["before"][name]
+                label = name + (f" (matches {v['matching']:.1%})" if "matching" in v else "")
+                lines.append(f"| {label} | {b['cpu_p50_ms']} | {v['cpu_p50_ms']} | "
+                             f"{b['cpu_p50_ms'] / max(v['cpu_p50_ms'], 1e-3):.1f}x | {b['p50_ms']} / {b['p99_ms']} | "
+                             f"{v['p50_ms']} / {v['p99_ms']} |")  # fmt: skip
+        db, da = c["before"]["disk"], c["after"]["disk"]
+        lines += ["", "| on disk, MB | before | after |", "|---|---:|---:|"]
+        lines.append(f"| total | {db['total_mb']} | {da['total_mb']} |")
+        for key in dict.fromkeys([*db["sqlite_mb"], *da["sqlite_mb"]]):
+            if max(db["sqlite_mb"].get(key, 0), da["sqlite_mb"].get(key, 0)) >= 0.1:
+                lines.append(f"| SQLite: {key} | {db['sqlite_mb'].get(key, 0)} | {da['sqlite_mb'].get(key, 0)} |")
+        lines.append(f"| cache (derived) | {db['cache_mb']} | {da['cache_mb']} |")
+        r = c["float16_recall"]
+        lines += ["", f"recall@10 of float16 against float32 (exact search, {r['queries']} queries): {r['recall@10']}; "
+                  f"all k results present for every filter: "
+                  f"{all(v.get('all_k_present', True) for v in c['after'].values() if isinstance(v, dict))}; "
+                  f"text encoder: {c['after']['encoder']}."]  # fmt: skip
+    s = result.get("synthetic")
+    if s:
+        lines += ["", f"{s['n']:,} synthetic {s['dim']}-d vectors (HNSW built in {s['hnsw_build_s']} s), "
+                  f"{s['queries']} queries, k=10, this code only:", "",
+                  "| search | matching | CPU ms | wall ms p50 / p99 | recall@10 vs exact |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for name, v in s.items():
+            if isinstance(v, dict):
+                lines.append(f"| {name} | {v.get('matching', '')} | {v['cpu_p50_ms']} | "
+                             f"{v['p50_ms']} / {v['p99_ms']} | {v.get('recall@10', '')} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="build,catalog,synthetic")
     ap.add_argument("--model", default=None, help="model for the build (default: the bundled one)")
-    ap.add_argument("--index", type=Path, help="reuse this KAGL index instead of building one")
+    ap.add_argument("--index", type=Path, help="a format-1 KAGL index (built by --before) instead of building one")
+    ap.add_argument("--before", default="main", help="git ref of the code measured as 'before' (default: main)")
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic vectors")
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--queries", type=int, default=500)
-    ap.add_argument("--quantizers", default="float32,float16,int8")
-    ap.add_argument("--ef", default="32,64,96,128")
+    ap.add_argument("--dim", type=int, default=256, help="synthetic dimension (vestis-mini's is 256)")
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--workdir", type=Path, help="work here, not in /tmp (the synthetic HNSW graph is kept)")
+    ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one side of the catalog part
+    ap.add_argument("--markdown", type=Path, help="print the tables of this result JSON as Markdown and exit")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "search.json")
     args = ap.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    if args.measure is not None:
+        args.out.write_text(json.dumps(measure_catalog(args.measure, args.queries)))
+        return
     parts = args.parts.split(",")
     result: dict = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },  # fmt: skip
         "date": time.strftime("%Y-%m-%d"),
+        "note": "2 cores shared with a model training job (nice 0) and other work while it ran",
     }
-    workdir = Path(tempfile.mkdtemp(prefix="vestis-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="vestis-bench-", dir=args.workdir))
     try:
         index = args.index
         if "build" in parts:
@@ -213,34 +439,20 @@ def main() -> None:
             console.print(f"  {b['items']} items in {b['seconds']} s ({b['items_per_s']} items/s)", highlight=False)
         if "catalog" in parts:
             if index is None:
-                raise SystemExit("--parts catalog needs the build part or --index")
-            result["catalog"] = c = bench_catalog(index, args.queries)
-            table = Table(title=f"KAGL index, {c['n']} items, {c['queries']} title queries (k=10)")
-            for col in ("search", "p50 ms", "p99 ms", "recall@10 vs exact"):
-                table.add_column(col)
-            for name, v in c.items():
-                if isinstance(v, dict):
-                    table.add_row(name, str(v["p50_ms"]), str(v["p99_ms"]), str(v.get("recall@10", "")))
-            console.print(table)
+                raise SystemExit("--parts catalog needs --index (a format-1 KAGL index)")
+            result["catalog"] = bench_catalog(index, workdir, args.queries, args.before)
+            print_catalog(result["catalog"])
         if "synthetic" in parts:
             console.print(f"synthetic: {args.n:,} clustered {args.dim}-d vectors …")
-            efs = [int(x) for x in args.ef.split(",")]
-            result["synthetic"] = s = bench_synthetic(args.n, args.dim, args.queries, args.quantizers.split(","), efs)
-            table = Table(title=f"{s['n']:,} x {s['dim']}-d vectors, {s['queries']} single queries (k=10)")
-            for col in ("index", "efSearch", "p50 ms", "p99 ms", "recall@10", "build s", "size MB"):
-                table.add_column(col)
-            e = s["exact_brute_force"]
-            table.add_row("exact (faiss flat)", "-", str(e["p50_ms"]), str(e["p99_ms"]), "1.0", "-", "-")
-            for q, entry in s["hnsw"].items():
-                for ef, v in entry["by_ef"].items():
-                    table.add_row(f"HNSW32 {q}", str(ef), str(v["p50_ms"]), str(v["p99_ms"]), str(v["recall@10"]),
-                                  str(entry["build_s"]), str(entry["index_mb"]))  # fmt: skip
-            console.print(table)
+            result["synthetic"] = bench_synthetic(args.n, args.dim, args.queries, args.workdir)
+            print_synthetic(result["synthetic"])
+        result["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    console.print(f"wrote {args.out}")
+    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ call :meth:`Catalog.search`.
 
 from __future__ import annotations
 
-import collections
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -439,24 +438,26 @@ class Catalog:
         if unknown:
             raise InputError(f"no field {unknown[0]!r} to count; the fields are: {', '.join(sorted(known))}")
         selections = {f: v for f, v in (selections or {}).items() if v not in (None, [], ())}
-        pools: dict[str | None, list[dict]] = {}
+        pools: dict[str | None, list[str]] = {}
 
-        def pool(without: str | None) -> list[dict]:
+        def pool(without: str | None) -> list[str]:
+            """The ids of the query's ``depth`` best items, with every selection but ``without``'s."""
             if without not in pools:
                 rest = {f: v for f, v in selections.items() if f != without}
                 hits = self.store.search(q, depth, where=combine(where, Filter.from_mapping(rest)), exclude=exclude,
                                          exact=exact)  # fmt: skip
-                ids = [i for i, s in hits if min_score is None or s >= min_score]
-                records = self.store.get(ids)
-                pools[without] = [records[i].metadata for i in ids if i in records]
+                pools[without] = [i for i, s in hits if min_score is None or s >= min_score]
             return pools[without]
 
+        by_pool: dict[str | None, list[str]] = {}
+        for f in fields:
+            by_pool.setdefault(f if f in selections else None, []).append(f)
+        counted: dict[str, list[tuple[object, int]]] = {}
+        for without, names in by_pool.items():  # counted from the snapshot's metadata columns
+            counted.update(self.store.value_counts(pool(without), names))
         out = []
         for f in fields:
-            counts = collections.Counter(
-                m.get(f) for m in pool(f if f in selections else None) if m.get(f) not in (None, "")
-            )
-            ordered = sorted(counts.items(), key=lambda x: (-x[1], str(x[0])))
+            ordered = sorted(counted[f], key=lambda x: (-x[1], str(x[0])))
             out.append(Facet(f, ordered, len(ordered)))
         return out
 

@@ -52,6 +52,8 @@ def matching(expr: str | Filter, *, fold: bool = True) -> list[str]:
         ("(baseColour = 'Red') AND (year >= 2010 OR season = 'Winter')", ["1", "2"]),
         ("price > -1.5", ["1", "2", "4"]),
         ("baseColour = 'Purple'", []),
+        ("NOT price", ["3"]),  # a bare field is true when set (not NULL, '' or 0); NOT of it is the rest
+        ("NOT price AND year > 2000", ["3"]),
     ],
 )
 def test_filters_select_the_right_rows(expr, ids):

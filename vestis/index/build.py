@@ -33,7 +33,8 @@ from vestis.progress import progress_bar
 #: Marqo-FashionCLIP's multi-field document weights (image, title).
 DEFAULT_WEIGHTS = (0.9, 0.1)
 MODES = ("build", "add", "update")
-THUMBNAIL_SIZE = 192
+#: Longest side of a stored thumbnail: the result page shows them 140 px tall (serve/static/style.css).
+THUMBNAIL_SIZE = 160
 
 
 @dataclass

@@ -69,7 +69,7 @@ class Filter:
         module docstring). Without it, every comparison is exact. ``ordered_sql(name)``: a field's
         SQL in ``< <= > >= BETWEEN`` when it differs (a store's integer ids compare as numbers there).
         """
-        node = _fold_case(self.node, values_of) if values_of is not None else self.node
+        node = fold_case(self.node, values_of) if values_of is not None else self.node
         return _compile(node, field_sql, placeholder, ordered_sql or field_sql)
 
     @classmethod
@@ -134,7 +134,7 @@ def parse_filter(text: str | None) -> Filter | None:
     return Filter(text, node)
 
 
-def _fold_case(node: exp.Expression, values_of: FieldValues) -> exp.Expression:
+def fold_case(node: exp.Expression, values_of: FieldValues) -> exp.Expression:
     """A copy of ``node`` where each text literal compared with ``=``, ``!=`` or ``IN`` to a field
     becomes the field's stored values that equal it ignoring case (the literal itself when none does)."""
     cache: dict[str, dict[str, list[str]]] = {}
@@ -199,9 +199,9 @@ def _validate(node: exp.Expression, text: str) -> None:
         raise InputError(f"filter {text!r} is not a condition (e.g. baseColour = 'Red')")
 
 
-def _literal(node: exp.Expression) -> object:
+def literal_value(node: exp.Expression) -> object:
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        return -_literal(node.this)
+        return -literal_value(node.this)
     if isinstance(node, exp.Literal):
         if node.is_string:
             return node.this
@@ -223,7 +223,7 @@ def _compile(node: exp.Expression, field_sql, ph: str, ordered_sql=None) -> tupl
             return (ordered_sql if ordered else field_sql)(n.name)
         if isinstance(n, exp.Paren):
             return operand(n.this, ordered)
-        return ph, [_literal(n)]
+        return ph, [literal_value(n)]
 
     def rec(n: exp.Expression) -> tuple[str, list]:
         if isinstance(n, exp.Paren):
@@ -244,13 +244,13 @@ def _compile(node: exp.Expression, field_sql, ph: str, ordered_sql=None) -> tupl
             return f"{a} LIKE {b}", pa + pb
         if isinstance(n, exp.In):
             a, pa = operand(n.this)
-            values = [_literal(v) for v in n.expressions]
+            values = [literal_value(v) for v in n.expressions]
             if not values or n.args.get("query") is not None:
                 raise InputError("filter: IN needs a list of values")
             return f"{a} IN ({', '.join([ph] * len(values))})", pa + values
         if isinstance(n, exp.Between):
             a, pa = operand(n.this, ordered=True)
-            return f"{a} BETWEEN {ph} AND {ph}", pa + [_literal(n.args["low"]), _literal(n.args["high"])]
+            return f"{a} BETWEEN {ph} AND {ph}", pa + [literal_value(n.args["low"]), literal_value(n.args["high"])]
         if isinstance(n, exp.Is):
             a, pa = operand(n.this)
             if not isinstance(n.expression, exp.Null):
@@ -258,7 +258,7 @@ def _compile(node: exp.Expression, field_sql, ph: str, ordered_sql=None) -> tupl
             return f"{a} IS NULL", pa
         if isinstance(n, exp.Column):
             a, pa = operand(n)
-            return f"{a} IS NOT NULL AND {a} NOT IN ('', 0)", pa + pa
+            return f"({a} IS NOT NULL AND {a} NOT IN ('', 0))", pa + pa  # whole: NOT binds tighter than AND
         raise InputError(f"filter: {n.sql()} is not a condition")
 
     return rec(node)

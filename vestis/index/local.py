@@ -3,15 +3,35 @@
 Layout of an index directory::
 
     index.sqlite        items, their vectors, thumbnails, an FTS5 keyword index (WAL mode)
-    cache/g<N>/         derived, rebuildable: the vector matrix (and HNSW graph) of generation N
+    cache/g<N>/         derived, rebuildable: what searching generation N reads, in arrays:
+                        the vector matrix (and HNSW graph), the metadata columns
+                        (:mod:`vestis.index.columns`), the keyword term table
+                        (:mod:`vestis.index.keywords`)
     write.lock          held by the one writer
     reports/            build reports (JSON)
 
+Vectors (format 2): float16 blobs (half of float32; recall@10 of KAGL searches against
+float32 ≥ 0.99, ``benchmarks/search.py``), and only the vectors a query needs:
+
+* ``vec``, the item's document vector (image and title mixed): every search, "more like
+  this", the cosine of a hybrid hit;
+* ``img_vec``, the image's own vector, read by tagging an index (labels score images,
+  not titles); ``b''`` when it equals ``vec`` (an item without a title: most of a
+  catalog), NULL when the image could not be read;
+* ``txt_vec`` (the title's vector) is not kept: no query reads it, and a change of
+  title re-embeds the item anyway.
+
+Format-1 indexes (float32, all three vectors) are read and written as they are;
+:func:`upgrade_index` rewrites one in format 2. Thumbnails are what the build made
+(:func:`vestis.index.build.thumbnail`: at most the size the result page shows).
+
 Every write is one SQLite transaction that also bumps ``generation``; a crash or
 kill at any moment leaves the last committed generation readable. Readers see a
-consistent snapshot (WAL) while one writer adds. The vector matrix of a generation
-is derived data: written to a temporary folder and renamed into place, rebuilt from
-SQLite when it is missing or damaged, extended incrementally when rows are appended.
+consistent snapshot (WAL) while one writer adds. The cache of a generation is
+derived data: written to a temporary folder and renamed into place, rebuilt from
+SQLite when it is missing or damaged, extended incrementally when rows are appended
+(rows are never rewritten: a changed item is a new row, so a row's metadata and
+tokens never change).
 """
 
 from __future__ import annotations
@@ -31,7 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from vestis.errors import ConflictError, InputError, VestisError
+from vestis.index.columns import Column, Columns, Unsupported, evaluate
 from vestis.index.filters import Filter
+from vestis.index.keywords import TermTable, Tokenizer
 from vestis.index.store import Record, StoreInfo
 from vestis.index.vectors import (
     AnnConfig,
@@ -42,7 +64,10 @@ from vestis.index.vectors import (
     save_vector_set,
 )
 
-SCHEMA_VERSION = 1
+#: Format 2: vectors as float16, an image vector only where it differs from the item's, no title vector.
+SCHEMA_VERSION = 2
+#: Formats this vestis opens (format 1: every vector float32; read and written as such).
+READABLE_VERSIONS = (1, 2)
 DB_NAME = "index.sqlite"
 
 _SCHEMA = """
@@ -82,10 +107,6 @@ def is_index_dir(path: str | Path) -> bool:
     return (Path(path) / DB_NAME).is_file()
 
 
-def _blob(v: np.ndarray | None) -> bytes | None:
-    return None if v is None else np.ascontiguousarray(v, dtype=np.float32).tobytes()
-
-
 def _field_expr(name: str) -> str:
     """SQL for a metadata field; the same text in filters and in the field's expression index,
     so SQLite can use the index. ``name`` is a known field; quotes are escaped."""
@@ -122,10 +143,14 @@ class LocalStore:
         self.info = info
         self.writable = writable
         self._lock = threading.RLock()  # one connection, shared by a server's threads
-        self._snap: tuple[int, VectorSet] | None = None
-        self._filter_cache: dict[tuple[int, str], np.ndarray] = {}
+        self._snap: tuple[int, VectorSet, Columns] | None = None
+        self._filter_cache: dict[tuple[int, str], np.ndarray] = {}  # SQLite's rows of recent filters
+        self._mask_cache: dict = {}  # recent filters' masks, under None the columns they were made from
+        self._terms: tuple[int, np.ndarray, TermTable] | None = None  # generation, its rows, its term table
+        self._tokenizer = Tokenizer()
         self._write_depth = 0
         self._lock_file = None
+        self.vector_dtype = np.dtype(np.float16)  # as stored in SQLite; format 1 indexes: float32
 
     # -------------------------------------------------------------------- open/create
 
@@ -173,6 +198,7 @@ class LocalStore:
                 "settings": info.settings,
                 "fields": [],
                 "generation": 0,
+                "vector_dtype": "float16",
             }
             con.executemany(
                 "INSERT OR REPLACE INTO info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
@@ -196,16 +222,21 @@ class LocalStore:
             con.close()
             raise VestisError(f"{directory}: the index database is damaged ({exc})") from None
         version = json.loads(info.get("schema_version", "0"))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             con.close()
-            raise VestisError(f"{directory}: index format {version}, this vestis reads {SCHEMA_VERSION}; rebuild it")
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            fix = "written by a newer vestis: upgrade vestis" if newer else "rebuild it with `vestis index build`"
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            raise VestisError(f"{directory}: index format {version}, this vestis reads formats {readable}; {fix}")
         store_info = StoreInfo(
             model=json.loads(info["model"]),
             fingerprint=json.loads(info["fingerprint"]),
             dim=int(json.loads(info["dim"])),
             settings=json.loads(info["settings"]),
         )
-        return cls(directory, con, store_info, writable=writable)
+        store = cls(directory, con, store_info, writable=writable)
+        store.vector_dtype = np.dtype(json.loads(info.get("vector_dtype", '"float32"')))
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -305,10 +336,7 @@ class LocalStore:
                     ),
                 )  # fmt: skip
                 row = cur.lastrowid
-                con.execute(
-                    "INSERT INTO vectors VALUES (?, ?, ?, ?)",
-                    (row, _blob(r.vector), _blob(r.image_vector), _blob(r.text_vector)),
-                )
+                con.execute("INSERT INTO vectors VALUES (?, ?, ?, ?)", (row, *self._vector_blobs(r)))
                 if r.thumbnail:
                     con.execute("INSERT INTO thumbs VALUES (?, ?)", (row, r.thumbnail))
             known = set(self._info_value("fields", []))
@@ -320,6 +348,21 @@ class LocalStore:
                 for f in new_fields:  # expression indexes: filters on any field use an index, not a scan
                     name = "meta_" + hashlib.blake2b(f.encode(), digest_size=6).hexdigest()
                     con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items({_field_expr(f)})")
+
+    def _encode(self, v: np.ndarray | None) -> bytes | None:
+        return None if v is None else np.ascontiguousarray(v, dtype=self.vector_dtype).tobytes()
+
+    def _vector_blobs(self, r: Record) -> tuple[bytes, bytes | None, bytes | None]:
+        """(vec, img_vec, txt_vec) as stored: format 1 keeps all three in float32; format 2 keeps
+        the image vector only where it differs from ``vec`` (``b''`` when equal) and no title vector."""
+        vec, img = self._encode(r.vector), self._encode(r.image_vector)
+        if self.vector_dtype == np.float32:
+            return vec, img, self._encode(r.text_vector)
+        return vec, (b"" if img == vec else img), None
+
+    def _decode(self, data: bytes, n: int) -> np.ndarray:
+        """``n`` stored vectors as float32 (n, dim)."""
+        return np.frombuffer(data, self.vector_dtype).astype(np.float32).reshape(n, self.info.dim)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         ids = list(dict.fromkeys(str(i) for i in ids))
@@ -368,9 +411,9 @@ class LocalStore:
                     )  # fmt: skip
                     i = 10
                     if vectors:
-                        rec.vector = np.frombuffer(r[10], np.float32).copy()
-                        rec.image_vector = None if r[11] is None else np.frombuffer(r[11], np.float32).copy()
-                        rec.text_vector = None if r[12] is None else np.frombuffer(r[12], np.float32).copy()
+                        rec.vector = self._decode(r[10], 1)[0]
+                        rec.image_vector = None if r[11] is None else self._decode(r[11] or r[10], 1)[0]
+                        rec.text_vector = None if r[12] is None else self._decode(r[12], 1)[0]
                         i = 13
                     if thumbnails:
                         rec.thumbnail = r[i]
@@ -397,27 +440,31 @@ class LocalStore:
         """(ids, image vectors) of the items whose image could be read, in index order."""
         with self._lock:
             rows = self._con.execute(
-                "SELECT id, img_vec FROM items JOIN vectors USING (row) WHERE img_vec IS NOT NULL ORDER BY row"
+                "SELECT id, img_vec, vec FROM items JOIN vectors USING (row) WHERE img_vec IS NOT NULL ORDER BY row"
             ).fetchall()
         if ids is not None:
             want = set(map(str, ids))
             rows = [r for r in rows if r[0] in want]
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.info.dim)
+        vecs = self._decode(b"".join(r[1] or r[2] for r in rows), len(rows))  # b'': the item's own vector
         return [r[0] for r in rows], vecs
 
     def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
+        """The most frequent values of ``field`` over the catalog, with their counts."""
         if field not in self.fields():
             raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
-        sql, params = _field_sql(field)
+        if field == "id":
+            return [(i, 1) for i in sorted(self.all_ids())[:limit]]
+        vs, columns = self._state()
+        return columns.counts(field, np.flatnonzero(vs.live))[:limit]
+
+    def value_counts(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, list[tuple[object, int]]]:
+        """Per field, how often each value occurs among the items ``ids`` (from the snapshot's columns)."""
+        vs, columns = self._state()
         with self._lock:
-            return [
-                (v, n)
-                for v, n in self._con.execute(
-                    f"SELECT {sql} AS v, count(*) AS n FROM items WHERE v IS NOT NULL AND v != '' "
-                    "GROUP BY v ORDER BY n DESC, v LIMIT ?",
-                    [*params, limit],
-                )
-            ]
+            rows = np.array(sorted(self._rows_for_ids([str(i) for i in ids]).values()), dtype=np.int64)
+        positions = vs.positions(rows)
+        keys = sorted(str(i) for i in ids)  # "id" names the key (as in filters), one item each
+        return {f: [(i, 1) for i in keys] if f == "id" else columns.counts(f, positions) for f in fields}
 
     def field_values(self, field: str) -> list[object]:
         """The distinct values of a metadata field (``[]`` for ``id`` and unknown fields)."""
@@ -433,8 +480,13 @@ class LocalStore:
         where.check_fields([*self.fields(), "id"])
         return where.compile(_field_sql, values_of=self.field_values, ordered_sql=_ordered_field_sql)
 
+    def _check_filter(self, where: Filter) -> None:
+        """Refuse a filter naming unknown fields or using what the language lacks (the SQL path's messages)."""
+        where.check_fields([*self.fields(), "id"])
+        where.compile(_field_sql)
+
     def _filter_rows(self, where: Filter) -> np.ndarray:
-        """Rows matching ``where``; the last few filters' rows are kept per generation (facet clicks repeat)."""
+        """Rows matching ``where`` by SQLite; the last few filters' rows are kept per generation."""
         key = (self.generation(), where.text)
         if key in self._filter_cache:
             return self._filter_cache[key]
@@ -449,54 +501,105 @@ class LocalStore:
         self._filter_cache[key] = result
         return result
 
+    def _filter_mask(self, where: Filter, vs: VectorSet, columns: Columns) -> np.ndarray:
+        """The positions of ``vs`` matching ``where``: evaluated over the snapshot's metadata
+        columns (:mod:`vestis.index.columns`), or by SQLite for what those cannot answer exactly."""
+        if self._mask_cache.get(None) is not columns:  # masks of another snapshot's columns: dropped
+            self._mask_cache = {None: columns}
+        key = where.text
+        if key in self._mask_cache:  # facet clicks and pages of one query repeat a filter
+            return self._mask_cache[key]
+        self._check_filter(where)
+        try:
+            only = evaluate(where, columns)
+        except Unsupported:
+            only = np.zeros(len(vs.rows), dtype=bool)
+            only[vs.positions(self._filter_rows(where))] = True
+        if len(self._mask_cache) > 16:
+            self._mask_cache.pop(next(k for k in self._mask_cache if k is not None))
+        self._mask_cache[key] = only
+        return only
+
     # ------------------------------------------------------------------- vector search
 
     def _snapshot(self) -> VectorSet:
-        """The vector snapshot of the current generation: cached in memory, else on disk, else
-        built from SQLite (incrementally from the newest older snapshot) and saved for next time."""
+        return self._state()[0]
+
+    def _state(self) -> tuple[VectorSet, Columns]:
+        """The vector snapshot of the current generation and its metadata columns: cached in
+        memory, else on disk, else built from SQLite (incrementally from the newest older
+        snapshot) and saved for next time."""
         with self._lock:
             self._con.execute("BEGIN")
             try:
                 gen = int(self._info_value("generation", 0))
                 if self._snap is not None and self._snap[0] == gen:
-                    return self._snap[1]
+                    return self._snap[1], self._snap[2]
                 cache = self.directory / "cache"
                 loaded = load_vector_set(cache / f"g{gen}")
-                if loaded is not None:
+                columns = Columns.load(cache / f"g{gen}") if loaded is not None else None
+                if loaded is not None and columns is not None and columns.n == len(loaded[0].rows):
                     vs = loaded[0]
+                elif loaded is not None:  # a snapshot saved before columns were: add them (in memory)
+                    vs, columns = loaded[0], self._columns_after(-1, loaded[0].rows)
                 else:
-                    vs = self._build_snapshot(cache, gen)
+                    vs, columns = self._build_snapshot(cache, gen)
             finally:
                 self._con.execute("COMMIT")
-            self._snap = (gen, vs)
-            return vs
+            self._snap = (gen, vs, columns)
+            return vs, columns
 
     def _vectors_after(self, after: int) -> tuple[np.ndarray, np.ndarray]:
         got = self._con.execute("SELECT row, vec FROM vectors WHERE row > ? ORDER BY row", (after,)).fetchall()
         rows = np.fromiter((g[0] for g in got), dtype=np.int64, count=len(got))
-        return rows, np.frombuffer(b"".join(g[1] for g in got), np.float32).reshape(len(got), self.info.dim)
+        return rows, self._decode(b"".join(g[1] for g in got), len(got))
 
-    def _build_snapshot(self, cache: Path, gen: int) -> VectorSet:
-        previous = self._snap[1] if self._snap is not None else None
+    def _columns_after(self, after: int, rows: np.ndarray) -> Columns:
+        """The metadata columns of ``rows`` (all > ``after``), as SQLite's ``json_extract`` gives them."""
+        fields = [f for f in self.fields() if f != "id"]
+        values: dict[str, list] = {f: [None] * len(rows) for f in fields}
+        for s in range(0, len(fields), 100):
+            part = fields[s : s + 100]
+            exprs = ", ".join(_field_expr(f) for f in part) or "NULL"
+            got = self._con.execute(f"SELECT row, {exprs} FROM items WHERE row > ? ORDER BY row", (after,)).fetchall()
+            found = np.fromiter((g[0] for g in got), np.int64, len(got))
+            pos = np.searchsorted(rows, found)
+            ok = (pos < len(rows)) & (rows[np.minimum(pos, max(len(rows) - 1, 0))] == found) if len(rows) else pos < 0
+            for j, f in enumerate(part):
+                column = values[f]
+                for p, g, keep in zip(pos.tolist(), got, ok.tolist()):
+                    if keep:
+                        column[p] = g[j + 1]
+        return Columns({f: Column.from_values(v) for f, v in values.items()}, len(rows))
+
+    def _build_snapshot(self, cache: Path, gen: int) -> tuple[VectorSet, Columns]:
+        previous = (self._snap[1], self._snap[2]) if self._snap is not None else None
         if previous is None:
             older = [int(p.name[1:]) for p in cache.glob("g*") if p.name[1:].isdigit() and int(p.name[1:]) < gen]
             loaded = load_vector_set(cache / f"g{max(older)}") if older else None
-            previous = loaded[0] if loaded else None
+            if loaded is not None:
+                columns = Columns.load(cache / f"g{max(older)}")
+                if columns is not None and columns.n == len(loaded[0].rows):
+                    previous = (loaded[0], columns)
         live_rows = np.fromiter((r[0] for r in self._con.execute("SELECT row FROM items ORDER BY row")), np.int64)
-        vs = None
+        vs = columns = None
         if previous is not None:
-            after = int(previous.rows[-1]) if len(previous.rows) else -1
+            after = int(previous[0].rows[-1]) if len(previous[0].rows) else -1
             new_rows, new_vectors = self._vectors_after(after)
-            vs = extend_vector_set(previous, live_rows, new_rows, new_vectors, self.ann_config)
+            vs = extend_vector_set(previous[0], live_rows, new_rows, new_vectors, self.ann_config)
+            if vs is not None:
+                columns = previous[1].extend(self._columns_after(after, new_rows))
         if vs is None:
             rows, vectors = self._vectors_after(-1)
             vs = build_vector_set(rows, vectors, self.ann_config)
+            columns = self._columns_after(-1, rows)
         if self.writable or os.access(cache.parent, os.W_OK):
-            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim})
+            save_vector_set(vs, cache / f"g{gen}", {"generation": gen, "dim": self.info.dim}, extra=columns.save,
+                            dtype=self.vector_dtype)  # fmt: skip
             for old in cache.glob("g*"):
                 if old.name[1:].isdigit() and int(old.name[1:]) < gen:
                     shutil.rmtree(old, ignore_errors=True)
-        return vs
+        return vs, columns
 
     def refresh(self) -> None:
         """Bring the derived vector snapshot up to date now (writers call this after a batch of writes)."""
@@ -514,11 +617,11 @@ class LocalStore:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape != (self.info.dim,):
             raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
-        vs = self._snapshot()
+        vs, columns = self._state()
         with self._lock:
-            allowed = self._filter_rows(where) if where is not None else None
+            only = self._filter_mask(where, vs, columns) if where is not None else None
             excluded = np.array(list(self._rows_for_ids(list(exclude)).values()), dtype=np.int64) if exclude else None
-            rows, scores = vs.search(vector, k, vs.allowed_mask(allowed, excluded), exact=exact)
+            rows, scores = vs.search(vector, k, vs.allowed_mask(None, excluded, only=only), exact=exact)
             return self._ids_for_rows(rows, scores)
 
     def _ids_for_rows(self, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
@@ -531,6 +634,23 @@ class LocalStore:
         return [(found[r], float(sc)) for r, sc in zip(row_list, scores) if r in found]
 
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
+        """The ``k`` items whose title and metadata best match the words of ``text`` by BM25 (FTS5's
+        ``bm25(fts, 2.0, 1.0)``, sign turned), computed over the snapshot's term table
+        (:mod:`vestis.index.keywords`); a word FTS5 splits into a phrase is left to FTS5."""
+        words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
+        if not words or k <= 0:
+            return []
+        vs, columns = self._state()
+        with self._lock:
+            phrases = [self._tokenizer.word(w) for w in words]
+            if all(len(p) == 1 for p in phrases):
+                only = self._filter_mask(where, vs, columns) if where is not None else None
+                pos, scores = self._term_table(vs).search([p[0] for p in phrases], k, vs.live, only)
+                return self._ids_for_rows(vs.rows[pos], scores)
+            return self._fts_search(text, k, where)
+
+    def _fts_search(self, text: str, k: int, where: Filter | None) -> list[tuple[str, float]]:
+        """Keyword search by FTS5 itself (``bm25()`` for every matching row)."""
         match = fts_query(text)
         if match is None or k <= 0:
             return []
@@ -548,6 +668,48 @@ class LocalStore:
             except sqlite3.Error as exc:
                 raise InputError(f"keyword search failed: {exc}") from None
         return [(i, -float(s)) for i, s in rows]
+
+    def _term_table(self, vs: VectorSet) -> TermTable:
+        """The term table of the snapshot ``vs``: in memory, else in its cache folder, else made (from
+        the previous generation's when ``vs`` extends it) and saved there."""
+        gen = self._snap[0] if self._snap is not None else -1
+        if self._terms is not None and self._terms[0] == gen:
+            return self._terms[2]
+        folder = self.directory / "cache" / f"g{gen}"
+        table = TermTable.load(folder)
+        if table is None or len(table.lengths) != len(vs.rows):
+            table, start = None, 0
+            if self._terms is not None:
+                old_rows, old = self._terms[1], self._terms[2]
+                if len(old_rows) <= len(vs.rows) and np.array_equal(vs.rows[: len(old_rows)], old_rows):
+                    table, start = old, len(old_rows)
+            new = TermTable.build(self._documents(vs.rows[start:]), self._tokenizer, start)
+            table = new if table is None else table.extend(new)
+            if self.writable or os.access(folder, os.W_OK):
+                with contextlib.suppress(OSError):
+                    tmp = folder / f".terms-{os.getpid()}-{threading.get_ident()}"
+                    tmp.mkdir()
+                    table.save(tmp)
+                    for f in tmp.iterdir():
+                        os.replace(f, folder / f.name)
+                    tmp.rmdir()
+        self._terms = (gen, vs.rows, table)
+        return table
+
+    def _documents(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        """(title, body) of ``rows`` (ascending), ``('', '')`` for rows no longer in the index."""
+        docs = [("", "")] * len(rows)
+        if not len(rows):
+            return docs
+        got = self._con.execute(
+            "SELECT row, title, body FROM items WHERE row >= ? AND row <= ? ORDER BY row", (int(rows[0]), int(rows[-1]))
+        ).fetchall()
+        found = np.fromiter((g[0] for g in got), np.int64, len(got))
+        pos = np.minimum(np.searchsorted(rows, found), len(rows) - 1)
+        for p, g, ok in zip(pos.tolist(), got, (rows[pos] == found).tolist()):
+            if ok:
+                docs[p] = (g[1], g[2])
+        return docs
 
     def check(self) -> dict:
         """Consistency report: items, vectors and FTS rows agree, the FTS index is intact."""
@@ -571,6 +733,41 @@ class LocalStore:
             "fts_ok": fts_ok,
             "ok": n_items == n_vectors and orphans == 0 and integrity == "ok" and fts_ok,
         }
+
+
+def upgrade_index(directory: str | Path) -> dict:
+    """Rewrite a format-1 index (float32 vectors, three per item) in format 2 in place: one
+    transaction (a crash leaves format 1 whole), then ``VACUUM`` to hand the space back.
+    Returns the size on disk before and after; an index already in format 2 is left as it is."""
+    directory = Path(directory)
+    before = _size_on_disk(directory)
+    with LocalStore.open(directory, writable=True) as store, store.writer():
+        if store.vector_dtype == np.float16:
+            return {"index": str(directory), "upgraded": False, "mb_before": before, "mb_after": before}
+        with store._lock, store._transaction() as con:
+            old = LocalStore(directory, con, store.info, writable=True)
+            old.vector_dtype = np.dtype(np.float32)
+            new = LocalStore(directory, con, store.info, writable=True)
+            last = -1
+            while chunk := con.execute(
+                "SELECT row, vec, img_vec FROM vectors WHERE row > ? ORDER BY row LIMIT 5000", (last,)
+            ).fetchall():
+                for row, vec, img in chunk:
+                    rec = Record(id="", vector=old._decode(vec, 1)[0])
+                    rec.image_vector = None if img is None else old._decode(img, 1)[0]
+                    con.execute("UPDATE vectors SET vec = ?, img_vec = ?, txt_vec = ? WHERE row = ?",
+                                (*new._vector_blobs(rec), row))  # fmt: skip
+                last = chunk[-1][0]
+            con.execute("INSERT OR REPLACE INTO info VALUES ('vector_dtype', ?)", (json.dumps("float16"),))
+            con.execute("UPDATE info SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
+        store._con.execute("VACUUM")
+        store._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.rmtree(directory / "cache", ignore_errors=True)  # derived from float32 vectors: made again on use
+    return {"index": str(directory), "upgraded": True, "mb_before": before, "mb_after": _size_on_disk(directory)}
+
+
+def _size_on_disk(directory: Path) -> float:
+    return round(sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20, 1)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +86,15 @@ class VectorSet:
         pos = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
         return pos[self.rows[pos] == rows]
 
-    def allowed_mask(self, allowed_rows: np.ndarray | None, excluded_rows: np.ndarray | None) -> np.ndarray | None:
-        """The live positions a search may return, or None when it is every position."""
-        if allowed_rows is None and (excluded_rows is None or not len(excluded_rows)) and self.live.all():
+    def allowed_mask(
+        self, allowed_rows: np.ndarray | None, excluded_rows: np.ndarray | None, *, only: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """The live positions a search may return, or None when it is every position. ``only``:
+        a mask over positions (a filter evaluated over the snapshot's columns)."""
+        no_exclusions = excluded_rows is None or not len(excluded_rows)
+        if allowed_rows is None and only is None and no_exclusions and self.live.all():
             return None
-        mask = self.live.copy()
+        mask = self.live.copy() if only is None else self.live & only
         if allowed_rows is not None:
             only = np.zeros(len(self.rows), dtype=bool)
             only[self.positions(allowed_rows)] = True
@@ -111,6 +116,10 @@ class VectorSet:
         if use_exact:
             if mask is None:
                 pos, scores = _top_k(np.asarray(self.vectors) @ query, k)
+            elif n_allowed * 3 >= 2 * len(self.rows):  # most allowed: score all, drop the rest (no gather)
+                every = np.asarray(self.vectors) @ query
+                every[~mask] = -np.inf
+                pos, scores = _top_k(every, k)
             else:
                 cand = np.flatnonzero(mask)
                 p, scores = _top_k(np.asarray(self.vectors[cand]) @ query, k)
@@ -184,20 +193,26 @@ def extend_vector_set(
 # ------------------------------------------------------------------------------ on disk
 
 
-def save_vector_set(vs: VectorSet, directory: Path, meta: dict) -> None:
-    """Write the snapshot to ``directory`` atomically (a temporary folder renamed into place)."""
+def save_vector_set(
+    vs: VectorSet, directory: Path, meta: dict, extra: Callable[[Path], None] | None = None, dtype=np.float32
+) -> None:
+    """Write the snapshot to ``directory`` atomically (a temporary folder renamed into place);
+    ``extra(folder)`` writes more files into it first (the metadata columns). ``dtype``: the
+    vectors' type on disk (float16 when the store holds them so: no loss; read back as float32)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
     try:
         np.save(tmp / "rows.npy", vs.rows)
-        np.save(tmp / "vectors.npy", np.asarray(vs.vectors, dtype=np.float32))
+        np.save(tmp / "vectors.npy", np.asarray(vs.vectors, dtype=dtype))
         np.save(tmp / "live.npy", vs.live)
         if vs.hnsw is not None:
             import faiss
 
             faiss.write_index(vs.hnsw, str(tmp / "hnsw.faiss"))
         (tmp / "meta.json").write_text(json.dumps({**meta, "ann": vs.config.to_dict(), "n": len(vs.rows)}))
+        if extra is not None:
+            extra(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -220,6 +235,8 @@ def load_vector_set(directory: Path) -> tuple[VectorSet, dict] | None:
         meta = json.loads((directory / "meta.json").read_text())
         rows = np.load(directory / "rows.npy")
         vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+        if vectors.dtype != np.float32:  # stored as float16: searched as float32, in memory
+            vectors = np.asarray(vectors, dtype=np.float32)
         live = np.load(directory / "live.npy")
         hnsw = None
         if (directory / "hnsw.faiss").is_file():

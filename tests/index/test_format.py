@@ -1,0 +1,113 @@
+"""The on-disk format: float16 vectors keep search results; format-1 indexes open, upgrade, and
+unknown formats are refused with the fix."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from vestis.errors import VestisError
+from vestis.index.local import DB_NAME, LocalStore, upgrade_index
+from vestis.index.store import Record, StoreInfo
+
+DIM = 64
+
+
+def clustered(n: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around a few centres (near neighbours close together, as real embeddings are)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, DIM))
+    v = centres[rng.integers(0, 20, n)] + rng.normal(scale=0.6, size=(n, DIM))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_records(vectors: np.ndarray) -> list[Record]:
+    out = []
+    for i, v in enumerate(vectors):
+        rec = Record(id=str(i), vector=v, metadata={"i": i}, title=f"item {i}" if i % 3 == 0 else "")
+        rec.image_vector = v if i % 3 else v[::-1].copy()  # titled items: the image vector differs
+        rec.text_vector = v[::-1].copy() if i % 3 == 0 else None
+        rec.thumbnail = b"\xff\xd8thumb"
+        out.append(rec)
+    return out
+
+
+def format_1_store(path) -> LocalStore:
+    """An empty index as vestis wrote them before float16 (format 1)."""
+    LocalStore.create(path, StoreInfo("m", "fp", DIM)).close()
+    con = sqlite3.connect(path / DB_NAME)
+    con.execute("UPDATE info SET value = '1' WHERE key = 'schema_version'")
+    con.execute("DELETE FROM info WHERE key = 'vector_dtype'")
+    con.commit()
+    con.close()
+    return LocalStore.open(path, writable=True)
+
+
+def recall_at_10(store: LocalStore, vectors: np.ndarray, queries: np.ndarray) -> float:
+    found = 0
+    for q in queries:
+        truth = set(np.argsort(-(vectors @ q), kind="stable")[:10].tolist())
+        found += len(truth & {int(i) for i, _ in store.search(q, 10, exact=True)})
+    return found / (10 * len(queries))
+
+
+def test_float16_vectors_keep_the_float32_results(tmp_path):
+    vectors, queries = clustered(3000), clustered(200, seed=1)
+    store = LocalStore.create(tmp_path / "idx", StoreInfo("m", "fp", DIM))
+    store.upsert(make_records(vectors))
+    store.refresh()
+    assert store.vector_dtype == np.float16
+    assert recall_at_10(store, vectors, queries) >= 0.99
+    got = store.get(["0", "1"], vectors=True)
+    np.testing.assert_allclose(got["1"].vector, vectors[1], atol=1e-3)
+    np.testing.assert_array_equal(got["1"].image_vector, got["1"].vector)  # stored once
+    np.testing.assert_allclose(got["0"].image_vector, vectors[0][::-1], atol=1e-3)  # differs: stored
+    assert got["0"].text_vector is None  # no query reads it
+    ids, image_vectors = store.image_vectors()
+    assert len(ids) == 3000 and np.allclose(image_vectors[1], vectors[1], atol=1e-3)
+    sizes = store._con.execute("SELECT length(vec), length(img_vec), txt_vec FROM vectors WHERE row = 2").fetchone()
+    assert sizes == (DIM * 2, 0, None)
+    store.close()
+
+
+def test_a_format_1_index_opens_searches_and_upgrades(tmp_path):
+    vectors, queries = clustered(2000), clustered(50, seed=2)
+    path = tmp_path / "old"
+    store = format_1_store(path)
+    assert store.vector_dtype == np.float32
+    store.upsert(make_records(vectors))  # written as format 1 writes: float32, three vectors
+    store.refresh()
+    before = [store.search(q, 10, exact=True) for q in queries]
+    old = store.get(["0"], vectors=True)["0"]
+    np.testing.assert_array_equal(old.vector, vectors[0])
+    np.testing.assert_array_equal(old.text_vector, vectors[0][::-1])
+    store.close()
+
+    report = upgrade_index(path)
+    assert report["upgraded"] and report["mb_after"] < report["mb_before"]
+    store = LocalStore.open(path)
+    assert store.vector_dtype == np.float16 and store.count() == 2000
+    after = [store.search(q, 10, exact=True) for q in queries]
+    overlap = np.mean([len({i for i, _ in a} & {i for i, _ in b}) / 10 for a, b in zip(before, after)])
+    assert overlap >= 0.99
+    rec = store.get(["0", "1"], vectors=True)
+    np.testing.assert_allclose(rec["0"].image_vector, vectors[0][::-1], atol=1e-3)
+    np.testing.assert_array_equal(rec["1"].image_vector, rec["1"].vector)
+    assert rec["0"].thumbnail is None and store.get(["0"], thumbnails=True)["0"].thumbnail == b"\xff\xd8thumb"
+    assert store.check()["ok"]
+    store.close()
+    assert upgrade_index(path)["upgraded"] is False  # already format 2
+
+
+@pytest.mark.parametrize(("version", "fix"), [(3, "newer vestis: upgrade vestis"), (0, "rebuild it")])
+def test_formats_it_cannot_read_are_refused_with_the_fix(tmp_path, version, fix):
+    LocalStore.create(tmp_path / "idx", StoreInfo("m", "fp", DIM)).close()
+    con = sqlite3.connect(tmp_path / "idx" / DB_NAME)
+    con.execute("UPDATE info SET value = ? WHERE key = 'schema_version'", (json.dumps(version),))
+    con.commit()
+    con.close()
+    with pytest.raises(VestisError, match=f"index format {version}.*{fix}"):
+        LocalStore.open(tmp_path / "idx")
