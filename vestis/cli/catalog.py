@@ -1,4 +1,4 @@
-"""Catalog commands: ``index build/add/update/delete/info``, ``search`` and ``similar``.
+"""Catalog commands: ``index build/add/update/delete/info``, ``search``, ``similar`` and ``recommend``.
 
 Thin wrappers over :func:`vestis.build_index` and :class:`vestis.Catalog`.  With
 ``--json`` each prints one JSON object on the last line of stdout.
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from vestis.cli.options import (
+    BoostOpt,
     HtmlOpt,
     IdColOpt,
     ImageColOpt,
@@ -275,6 +276,7 @@ def search(
     steer: SteerOpt = None,
     steer_strength: SteerStrengthOpt = None,
     min_score: MinScoreOpt = None,
+    boost: BoostOpt = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exact search even where an HNSW graph exists.")] = False,
     html: HtmlOpt = None,
     garment: Annotated[
@@ -298,7 +300,7 @@ def search(
         check_garment(garment)
     options = dict(
         k=k, offset=offset, where=where, hybrid=hybrid, steer=steer or (), steer_strength=steer_strength,
-        min_score=min_score, exact=exact, thumbnails=html is not None,
+        min_score=min_score, exact=exact, thumbnails=html is not None, boost=boost,
     )  # fmt: skip
     with Catalog.open(index) as cat:
         if image is None:
@@ -326,6 +328,7 @@ def similar(
     steer: SteerOpt = None,
     steer_strength: SteerStrengthOpt = None,
     min_score: MinScoreOpt = None,
+    boost: BoostOpt = None,
     html: HtmlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -335,6 +338,62 @@ def similar(
     with Catalog.open(index) as cat:
         results = cat.similar(
             item_id, k=k, offset=offset, where=where, steer=steer or (), steer_strength=steer_strength,
-            min_score=min_score, thumbnails=html is not None,
+            min_score=min_score, thumbnails=html is not None, boost=boost,
         )  # fmt: skip
     _show(results, as_json, html, f"similar to {item_id}" + (f" steered {', '.join(steer)}" if steer else ""))
+
+
+def recommend(
+    index: IndexArg,
+    query: Annotated[
+        str | None, typer.Argument(metavar="[QUERY]", help="Optional text the feedback refines (as for search).")
+    ] = None,
+    like: Annotated[list[str] | None, typer.Option("--like", help="An item id the results should be like.")] = None,
+    dislike: Annotated[
+        list[str] | None, typer.Option("--dislike", help="An item id the results should be unlike.")
+    ] = None,
+    k: KOpt = 10,
+    offset: OffsetOpt = 0,
+    where: WhereOpt = None,
+    steer: SteerOpt = None,
+    steer_strength: SteerStrengthOpt = None,
+    min_score: MinScoreOpt = None,
+    boost: BoostOpt = None,
+    query_weight: Annotated[
+        float | None, typer.Option("--query-weight", min=0, max=10, help="Rocchio weight of QUERY (default 1).")
+    ] = None,
+    like_weight: Annotated[
+        float | None,
+        typer.Option("--like-weight", min=0, max=10, help="Rocchio weight of the liked items' mean (default 0.75)."),
+    ] = None,
+    dislike_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--dislike-weight", min=0, max=10, help="Rocchio weight of the disliked items' mean (default 0.25)."
+        ),
+    ] = None,
+    html: HtmlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Items like the --like ones and unlike the --dislike ones (Rocchio feedback), optionally for a QUERY.
+
+    The query vector becomes QUERY x query-weight + mean(liked) x like-weight - mean(disliked) x dislike-weight;
+    the liked and disliked items themselves are never listed.
+    """
+    from vestis.recommend import RocchioWeights
+    from vestis.search import Catalog
+
+    if not like and query is None:
+        raise InputError("give at least one --like (or a QUERY): dislikes alone say nothing to look for")
+    given = {"query": query_weight, "like": like_weight, "dislike": dislike_weight}
+    weights = RocchioWeights(**{name: w for name, w in given.items() if w is not None})
+    with Catalog.open(index) as cat:
+        results = cat.recommend(
+            like or [], dislike or [], query, rocchio_weights=weights, k=k, offset=offset, where=where,
+            steer=steer or (), steer_strength=steer_strength, min_score=min_score, boost=boost,
+            thumbnails=html is not None,
+        )  # fmt: skip
+    parts = [repr(query)] if query else []
+    parts += [f"like {', '.join(like or [])}"] if like else []
+    parts += [f"unlike {', '.join(dislike)}"] if dislike else []
+    _show(results, as_json, html, "recommend " + "; ".join(parts))

@@ -177,6 +177,27 @@ class SearchRequest(_Strict):
     )
     facet_depth: int = Field(200, ge=1, le=1000)
     facet_limit: int = Field(12, ge=1, le=500, description="Most values listed per facet.")
+    boost: dict[Text, Annotated[float, Field(ge=-10.0, le=10.0)]] | None = Field(
+        None,
+        max_length=8,
+        description="Score modifiers {field: weight}: adds weight x the field's value scaled 0..1 over the catalog "
+        "to the cosine (missing or NaN values add 0); not with hybrid.",
+    )
+
+
+class RocchioWeights(_Strict):
+    query: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the text/photo query.")
+    like: float = Field(0.75, ge=0.0, le=10.0, description="Weight of the liked items' mean vector.")
+    dislike: float = Field(0.25, ge=0.0, le=10.0, description="Weight of the disliked items' mean vector.")
+
+
+class RecommendRequest(SearchRequest):
+    """Feedback: items like ``like`` and unlike ``dislike`` (Rocchio), optionally for a query or photo,
+    with every search option. The liked and disliked items are never among the results."""
+
+    like: list[ItemId] = Field(default_factory=list, max_length=100, description="Item ids to move towards.")
+    dislike: list[ItemId] = Field(default_factory=list, max_length=100, description="Item ids to move away from.")
+    weights: RocchioWeights = Field(default_factory=RocchioWeights, description="Rocchio weights.")
 
 
 class SearchHit(BaseModel):
