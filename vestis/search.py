@@ -388,6 +388,13 @@ class Catalog:
         return self._search(text, image=image, like=liked, dislike=disliked, rocchio_weights=rocchio_weights,
                             exclude=[*map(str, exclude), *hidden], **kwargs)  # fmt: skip
 
+    def explain(self, item_id: object, query: str, **kwargs):
+        """Why ``item_id`` matches ``query``: a map over its photo and each word's contribution
+        (an :class:`vestis.explain.Explanation`; options in :func:`vestis.explain.explain`)."""
+        from vestis.explain import explain  # torch for the gradient map: imported when asked for
+
+        return explain(self, item_id, query, **kwargs)
+
     def similar(self, item_id: str, *, k: int = 10, **kwargs) -> SearchResults:
         """Items most like ``item_id``, excluding it and its exact duplicates (same image bytes)."""
         rec = self.store.get([str(item_id)]).get(str(item_id))

@@ -1,4 +1,5 @@
-"""Catalog commands: ``index build/add/update/delete/info``, ``search``, ``similar`` and ``recommend``.
+"""Catalog commands: ``index build/add/update/delete/info``, ``search``, ``similar``, ``recommend`` and
+``explain``.
 
 Thin wrappers over :func:`vestis.build_index` and :class:`vestis.Catalog`.  With
 ``--json`` each prints one JSON object on the last line of stdout.
@@ -397,3 +398,47 @@ def recommend(
     parts += [f"like {', '.join(like or [])}"] if like else []
     parts += [f"unlike {', '.join(dislike)}"] if dislike else []
     _show(results, as_json, html, "recommend " + "; ".join(parts))
+
+
+def explain(
+    index: IndexArg,
+    item_id: Annotated[str, typer.Argument(metavar="ITEM_ID", help="The item whose match to explain.")],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="The text query it matched.")],
+    out_png: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the photo with the heat map over it to this PNG.")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option("--method", help="auto (gradient for torch models, else occlusion), occlusion or gradient."),
+    ] = "auto",
+    grid: Annotated[int, typer.Option("--grid", min=2, max=16, help="Cells per side of the map.")] = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why ITEM_ID matches QUERY: which regions of its photo raise the score, and each word's share."""
+    from vestis.search import Catalog
+
+    with Catalog.open(index) as cat:
+        why = cat.explain(item_id, query, method=method, grid=grid)
+    if out_png is not None:
+        try:
+            out_png.parent.mkdir(parents=True, exist_ok=True)
+            out_png.write_bytes(why.overlay_png())
+        except OSError as exc:
+            raise InputError(f"{out_png}: {exc.strerror}") from None
+        if not as_json:
+            note(f"wrote {out_png}")
+    if as_json:
+        print_json(why.to_dict())
+        return
+    from rich.table import Table
+
+    out.print(f"item {why.item_id} for {query!r}: score {why.score:.4f} (photo alone {why.image_score:.4f})")
+    table = Table(title="words (leave-one-out: the score falls by this much without the word)")
+    table.add_column("word")
+    table.add_column("contribution", justify="right")
+    for w in why.words:
+        table.add_row(w.word, f"{w.contribution:+.4f}")
+    out.print(table)
+    out.print(f"regions that raise the photo's score most ({why.method}, {why.grid}x{why.grid} grid):")
+    for r in why.regions():
+        out.print(f"  row {r['row']}, column {r['col']} (pixels {r['box']}): {r['value']:+.4f}", highlight=False)

@@ -55,6 +55,7 @@ def _register() -> None:
         catalog.search,
         catalog.similar,
         catalog.recommend,
+        catalog.explain,
         tagging.tag,
         tagging.classify,
     ):
