@@ -84,9 +84,12 @@ def main() -> None:
     ms = {k: round(1000 * v / len(rows), 1) for k, v in seconds.items()}
     print(f"{args.model} ({encoder.runtime}), {len(rows)} KAGL-val items, {args.grid}x{args.grid} grid; "
           "machine shared with a training job")  # fmt: skip
-    print("| map | deletion area (mean, lower = more faithful) | median | ms per map |\n|---|---|---|---|")
+    print("| map | deletion area (mean, lower = more faithful) | median | score left after 10% / 20% / 50% "
+          "| ms per map |\n|---|---|---|---|---|")  # fmt: skip
     for name, s in summary.items():
-        print(f"| {name} | {s['deletion_area']:.3f} | {s['median']:.3f} | {ms.get(name, '')} |")
+        c = s["mean_curve"]
+        print(f"| {name} | {s['deletion_area']:.3f} | {s['median']:.3f} | {c[1]:.3f} / {c[2]:.3f} / {c[5]:.3f} "
+              f"| {ms.get(name, '')} |")  # fmt: skip
     if wins:
         print(f"per item: occlusion more faithful on {wins['occlusion']}, gradient on {wins['gradient']}, "
               f"tie on {wins['tie']}")  # fmt: skip

@@ -297,8 +297,9 @@ def explain(
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     check_grid(grid)
-    if not isinstance(query, str) or not query.strip():
-        raise InputError("the query is empty")
+    if not isinstance(query, str):
+        raise InputError("the query must be text")
+    query_words(query)  # an empty or overlong query is refused before any work
     key = str(item_id)
     rec = catalog.store.get([key], vectors=True, thumbnails=True).get(key)
     if rec is None:

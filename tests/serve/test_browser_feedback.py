@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import httpx2
 from PIL import Image
@@ -42,7 +43,7 @@ def test_thumbs_re_rank_as_the_user_clicks(browser, server):  # noqa: F811
     liked_at = before_kinds.index("Heels")
     liked = before_ids[liked_at]
     card = page.locator(f"#results li.card[data-id='{liked}']")
-    card.get_by_role("button", name="Like:").click()
+    card.get_by_role("button", name=re.compile(r"^Like:")).click()
     settle(page, "1 liked, 0 disliked")
     after_ids, after_kinds = card_ids(page), card_kinds(page)
     assert liked not in after_ids
@@ -54,7 +55,7 @@ def test_thumbs_re_rank_as_the_user_clicks(browser, server):  # noqa: F811
     # thumbs down on the first casual shoe: casual shoes go down, and the page asks what the API answers
     disliked = after_ids[after_kinds.index("Casual Shoes")]
     casual_before = [n for n, k in enumerate(after_kinds) if k == "Casual Shoes"]
-    page.locator(f"#results li.card[data-id='{disliked}']").get_by_role("button", name="Dislike:").click()
+    page.locator(f"#results li.card[data-id='{disliked}']").get_by_role("button", name=re.compile(r"^Dislike:")).click()
     settle(page, "1 liked, 1 disliked")
     ids, kinds = card_ids(page), card_kinds(page)
     assert disliked not in ids and liked not in ids

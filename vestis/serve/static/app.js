@@ -316,7 +316,7 @@
         li.dataset.id = id;
         li.dataset.vote = word;
         const text = document.createElement("span");
-        text.textContent = `${word === "liked" ? "\u{1F44D}" : "\u{1F44E}"} ${entry.title}`;
+        text.textContent = `${word === "liked" ? "Liked" : "Disliked"}: ${entry.title}`;
         const remove = document.createElement("button");
         remove.type = "button";
         remove.textContent = "\u00D7";
