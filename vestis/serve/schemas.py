@@ -185,19 +185,18 @@ class SearchRequest(_Strict):
     )
 
 
-class RocchioWeights(_Strict):
-    query: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the text/photo query.")
-    like: float = Field(0.75, ge=0.0, le=10.0, description="Weight of the liked items' mean vector.")
-    dislike: float = Field(0.25, ge=0.0, le=10.0, description="Weight of the disliked items' mean vector.")
-
-
 class RecommendRequest(SearchRequest):
     """Feedback: items like ``like`` and unlike ``dislike`` (Rocchio), optionally for a query or photo,
     with every search option. The liked and disliked items are never among the results."""
 
     like: list[ItemId] = Field(default_factory=list, max_length=100, description="Item ids to move towards.")
     dislike: list[ItemId] = Field(default_factory=list, max_length=100, description="Item ids to move away from.")
-    weights: RocchioWeights = Field(default_factory=RocchioWeights, description="Rocchio weights.")
+    # a plain mapping, not a nested model: the request schema is inlined in the spec, where $defs cannot resolve
+    weights: dict[Literal["query", "like", "dislike"], Annotated[float, Field(ge=0.0, le=10.0)]] = Field(
+        default_factory=dict,
+        description="Rocchio weights of the query, the liked items' mean and the disliked items' mean "
+        "(defaults 1, 0.75, 0.25).",
+    )
 
 
 class SearchHit(BaseModel):

@@ -51,7 +51,7 @@ async def recommend(request: Request, state: State):
     def run(cat, req, common):
         if req.query is None and common["image"] is None and req.item_id is None and not req.like:
             raise ApiError(400, "give at least one liked item, or a query, an image or an item_id", param="like")
-        weights = RocchioWeights(**req.weights.model_dump())
+        weights = RocchioWeights(**req.weights)
         return cat.recommend([str(x) for x in req.like], [str(x) for x in req.dislike], req.query,
                              item_id=None if req.item_id is None else str(req.item_id), rocchio_weights=weights,
                              **common)  # fmt: skip
