@@ -143,3 +143,39 @@ def pytest_terminal_summary(terminalreporter, config):
     import json
 
     out.write_text(json.dumps(table, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------- a catalog with ratings
+
+RATED_KINDS = ("Jeans", "Tshirts", "Heels", "Watches", "Handbags", "Casual Shoes", "Shirts", "Sunglasses", "Kurtas",
+               "Tops", "Sandals", "Backpacks")  # fmt: skip
+
+
+def rating_of(i: int) -> float | None:
+    """A rating for the i-th row: every 7th NaN, every 11th missing, else 1.0 to 5.0."""
+    if i % 7 == 3:
+        return float("nan")
+    if i % 11 == 5:
+        return None
+    return 1.0 + (i * 37 % 41) / 10
+
+
+@pytest.fixture(scope="session")
+def rated_index(tmp_path_factory):
+    """About 40 demo products of a dozen article types, with a float ``rating`` column that holds
+    NaNs and nulls, indexed with vestis-mini (fp32): ``(index dir, rows)``."""
+    import pyarrow as pa
+
+    from vestis.index.build import build_index
+    from vestis.models import load_encoder
+
+    table = pq.read_table(demo_catalog_path())
+    rows = [r for r in table.to_pylist() if r["articleType"] in RATED_KINDS]
+    for i, r in enumerate(rows):
+        r["rating"] = rating_of(i)
+    schema = table.schema.append(pa.field("rating", pa.float64()))
+    folder = tmp_path_factory.mktemp("rated")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "catalog.parquet")
+    encoder = load_encoder("vestis-mini", precision="fp32")
+    build_index(folder / "catalog.parquet", folder / "rated", encoder=encoder, quiet=True)
+    return folder / "rated", rows

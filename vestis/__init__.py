@@ -15,7 +15,8 @@ The whole user API is here (the CLI and the HTTP service call the same functions
 
 Models: :func:`load_encoder`, :class:`Encoder`, :func:`default_model`.
 Catalogs: :func:`build_index` (a :class:`BuildReport`), :class:`Catalog` (``open``,
-``search``, ``similar``; results are :class:`SearchResults` of :class:`Hit`).
+``search``, ``similar``, ``recommend`` with :class:`RocchioWeights`; results are
+:class:`SearchResults` of :class:`Hit`; ``explain`` gives an :class:`Explanation`).
 Zero-shot labels: :func:`tag_catalog` (a :class:`TagReport`), :func:`classify` (a
 :class:`Classification`), :func:`parse_labels` and :class:`Taxonomy`.
 Evaluation: :func:`evaluate_zero_shot` (a :class:`ZeroShotResult`) and
@@ -54,6 +55,8 @@ _LAZY = {
     "Catalog": "vestis.search",
     "SearchResults": "vestis.search",
     "Hit": "vestis.search",
+    "RocchioWeights": "vestis.recommend",
+    "Explanation": "vestis.explain",
     "build_index": "vestis.index.build",
     "BuildReport": "vestis.index.build",
     "tag_catalog": "vestis.tag",
@@ -81,6 +84,8 @@ __all__ = [
     "Catalog",
     "SearchResults",
     "Hit",
+    "RocchioWeights",
+    "Explanation",
     "build_index",
     "BuildReport",
     "tag_catalog",
@@ -117,6 +122,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from vestis.eval.classification import evaluate_zero_shot
     from vestis.eval.results import RetrievalResult, ZeroShotResult
     from vestis.eval.retrieval import evaluate_retrieval
+    from vestis.explain import Explanation
     from vestis.index.build import BuildReport, build_index
+    from vestis.recommend import RocchioWeights
     from vestis.search import Catalog, Hit, SearchResults
     from vestis.tag import Classification, TagReport, Taxonomy, classify, parse_labels, tag_catalog  # noqa: F811

@@ -5,8 +5,10 @@ becomes one vector (weighted sum of its parts, normalised), optionally moved alo
 text directions ("darker", "casual->formal": the difference between the text
 embeddings of the two ends, as in FashionCLIP's GradREC), then searched with the
 filter applied inside the store. Hybrid search fuses the vector ranking with BM25
-over titles and metadata by reciprocal rank fusion. The CLI and the HTTP API both
-call :meth:`Catalog.search`.
+over titles and metadata by reciprocal rank fusion. Feedback (liked and disliked items,
+:meth:`Catalog.recommend`) moves the query Rocchio-style and ``boost`` adds numeric fields
+to the score (both in :mod:`vestis.recommend`). The CLI and the HTTP API both call
+:meth:`Catalog.search` and :meth:`Catalog.recommend`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ from vestis.index.local import LocalStore
 from vestis.index.store import load_index_encoder
 from vestis.models.base import Encoder, l2_normalize
 from vestis.models.preprocess import ImageInput
+from vestis.recommend import (
+    ROCCHIO,
+    RocchioWeights,
+    boost_pool,
+    boost_values,
+    check_examples,
+    parse_boost,
+    rocchio,
+    value_range,
+)
 
 #: Reciprocal rank fusion constant (Cormack et al. 2009).
 RRF_K = 60
@@ -193,6 +205,7 @@ class Catalog:
         self.encoder = encoder
         self._direction_cache: dict[tuple, np.ndarray] = {}
         self._facet_fields: tuple[int, list[str]] | None = None
+        self._ranges: dict[tuple[int, str], tuple[float, float] | None] = {}
 
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, **load_kwargs) -> Catalog:
@@ -234,8 +247,15 @@ class Catalog:
         item_id: str | None = None,
         steer: Sequence[str] = (),
         steer_strength: float | None = None,
+        like: Sequence[object] = (),
+        dislike: Sequence[object] = (),
+        rocchio_weights: RocchioWeights = ROCCHIO,
     ) -> tuple[np.ndarray, dict]:
-        """The normalised query vector and a description of how it was made."""
+        """The normalised query vector and a description of how it was made.
+
+        Text, photo and item are summed and normalised; liked and disliked items then move it
+        (:func:`vestis.recommend.rocchio`), and steering last of all.
+        """
         parts: list[np.ndarray] = []
         described: dict = {}
         subject = "garment"
@@ -256,15 +276,42 @@ class Catalog:
             parts.append(rec.vector)
             described["item"] = rec.id_value
             subject = str(rec.metadata.get("articleType") or rec.title or subject)
-        if not parts:
-            raise InputError("give a text query, an image or an item id")
-        q = np.sum(parts, axis=0)
-        if float(np.linalg.norm(q)) < 1e-6:
-            raise InputError("the query's terms cancel out; give it a positive term")
-        q = l2_normalize(q[None, :])[0]
+        liked, disliked = check_examples(like, dislike)
+        if not parts and not liked:
+            raise InputError(
+                "give a text query, an image, an item id or a liked item"
+                if not disliked
+                else "give a query or at least one liked item: dislikes alone say nothing to look for"
+            )
+        q = None
+        if parts:
+            q = np.sum(parts, axis=0)
+            if float(np.linalg.norm(q)) < 1e-6:
+                raise InputError("the query's terms cancel out; give it a positive term")
+            q = l2_normalize(q[None, :])[0]
+        if liked or disliked:
+            examples = self.store.get([*liked, *disliked], vectors=True)
+            missing = [i for i in (*liked, *disliked) if i not in examples]
+            if missing:
+                raise InputError(f"no item {missing[0]!r} in the index (liked or disliked)")
+            vectors = {i: r.vector for i, r in examples.items()}
+            dim = self.store.info.dim
+            q = rocchio(
+                q,
+                np.array([vectors[i] for i in liked], dtype=np.float32).reshape(-1, dim),
+                np.array([vectors[i] for i in disliked], dtype=np.float32).reshape(-1, dim),
+                rocchio_weights,
+            )
+            described["like"] = [examples[i].id_value for i in liked]
+            described["dislike"] = [examples[i].id_value for i in disliked]
+            described["rocchio"] = rocchio_weights.to_dict()
+            if text is None and item_id is None and liked:
+                first = examples[liked[0]]
+                subject = str(first.metadata.get("articleType") or first.title or subject)
         if steer:
             if steer_strength is None:  # image vectors sit further from text directions than texts do
-                steer_strength = DEFAULT_STEER_STRENGTH["text" if image is None and item_id is None else "image"]
+                textual = text is not None and image is None and item_id is None
+                steer_strength = DEFAULT_STEER_STRENGTH["text" if textual else "image"]
             moves = []
             for spec in steer:
                 towards, away = parse_steer(spec)
@@ -294,6 +341,7 @@ class Catalog:
         thumbnails: bool = False,
         facets: Sequence[str] | bool = (),
         facet_depth: int = FACET_DEPTH,
+        boost: str | Mapping[str, float] | Sequence[str] | None = None,
     ) -> SearchResults:
         """The ``k`` best items after ``offset``: see the module docstring for each option.
 
@@ -301,18 +349,51 @@ class Catalog:
         the query and the item itself is left out. ``selections`` (facet choices, field -> values)
         narrow the search like ``where``. ``facets`` (field names, or ``True`` for
         :meth:`facet_fields`) adds value counts over the query's ``facet_depth`` best items; a field
-        with a selection is counted as if it had none, so its other values stay in view.
+        with a selection is counted as if it had none, so its other values stay in view. ``boost``
+        (field -> weight, or ``"rating:0.1"``) adds numeric fields to the score
+        (:mod:`vestis.recommend`).
         """
         if item_id is not None and text is None and image is None:
             return self.similar(str(item_id), k=k, offset=offset, where=where, selections=selections, hybrid=hybrid,
                                 steer=steer, steer_strength=steer_strength, min_score=min_score, exclude=exclude,
-                                exact=exact, thumbnails=thumbnails, facets=facets, facet_depth=facet_depth)  # fmt: skip
+                                exact=exact, thumbnails=thumbnails, facets=facets, facet_depth=facet_depth,
+                                boost=boost)  # fmt: skip
         if item_id is not None:
             exclude = [*exclude, str(item_id)]
         return self._search(text, image=image, item_id=item_id, k=k, offset=offset, where=where, selections=selections,
                             hybrid=hybrid, steer=steer, steer_strength=steer_strength, min_score=min_score,
                             exclude=exclude, exact=exact, thumbnails=thumbnails, facets=facets,
-                            facet_depth=facet_depth)  # fmt: skip
+                            facet_depth=facet_depth, boost=boost)  # fmt: skip
+
+    def recommend(
+        self,
+        like: Sequence[object] = (),
+        dislike: Sequence[object] = (),
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        rocchio_weights: RocchioWeights = ROCCHIO,
+        exclude: Sequence[str] = (),
+        **kwargs,
+    ) -> SearchResults:
+        """Items like the ``like`` ones and unlike the ``dislike`` ones, optionally for a text and/or
+        photo query: the query moves Rocchio-style (:mod:`vestis.recommend`), then searches with
+        every option of :meth:`search` (filters, steering, ``boost``, ...). The examples and the
+        exact duplicates of liked items are never among the results."""
+        liked, disliked = check_examples(like, dislike)
+        hidden = [*liked, *disliked] + ([str(kwargs["item_id"])] if kwargs.get("item_id") is not None else [])
+        for rec in self.store.get(liked).values():
+            if rec.image_hash:
+                hidden += [i for i in self.store.ids_with_image_hash(rec.image_hash) if i not in hidden]
+        return self._search(text, image=image, like=liked, dislike=disliked, rocchio_weights=rocchio_weights,
+                            exclude=[*map(str, exclude), *hidden], **kwargs)  # fmt: skip
+
+    def explain(self, item_id: object, query: str, **kwargs):
+        """Why ``item_id`` matches ``query``: a map over its photo and each word's contribution
+        (an :class:`vestis.explain.Explanation`; options in :func:`vestis.explain.explain`)."""
+        from vestis.explain import explain  # torch for the gradient map: imported when asked for
+
+        return explain(self, item_id, query, **kwargs)
 
     def similar(self, item_id: str, *, k: int = 10, **kwargs) -> SearchResults:
         """Items most like ``item_id``, excluding it and its exact duplicates (same image bytes)."""
@@ -347,6 +428,10 @@ class Catalog:
         thumbnails: bool = False,
         facets: Sequence[str] | bool = (),
         facet_depth: int = FACET_DEPTH,
+        boost: str | Mapping[str, float] | Sequence[str] | None = None,
+        like: Sequence[object] = (),
+        dislike: Sequence[object] = (),
+        rocchio_weights: RocchioWeights = ROCCHIO,
     ) -> SearchResults:
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
@@ -358,10 +443,24 @@ class Catalog:
             raise InputError(f"facet_depth must be between 1 and {MAX_K}, got {facet_depth}")
         base = parse_filter(where) if isinstance(where, str) or where is None else where
         flt = combine(base, Filter.from_mapping(selections))
-        q, described = self.query_vector(text, image=image, item_id=item_id, steer=steer, steer_strength=steer_strength)
+        boost = parse_boost(boost)
+        ranges = self.boost_ranges(boost)
+        if boost and hybrid > 0 and text is not None:
+            raise InputError("boost adds to cosine scores: use it without hybrid (rank fusion has no cosine scale)")
+        q, described = self.query_vector(text, image=image, item_id=item_id, steer=steer, steer_strength=steer_strength,
+                                         like=like, dislike=dislike, rocchio_weights=rocchio_weights)  # fmt: skip
         want = k + offset
         exclude = [str(x) for x in exclude]
-        if hybrid > 0 and text is not None:
+        if boost:
+            vec = self.store.search(q, boost_pool(want), where=flt, exclude=exclude, exact=exact)
+            if min_score is not None:
+                vec = [x for x in vec if x[1] >= min_score]
+            metas = self.store.get([i for i, _ in vec])
+            boosted = [(i, c + boost_values(metas[i].metadata, boost, ranges), c, r)
+                       for r, (i, c) in enumerate(vec, 1) if i in metas]  # fmt: skip
+            boosted.sort(key=lambda x: -x[1])
+            scored = [(i, s, c, r, None) for i, s, c, r in boosted]
+        elif hybrid > 0 and text is not None:
             keyword_text = " ".join(t["text"] for t in described["terms"] if t["weight"] > 0)
             pool = max(50, 3 * want)
             vec = self.store.search(q, pool, where=flt, exclude=exclude, exact=exact)
@@ -396,10 +495,34 @@ class Catalog:
             for rank, (i, s, c, vr, kr) in enumerate(page, offset + 1)
             if i in records
         ]  # fmt: skip
+        score = "cosine + boost" if boost else "rank fusion" if hybrid > 0 and text is not None else "cosine"
         described.update(k=k, offset=offset, filter=flt.text if flt else None, hybrid=hybrid, min_score=min_score,
-                         score="rank fusion" if hybrid > 0 and text is not None else "cosine")  # fmt: skip
+                         score=score)  # fmt: skip
+        if boost:
+            described["boost"] = boost
         counted = self._facets(q, facets, base, selections, facet_depth, exclude, exact, min_score) if facets else []
         return SearchResults(hits, described, counted)
+
+    def boost_ranges(self, boost: Mapping[str, float]) -> dict[str, tuple[float, float]]:
+        """(min, max) over the catalog of each boosted field (kept per index generation); a field
+        the index lacks, or one without a number, is an error naming it."""
+        out = {}
+        known = None
+        for name in boost:
+            key = (self.store.generation(), name)
+            if key not in self._ranges:
+                known = known if known is not None else set(self.store.fields())
+                if name not in known:
+                    raise InputError(f"cannot boost by {name!r}: no such field; the fields are: "
+                                     f"{', '.join(sorted(known)) or 'none'}")  # fmt: skip
+                values = [v for v, _ in self.store.facets(name, limit=10_000_000)]
+                if len(self._ranges) >= 64:
+                    self._ranges.pop(next(iter(self._ranges)))
+                self._ranges[key] = value_range(values)
+            if self._ranges[key] is None:
+                raise InputError(f"cannot boost by {name!r}: it holds no numbers")
+            out[name] = self._ranges[key]
+        return out
 
     # ----------------------------------------------------------------------- facets
 

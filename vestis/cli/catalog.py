@@ -1,4 +1,5 @@
-"""Catalog commands: ``index build/add/update/delete/info``, ``search`` and ``similar``.
+"""Catalog commands: ``index build/add/update/delete/info``, ``search``, ``similar``, ``recommend`` and
+``explain``.
 
 Thin wrappers over :func:`vestis.build_index` and :class:`vestis.Catalog`.  With
 ``--json`` each prints one JSON object on the last line of stdout.
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 
 from vestis.cli.options import (
+    BoostOpt,
     HtmlOpt,
     IdColOpt,
     ImageColOpt,
@@ -275,6 +277,7 @@ def search(
     steer: SteerOpt = None,
     steer_strength: SteerStrengthOpt = None,
     min_score: MinScoreOpt = None,
+    boost: BoostOpt = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exact search even where an HNSW graph exists.")] = False,
     html: HtmlOpt = None,
     garment: Annotated[
@@ -298,7 +301,7 @@ def search(
         check_garment(garment)
     options = dict(
         k=k, offset=offset, where=where, hybrid=hybrid, steer=steer or (), steer_strength=steer_strength,
-        min_score=min_score, exact=exact, thumbnails=html is not None,
+        min_score=min_score, exact=exact, thumbnails=html is not None, boost=boost,
     )  # fmt: skip
     with Catalog.open(index) as cat:
         if image is None:
@@ -326,6 +329,7 @@ def similar(
     steer: SteerOpt = None,
     steer_strength: SteerStrengthOpt = None,
     min_score: MinScoreOpt = None,
+    boost: BoostOpt = None,
     html: HtmlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -335,6 +339,106 @@ def similar(
     with Catalog.open(index) as cat:
         results = cat.similar(
             item_id, k=k, offset=offset, where=where, steer=steer or (), steer_strength=steer_strength,
-            min_score=min_score, thumbnails=html is not None,
+            min_score=min_score, thumbnails=html is not None, boost=boost,
         )  # fmt: skip
     _show(results, as_json, html, f"similar to {item_id}" + (f" steered {', '.join(steer)}" if steer else ""))
+
+
+def recommend(
+    index: IndexArg,
+    query: Annotated[
+        str | None, typer.Argument(metavar="[QUERY]", help="Optional text the feedback refines (as for search).")
+    ] = None,
+    like: Annotated[list[str] | None, typer.Option("--like", help="An item id the results should be like.")] = None,
+    dislike: Annotated[
+        list[str] | None, typer.Option("--dislike", help="An item id the results should be unlike.")
+    ] = None,
+    k: KOpt = 10,
+    offset: OffsetOpt = 0,
+    where: WhereOpt = None,
+    steer: SteerOpt = None,
+    steer_strength: SteerStrengthOpt = None,
+    min_score: MinScoreOpt = None,
+    boost: BoostOpt = None,
+    query_weight: Annotated[
+        float | None, typer.Option("--query-weight", min=0, max=10, help="Rocchio weight of QUERY (default 1).")
+    ] = None,
+    like_weight: Annotated[
+        float | None,
+        typer.Option("--like-weight", min=0, max=10, help="Rocchio weight of the liked items' mean (default 0.75)."),
+    ] = None,
+    dislike_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--dislike-weight", min=0, max=10, help="Rocchio weight of the disliked items' mean (default 0.25)."
+        ),
+    ] = None,
+    html: HtmlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Items like the --like ones and unlike the --dislike ones (Rocchio feedback), optionally for a QUERY.
+
+    The query vector becomes QUERY x query-weight + mean(liked) x like-weight - mean(disliked) x dislike-weight;
+    the liked and disliked items themselves are never listed.
+    """
+    from vestis.recommend import RocchioWeights
+    from vestis.search import Catalog
+
+    if not like and query is None:
+        raise InputError("give at least one --like (or a QUERY): dislikes alone say nothing to look for")
+    given = {"query": query_weight, "like": like_weight, "dislike": dislike_weight}
+    weights = RocchioWeights(**{name: w for name, w in given.items() if w is not None})
+    with Catalog.open(index) as cat:
+        results = cat.recommend(
+            like or [], dislike or [], query, rocchio_weights=weights, k=k, offset=offset, where=where,
+            steer=steer or (), steer_strength=steer_strength, min_score=min_score, boost=boost,
+            thumbnails=html is not None,
+        )  # fmt: skip
+    parts = [repr(query)] if query else []
+    parts += [f"like {', '.join(like or [])}"] if like else []
+    parts += [f"unlike {', '.join(dislike)}"] if dislike else []
+    _show(results, as_json, html, "recommend " + "; ".join(parts))
+
+
+def explain(
+    index: IndexArg,
+    item_id: Annotated[str, typer.Argument(metavar="ITEM_ID", help="The item whose match to explain.")],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="The text query it matched.")],
+    out_png: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the photo with the heat map over it to this PNG.")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option("--method", help="auto (gradient for torch models, else occlusion), occlusion or gradient."),
+    ] = "auto",
+    grid: Annotated[int, typer.Option("--grid", min=2, max=16, help="Cells per side of the map.")] = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why ITEM_ID matches QUERY: which regions of its photo raise the score, and each word's share."""
+    from vestis.search import Catalog
+
+    with Catalog.open(index) as cat:
+        why = cat.explain(item_id, query, method=method, grid=grid)
+    if out_png is not None:
+        try:
+            out_png.parent.mkdir(parents=True, exist_ok=True)
+            out_png.write_bytes(why.overlay_png())
+        except OSError as exc:
+            raise InputError(f"{out_png}: {exc.strerror}") from None
+        if not as_json:
+            note(f"wrote {out_png}")
+    if as_json:
+        print_json(why.to_dict())
+        return
+    from rich.table import Table
+
+    out.print(f"item {why.item_id} for {query!r}: score {why.score:.4f} (photo alone {why.image_score:.4f})")
+    table = Table(title="words (leave-one-out: the score falls by this much without the word)")
+    table.add_column("word")
+    table.add_column("contribution", justify="right")
+    for w in why.words:
+        table.add_row(w.word, f"{w.contribution:+.4f}")
+    out.print(table)
+    out.print(f"regions that raise the photo's score most ({why.method}, {why.grid}x{why.grid} grid):")
+    for r in why.regions():
+        out.print(f"  row {r['row']}, column {r['col']} (pixels {r['box']}): {r['value']:+.4f}", highlight=False)

@@ -49,7 +49,16 @@ def _root(
 def _register() -> None:
     from vestis.serve.cli import serve
 
-    for command in (models.models, models.embed, catalog.search, catalog.similar, tagging.tag, tagging.classify):
+    for command in (
+        models.models,
+        models.embed,
+        catalog.search,
+        catalog.similar,
+        catalog.recommend,
+        catalog.explain,
+        tagging.tag,
+        tagging.classify,
+    ):
         app.command()(command)
     app.add_typer(catalog.index_app, name="index")
     app.add_typer(evaluate.eval_app, name="eval")

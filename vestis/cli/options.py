@@ -65,6 +65,14 @@ SteerStrengthOpt = Annotated[
     float | None,
     typer.Option("--steer-strength", help="How far to move the query (default 0.5 for text, 1 for images)."),
 ]
+BoostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--boost",
+        help="Add a numeric field, scaled 0..1 over the catalog, times a weight to the score: 'rating:0.1' "
+        "(missing or NaN counts 0).",
+    ),
+]
 MinScoreOpt = Annotated[
     float | None,
     typer.Option("--min-score", help="Drop results whose cosine to the query is below this (also with --hybrid)."),

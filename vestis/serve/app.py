@@ -4,7 +4,9 @@ Routes (all JSON; errors OpenAI-shaped, see :mod:`vestis.serve.errors`), one rou
 under :mod:`vestis.serve.routes`:
 
 * ``embeddings``: ``POST /v1/embeddings``, ``GET /v1/models`` — OpenAI's embeddings API, with images.
-* ``search``: ``POST /v1/search`` (JSON, or multipart with an image file), ``GET /v1/steers``.
+* ``search``: ``POST /v1/search`` and ``POST /v1/recommend`` (JSON, or multipart with an image file),
+  ``GET /v1/steers``.
+* ``explain``: ``POST /v1/explain`` (why an item matches a query).
 * ``classify``: ``POST /v1/classify``, ``GET /v1/taxonomies``.
 * ``catalogs``: ``/v1/catalogs`` list, info, facets, items, thumbnails, writes and deletes.
 * ``pages``: ``GET /`` the web page, ``/docs`` and ``/redoc`` (served offline), ``/openapi.json``.
@@ -37,7 +39,7 @@ from vestis.serve.config import MiB, ServeConfig
 from vestis.serve.errors import install_error_handlers
 from vestis.serve.media import PixelBudget
 from vestis.serve.metrics import Metrics, MetricsMiddleware
-from vestis.serve.routes import catalogs, classify, embeddings, ops, pages, search
+from vestis.serve.routes import catalogs, classify, embeddings, explain, ops, pages, search
 from vestis.serve.security import GuardMiddleware, GuardSettings, KeyStore, RateLimiter
 from vestis.serve.state import ServerState, catalog_name
 
@@ -171,7 +173,7 @@ def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
     app.add_middleware(GuardMiddleware, settings=guard)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts what the guard refuses too
     install_error_handlers(app)
-    routers = [module.router for module in (embeddings, search, classify, catalogs, ops, pages)]
+    routers = [module.router for module in (embeddings, search, explain, classify, catalogs, ops, pages)]
     for router in routers[:-1]:
         app.include_router(router)
     pages.mount_pages(app)

@@ -177,6 +177,26 @@ class SearchRequest(_Strict):
     )
     facet_depth: int = Field(200, ge=1, le=1000)
     facet_limit: int = Field(12, ge=1, le=500, description="Most values listed per facet.")
+    boost: dict[Text, Annotated[float, Field(ge=-10.0, le=10.0)]] | None = Field(
+        None,
+        max_length=8,
+        description="Score modifiers {field: weight}: adds weight x the field's value scaled 0..1 over the catalog "
+        "to the cosine (missing or NaN values add 0); not with hybrid.",
+    )
+
+
+class RecommendRequest(SearchRequest):
+    """Feedback: items like ``like`` and unlike ``dislike`` (Rocchio), optionally for a query or photo,
+    with every search option. The liked and disliked items are never among the results."""
+
+    like: list[ItemId] = Field(default_factory=list, max_length=100, description="Item ids to move towards.")
+    dislike: list[ItemId] = Field(default_factory=list, max_length=100, description="Item ids to move away from.")
+    # a plain mapping, not a nested model: the request schema is inlined in the spec, where $defs cannot resolve
+    weights: dict[Literal["query", "like", "dislike"], Annotated[float, Field(ge=0.0, le=10.0)]] = Field(
+        default_factory=dict,
+        description="Rocchio weights of the query, the liked items' mean and the disliked items' mean "
+        "(defaults 1, 0.75, 0.25).",
+    )
 
 
 class SearchHit(BaseModel):
@@ -197,6 +217,53 @@ class SearchResponse(BaseModel):
     query: dict
     took_ms: float
     facets: list[Facet] | None = Field(None, description="Value counts over the best results, when asked for.")
+
+
+# ------------------------------------------------------------------------ explain
+
+
+class ExplainRequest(_Strict):
+    """Why an item matches a text query: a heat map over its photo and each word's contribution."""
+
+    catalog: str | None = Field(None, description="Catalog name (default: the first served).")
+    item_id: ItemId = Field(description="The item whose match to explain.")
+    query: Text = Field(min_length=1, max_length=500, description="The text query (embedded as one text).")
+    method: Literal["auto", "occlusion", "gradient"] = Field(
+        "auto", description="auto: the gradient map for torch models, else occlusion (both returned when computed)."
+    )
+    grid: int = Field(8, ge=2, le=16, description="Cells per side of the map.")
+    include_overlay: bool = Field(True, description="Return the photo with the heat map over it as a PNG data URL.")
+
+
+class WordScore(BaseModel):
+    word: str
+    contribution: float = Field(description="The query's cosine minus the cosine without this word.")
+
+
+class Region(BaseModel):
+    row: int
+    col: int
+    value: float
+    box: list[int] = Field(description="x0, y0, x1, y1 in the model's input pixels.")
+
+
+class ExplainResponse(BaseModel):
+    object: Literal["explanation"] = "explanation"
+    catalog: str
+    model: str
+    item_id: str | int
+    query: str
+    method: Literal["occlusion", "gradient"] = Field(description="The method of ``cells``.")
+    score: float = Field(description="Cosine of the query to the item's indexed vector (what search ranks by).")
+    image_score: float = Field(description="Cosine of the query to the photo alone (what the map explains).")
+    grid: int
+    cells: list[list[float]] = Field(description="grid x grid: how much each cell raises the photo's score.")
+    occlusion: list[list[float]] | None = None
+    gradient: list[list[float]] | None = Field(None, description="Gradient x input per cell (torch models).")
+    regions: list[Region] = Field(description="The cells that raise the score most.")
+    words: list[WordScore]
+    overlay: str | None = Field(None, description="PNG data URL: the photo with the heat map over it.")
+    took_ms: float
 
 
 # ----------------------------------------------------------------------- classify

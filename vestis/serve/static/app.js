@@ -1,4 +1,5 @@
-// vestis web page: search by words or photo, filter facets, "more like this", steering, tags.
+// vestis web page: search by words or photo, filter facets, "more like this", steering, tags,
+// thumbs up/down that re-rank (POST /v1/recommend) and "Why?" (POST /v1/explain).
 // Plain JavaScript, no build step. Everything the server sends is shown with textContent.
 "use strict";
 
@@ -20,6 +21,8 @@
     steer: new Set(),
     steers: [], // the server's built-in steering directions
     filters: new Map(), // field -> Set of values
+    like: new Map(), // item id -> title: thumbs up (the query moves towards them)
+    dislike: new Map(), // item id -> title: thumbs down (and away from these)
     where: "", // a filter expression from the URL (?where=...)
     offset: 0,
     busy: 0,
@@ -229,6 +232,7 @@
     reader.onload = () => {
       state.image = reader.result;
       state.item = null;
+      clearFeedback();
       state.query = "";
       $("q").value = "";
       $("preview").src = state.image;
@@ -284,13 +288,106 @@
   // --------------------------------------------------------------------- search
 
   function hasQuery() {
-    return Boolean(state.query || state.image || state.item);
+    return Boolean(state.query || state.image || state.item || state.like.size);
   }
+
+  // ------------------------------------------------------------------- feedback
+
+  function clearFeedback() {
+    state.like.clear();
+    state.dislike.clear();
+    renderFeedback();
+  }
+
+  function vote(hit, liked) {
+    const id = String(hit.id);
+    const mine = liked ? state.like : state.dislike;
+    const other = liked ? state.dislike : state.like;
+    if (mine.has(id)) mine.delete(id); else { mine.set(id, { id: hit.id, title: titleOf(hit) }); other.delete(id); }
+    renderFeedback();
+    if (hasQuery()) search(); else clearResults();
+  }
+
+  function renderFeedback() {
+    const items = [];
+    for (const [map, word] of [[state.like, "liked"], [state.dislike, "disliked"]]) {
+      for (const [id, entry] of map) {
+        const li = document.createElement("li");
+        li.dataset.id = id;
+        li.dataset.vote = word;
+        const text = document.createElement("span");
+        text.textContent = `${word === "liked" ? "Liked" : "Disliked"}: ${entry.title}`;
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.textContent = "\u00D7";
+        remove.setAttribute("aria-label", `Forget that you ${word} ${entry.title}`);
+        remove.addEventListener("click", () => {
+          map.delete(id);
+          renderFeedback();
+          if (hasQuery()) search(); else clearResults();
+        });
+        li.append(text, remove);
+        items.push(li);
+      }
+    }
+    $("feedback-list").replaceChildren(...items);
+    $("feedback").hidden = items.length === 0;
+  }
+
+  $("clear-feedback").addEventListener("click", () => {
+    clearFeedback();
+    if (hasQuery()) search(); else clearResults();
+  });
+
+  // ----------------------------------------------------------------------- why?
+
+  async function explainHit(hit) {
+    const dialog = $("why-dialog");
+    const title = titleOf(hit);
+    $("why-title").textContent = `Why “${title}” matches “${state.query}”`;
+    $("why-status").textContent = "Working out which parts of the photo and which words count…";
+    $("why-overlay").hidden = true;
+    $("why-caption").textContent = "";
+    $("why-words").replaceChildren();
+    if (!dialog.open) dialog.showModal();
+    let out;
+    try {
+      out = await api("/v1/explain", { catalog: state.catalog, item_id: hit.id, query: state.query, grid: 8 });
+    } catch (err) {
+      $("why-status").textContent = "Could not explain it: " + err.message;
+      return;
+    }
+    $("why-status").textContent = "";
+    const img = $("why-overlay");
+    img.src = out.overlay;
+    img.alt = `${title} with a heat map: the brighter a region, the more it raises the score for “${state.query}”`;
+    img.hidden = false;
+    $("why-caption").textContent = `${out.method} map · score ${out.score.toFixed(3)} · photo alone ${out.image_score.toFixed(3)}`;
+    const most = Math.max(1e-9, ...out.words.map((w) => Math.abs(w.contribution)));
+    $("why-words").replaceChildren(...out.words.map((w) => {
+      const li = document.createElement("li");
+      const word = document.createElement("span");
+      word.className = "word";
+      word.textContent = w.word;
+      const bar = document.createElement("span");
+      bar.className = "bar" + (w.contribution < 0 ? " negative" : "");
+      bar.setAttribute("aria-hidden", "true");
+      bar.style.setProperty("--w", Math.round((Math.abs(w.contribution) / most) * 100) + "%");
+      const value = document.createElement("span");
+      value.className = "pct";
+      value.textContent = (w.contribution >= 0 ? "+" : "") + w.contribution.toFixed(3);
+      li.append(word, bar, value);
+      return li;
+    }));
+  }
+
+  $("why-close").addEventListener("click", () => $("why-dialog").close());
 
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     state.query = $("q").value.trim();
     if (state.item) { state.item = null; $("back").hidden = true; }
+    clearFeedback(); // thumbs were for the previous search
     if (!hasQuery()) {
       setStatus("Type what you are looking for, or drop a photo.");
       return;
@@ -361,6 +458,7 @@
 
   window.addEventListener("popstate", () => {
     readUrl();
+    clearFeedback();
     syncForm();
     if (hasQuery()) search(false, { push: false });
     else { clearResults(); loadFacets(); }
@@ -380,6 +478,7 @@
     state.item = { id: hit.id, title: titleOf(hit) };
     state.query = "";
     state.image = null;
+    clearFeedback();
     $("back").hidden = !state.saved || !(state.saved.query || state.saved.image);
     search();
   }
@@ -397,6 +496,8 @@
       body.filters = {};
       for (const [field, values] of state.filters) body.filters[field] = [...values];
     }
+    if (state.like.size) body.like = [...state.like.values()].map((e) => e.id);
+    if (state.dislike.size) body.dislike = [...state.dislike.values()].map((e) => e.id);
     return body;
   }
 
@@ -409,6 +510,7 @@
     if (state.steer.size) text += `, steered ${[...state.steer].join(", ")}`;
     const n = [...state.filters.values()].reduce((a, s) => a + s.size, 0) + (state.where ? 1 : 0);
     if (n) text += `, ${n} filter${n > 1 ? "s" : ""}`;
+    if (state.like.size || state.dislike.size) text += `, ${state.like.size} liked, ${state.dislike.size} disliked`;
     return text;
   }
 
@@ -421,7 +523,8 @@
     document.body.setAttribute("aria-busy", "true");
     let out;
     try {
-      out = await api("/v1/search", request(state.offset));
+      const feedback = state.like.size || state.dislike.size;
+      out = await api(feedback ? "/v1/recommend" : "/v1/search", request(state.offset));
     } catch (err) {
       if (ticket === state.busy) setStatus("Search failed: " + err.message, true);
       return;
@@ -485,6 +588,18 @@
     const btn = node.querySelector(".more-like");
     btn.setAttribute("aria-label", `More like this: ${title}`);
     btn.addEventListener("click", () => moreLikeThis(hit));
+    const up = node.querySelector(".like");
+    const down = node.querySelector(".dislike");
+    up.setAttribute("aria-label", `Like: ${title}`);
+    down.setAttribute("aria-label", `Dislike: ${title}`);
+    up.setAttribute("aria-pressed", String(state.like.has(String(hit.id))));
+    down.setAttribute("aria-pressed", String(state.dislike.has(String(hit.id))));
+    up.addEventListener("click", () => vote(hit, true));
+    down.addEventListener("click", () => vote(hit, false));
+    const why = node.querySelector(".why");
+    why.setAttribute("aria-label", `Why does this match? ${title}`);
+    why.hidden = !state.query; // explains a text query
+    why.addEventListener("click", () => explainHit(hit));
     return node;
   }
 
