@@ -143,3 +143,24 @@ def pytest_terminal_summary(terminalreporter, config):
     import json
 
     out.write_text(json.dumps(table, indent=2, sort_keys=True))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> str:
+    """A real PostgreSQL 18 with pgvector for this test session, started by vestis' own code
+    (:func:`vestis.index.pgserver.start_server`); its ``postgresql://`` URL. Each test that writes
+    uses its own schema (:func:`pg_store_url`)."""
+    from vestis.index.pgserver import start_server, stop_server
+
+    data = tmp_path_factory.mktemp("postgres") / "data"
+    url = start_server(data)
+    yield url
+    stop_server(data)
+
+
+@pytest.fixture
+def pg_store_url(pg_server) -> str:
+    """A fresh catalog location on the session's server: its own schema."""
+    import uuid
+
+    return f"{pg_server}{'&' if '?' in pg_server else '?'}schema=t_{uuid.uuid4().hex[:12]}"
