@@ -642,7 +642,8 @@ class PostgresStore:
         pool = min(max(k * RERANK_FACTOR, k + 16), 1000) if half else k
         con = self._con
         con.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(min(max(cfg.ef_search, pool), 1000))])
-        if filtered:
+        if filtered:  # the planner would rather sort the filter's matches: here there are too many for that
+            con.execute("SET LOCAL enable_sort = off")
             con.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             con.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", [str(MAX_SCAN_TUPLES)])
         query = f"%s::halfvec({int(self.info.dim)})" if half else "%s"
