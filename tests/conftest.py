@@ -146,16 +146,23 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory) -> str:
+def pg_server() -> str:
     """A real PostgreSQL 18 with pgvector for this test session, started by vestis' own code
     (:func:`vestis.index.pgserver.start_server`); its ``postgresql://`` URL. Each test that writes
     uses its own schema (:func:`pg_store_url`)."""
+    import shutil
+    import tempfile
+
     from vestis.index.pgserver import start_server, stop_server
 
-    data = tmp_path_factory.mktemp("postgres") / "data"
-    url = start_server(data)
-    yield url
-    stop_server(data)
+    # its own folder, not pytest's (whose 0700 folders and clean-ups the server's user must not depend on)
+    folder = Path(tempfile.mkdtemp(prefix="vestis-pg-"))
+    try:
+        url = start_server(folder / "data")
+        yield url
+        stop_server(folder / "data")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
