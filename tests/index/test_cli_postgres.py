@@ -43,3 +43,21 @@ def test_build_search_info_delete_with_store(kagl_small, pg_store_url, tmp_path)
     assert bad.returncode == 2 and "holds no vestis catalog" in bad.stderr and "Traceback" not in bad.stderr
     newer_dir = vestis("index", "info", "--store", "postgresql://nobody@/nodb?host=/nonexistent")
     assert newer_dir.returncode == 2 and "cannot connect" in newer_dir.stderr
+
+
+def test_vestis_db_start_and_stop(tmp_path):
+    data = tmp_path / "pg" / "data"
+    started = last_json(vestis("db", "start", "--data", str(data), "--json"))
+    try:
+        assert started["url"].startswith("postgresql://")
+        again = last_json(vestis("db", "start", "--data", str(data), "--json"))  # already running: the same server
+        assert again["url"] == started["url"]
+        empty = vestis("index", "info", "--store", started["url"])
+        assert empty.returncode == 2 and "holds no vestis catalog" in empty.stderr
+    finally:
+        stopped = vestis("db", "stop", "--data", str(data))
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    gone = vestis("index", "info", "--store", started["url"])
+    assert gone.returncode == 2 and "cannot connect" in gone.stderr
+    bad = vestis("db", "start", "--data", str(tmp_path / "pg"))  # a folder with other things in it
+    assert bad.returncode == 2 and "not a PostgreSQL data directory" in bad.stderr
