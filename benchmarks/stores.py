@@ -216,18 +216,21 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="vestis-bench-pg-")) / "data"
     url = start_server(data)
     results: dict = {"note": "one run, side by side; the machine was shared with other work", "datasets": {}}
+    if args.out.exists():  # datasets measured in an earlier run are kept, each replaced when measured again
+        results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.source_index:
             recs = kagl_records(args.source_index, args.limit)
             results["datasets"]["kagl"] = run_dataset("kagl", recs, url, args.threshold, args.queries)
+            args.out.write_text(json.dumps(results, indent=1))
         if args.synthetic:
             recs = synthetic_records(args.synthetic)
             results["datasets"]["synthetic"] = run_dataset("synthetic", recs, url, args.threshold, args.queries)
+            args.out.write_text(json.dumps(results, indent=1))
     finally:
         stop_server(data)
         shutil.rmtree(data.parent, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
     print(table(results))
 
 

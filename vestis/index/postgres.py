@@ -442,7 +442,8 @@ class PostgresStore:
                     name = "meta_" + hashlib.blake2b(f.encode(), digest_size=6).hexdigest()
                     con.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON items ((vestis_f(meta, {})))").format(
                         sql.Identifier(name), sql.Literal(f)))  # fmt: skip
-            self._ensure_hnsw(con)
+            if self._write_depth == 1:  # inside a longer write (a build), refresh() builds it once, at the end
+                self._ensure_hnsw(con)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         ids = list(dict.fromkeys(str(i) for i in ids))
@@ -467,7 +468,10 @@ class PostgresStore:
         return self._hnsw
 
     def _ensure_hnsw(self, con) -> None:
-        """Build the HNSW index once the catalog reaches the ANN threshold (inside the writer's transaction)."""
+        """Build the HNSW index once the catalog reaches the ANN threshold (inside the writer's transaction).
+
+        A build holds the writer for all its batches and builds the index after the last one: one bulk
+        build is several times faster than inserting into the graph row by row."""
         if self._has_hnsw():
             return
         cfg = self.ann_config
