@@ -29,8 +29,12 @@ def db_start(data: DataOpt, as_json: JsonOpt = False) -> None:
 
 
 @db_app.command("stop")
-def db_stop(data: DataOpt) -> None:
+def db_stop(data: DataOpt, as_json: JsonOpt = False) -> None:
     """Stop the server running on DATA."""
     from vestis.index.pgserver import stop_server
 
-    out.print(f"stopped the server on {data}" if stop_server(data) else f"no server was running on {data}")
+    stopped = stop_server(data)
+    if as_json:
+        print_json({"data": str(data), "stopped": stopped})
+        return
+    out.print(f"stopped the server on {data}" if stopped else f"no server was running on {data}")

@@ -61,14 +61,15 @@ def store_location(index: str | None, store: str | None) -> tuple[str, bool]:
     """(the index to use, whether INDEX was left out and its place holds the next argument).
 
     INDEX wins when it names an index (a folder of one, or a postgresql:// URL) or no --store is set."""
-    from vestis.errors import InputError
     from vestis.index.stores import is_store_url
 
     if index is not None and (not store or is_store_url(index) or Path(index, "index.sqlite").is_file()):
         return index, False
     if store:
         return store, index is not None
-    raise InputError("no index given: name INDEX (a folder or a postgresql:// URL), or set --store / VESTIS_STORE")
+    raise typer.BadParameter(
+        "missing: give an index folder or a postgresql:// URL, or set --store / VESTIS_STORE", param_hint="'INDEX'"
+    )
 
 
 IdColOpt = Annotated[str, typer.Option("--id-column", help="Column holding the product id.")]
