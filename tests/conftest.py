@@ -179,3 +179,34 @@ def rated_index(tmp_path_factory):
     encoder = load_encoder("vestis-mini", precision="fp32")
     build_index(folder / "catalog.parquet", folder / "rated", encoder=encoder, quiet=True)
     return folder / "rated", rows
+
+
+# ------------------------------------------------------------- a real PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """A real PostgreSQL 18 with pgvector for this test session, started by vestis' own code
+    (:func:`vestis.index.pgserver.start_server`); its ``postgresql://`` URL. Each test that writes
+    uses its own schema (:func:`pg_store_url`)."""
+    import shutil
+    import tempfile
+
+    from vestis.index.pgserver import start_server, stop_server
+
+    # its own folder, not pytest's (whose 0700 folders and clean-ups the server's user must not depend on)
+    folder = Path(tempfile.mkdtemp(prefix="vestis-pg-"))
+    try:
+        url = start_server(folder / "data")
+        yield url
+        stop_server(folder / "data")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_store_url(pg_server) -> str:
+    """A fresh catalog location on the session's server: its own schema."""
+    import uuid
+
+    return f"{pg_server}{'&' if '?' in pg_server else '?'}schema=t_{uuid.uuid4().hex[:12]}"

@@ -22,8 +22,8 @@ import numpy as np
 
 from vestis.errors import InputError
 from vestis.index.filters import Filter, combine, parse_filter
-from vestis.index.local import LocalStore
-from vestis.index.store import load_index_encoder
+from vestis.index.store import Store, load_index_encoder
+from vestis.index.stores import open_store, store_name
 from vestis.models.base import Encoder, l2_normalize
 from vestis.models.preprocess import ImageInput
 from vestis.recommend import (
@@ -193,7 +193,7 @@ def json_safe(value):
 class Catalog:
     """An index opened for search, with the encoder that built it."""
 
-    def __init__(self, store: LocalStore, encoder: Encoder) -> None:
+    def __init__(self, store: Store, encoder: Encoder) -> None:
         if encoder.fingerprint != store.info.fingerprint:
             built = f"{store.info.model!r} ({store.info.settings.get('precision', 'fp32')})"
             mine = f"{encoder.name!r} ({getattr(encoder, 'precision', 'fp32')})"
@@ -208,8 +208,9 @@ class Catalog:
         self._ranges: dict[tuple[int, str], tuple[float, float] | None] = {}
 
     @classmethod
-    def open(cls, directory: str | Path, *, encoder: Encoder | None = None, **load_kwargs) -> Catalog:
-        store = LocalStore.open(directory)
+    def open(cls, location: str | Path, *, encoder: Encoder | None = None, **load_kwargs) -> Catalog:
+        """The catalog at ``location``: an index directory or a ``postgresql://`` URL."""
+        store = open_store(location)
         if encoder is None:
             try:
                 encoder = load_index_encoder(store.info, **load_kwargs)
@@ -602,8 +603,8 @@ def catalogs_encoder(directories: Sequence[str | Path], model: str | None = None
 
     infos = []
     for path in directories:
-        with LocalStore.open(path) as store:
-            infos.append((Path(path), store.info))
+        with open_store(path) as store:
+            infos.append((path, store.info))
     if not infos:
         return load_encoder(model, **load_kwargs)
     first = infos[0][1]
@@ -626,7 +627,7 @@ def catalogs_encoder(directories: Sequence[str | Path], model: str | None = None
     for path, info in infos:
         if info.fingerprint != encoder.fingerprint:
             raise InputError(
-                f"catalog {path.resolve().name} ({path}) was built with model {info.model!r}, not "
+                f"catalog {store_name(path)} ({path}) was built with model {info.model!r}, not "
                 f"{encoder.name!r}: give --model {info.model} (catalogs searched together need one model)"
             )
     return encoder

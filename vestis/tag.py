@@ -273,8 +273,9 @@ def tag_catalog(
     ``labels``: :class:`Taxonomy` objects, or what ``--labels`` takes: built-in names
     (``"kagl"``, ``"articleType,baseColour"``), a YAML/JSON/text file, or ``"a,b,c"``.
     """
-    from vestis.index.local import LocalStore, is_index_dir
+    from vestis.index.local import is_index_dir
     from vestis.index.store import load_index_encoder
+    from vestis.index.stores import is_store_url, open_store
     from vestis.models import load_encoder
 
     taxonomies = _taxonomies(labels)
@@ -282,8 +283,8 @@ def tag_catalog(
     if out.suffix.lower() != ".parquet":
         raise InputError(f"--out {out}: the tags are written as parquet; name the file *.parquet")
     errors: dict[int, str] = {}
-    if is_index_dir(source):
-        with LocalStore.open(source) as store:
+    if is_store_url(source) or is_index_dir(source):
+        with open_store(source) as store:
             encoder = encoder or (load_encoder(model) if model else load_index_encoder(store.info))
             if encoder.fingerprint != store.info.fingerprint:
                 raise InputError(f"{source} holds {store.info.model!r} vectors; tag it with that model")

@@ -1,44 +1,65 @@
-"""The contract every catalog store must keep (the local store today; PostgreSQL later).
+"""The contract every catalog store must keep: the embedded store and PostgreSQL + pgvector.
 
-Each test takes ``make_store``: add a backend to ``BACKENDS`` and it must pass them all.
+Each test takes ``make_store``: add a backend to ``BACKENDS`` (a fixture giving a fresh location)
+and it must pass them all. ``make_store.open()`` opens the same catalog a second time, as another
+process would.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from vestis.errors import InputError, VestisError
+from vestis.errors import ConflictError, InputError, VestisError
 from vestis.index.filters import parse_filter
-from vestis.index.local import LocalStore
 from vestis.index.store import Record, StoreInfo
+from vestis.index.stores import create_store, open_store
 from vestis.index.vectors import AnnConfig
+
+from ..conftest import REPO
 
 DIM = 16
 COLOURS = ["Red", "Blue", "Black", "White"]
 
 
-def _local(tmp_path, ann: AnnConfig | None = None):
-    settings = {"weights": [0.9, 0.1], "ann": (ann or AnnConfig()).to_dict()}
-    return LocalStore.create(tmp_path / "idx", StoreInfo("test-model", "fp-1", DIM, settings))
+#: backend name -> the fixture that gives a fresh location for it
+BACKENDS = {"local": "tmp_path", "postgres": "pg_store_url"}
 
 
-BACKENDS = {"local": _local}
+def info(ann: AnnConfig | None = None) -> StoreInfo:
+    return StoreInfo("test-model", "fp-1", DIM, {"weights": [0.9, 0.1], "ann": (ann or AnnConfig()).to_dict()})
+
+
+class StoreMaker:
+    """``make(ann)`` creates the catalog; ``open()`` opens it again; all are closed after the test."""
+
+    def __init__(self, location) -> None:
+        self.location = location
+        self.opened = []
+
+    def __call__(self, ann: AnnConfig | None = None):
+        return self._keep(create_store(self.location, info(ann)))
+
+    def open(self, writable: bool = False):
+        return self._keep(open_store(self.location, writable=writable))
+
+    def _keep(self, store):
+        self.opened.append(store)
+        return store
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def make_store(request, tmp_path):
-    opened = []
-
-    def make(ann: AnnConfig | None = None):
-        store = BACKENDS[request.param](tmp_path, ann)
-        opened.append(store)
-        return store
-
-    yield make
-    for s in opened:
+def make_store(request):
+    location = request.getfixturevalue(BACKENDS[request.param])
+    maker = StoreMaker(location / "idx" if request.param == "local" else location)
+    yield maker
+    for s in maker.opened:
         s.close()
 
 
@@ -190,7 +211,7 @@ def test_bad_queries_are_clear_errors(make_store):
         store.search(np.ones(DIM, np.float32), 3, where=parse_filter("colour = 'Red'"))
 
 
-def test_concurrent_readers_while_one_writer_adds(make_store, tmp_path):
+def test_concurrent_readers_while_one_writer_adds(make_store):
     store = make_store()
     store.upsert(records(50))
     errors, counts = [], {0: [], 1: []}
@@ -198,7 +219,7 @@ def test_concurrent_readers_while_one_writer_adds(make_store, tmp_path):
 
     def reader(n_thread):
         try:
-            with LocalStore.open(tmp_path / "idx") as r:
+            with open_store(make_store.location) as r:
                 q = unit(np.random.default_rng(1), 1)[0]
                 while not done.is_set():
                     n = r.count()
@@ -222,17 +243,88 @@ def test_concurrent_readers_while_one_writer_adds(make_store, tmp_path):
     assert store.count() == 250
 
 
-def test_one_writer_at_a_time(make_store, tmp_path):
+def test_one_writer_at_a_time(make_store):
     store = make_store()
-    other = LocalStore.open(tmp_path / "idx", writable=True)
+    other = make_store.open(writable=True)
+    with store.writer(), pytest.raises(VestisError, match="another process"):
+        other.upsert(records(1))
+    other.upsert(records(1))  # the lock is free again
+
+
+def test_two_writers_at_once_each_batch_whole(make_store):
+    """Two writers racing: each batch is refused (ConflictError) or stored whole; retried, all land."""
+    make_store().upsert(records(50))
+    refused, errors = [0, 0], []
+
+    def writer(w):
+        try:
+            with open_store(make_store.location, writable=True) as store:
+                for b in range(8):
+                    while True:
+                        try:
+                            store.upsert(records(20, seed=10 * w + b, start=1000 * (w + 1) + 20 * b))
+                            break
+                        except ConflictError:
+                            refused[w] += 1
+                            time.sleep(0.005)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    with make_store.open() as store:
+        assert store.count() == 50 + 2 * 8 * 20
+        assert store.check()["ok"]
+        got = store.get([str(1000 * (w + 1) + i) for w in range(2) for i in range(160)], vectors=True)
+        assert len(got) == 320
+        np.testing.assert_allclose(got["2005"].vector, records(20, seed=10, start=2000)[5].vector, atol=1e-3)
+
+
+_KILLED_WRITER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from tests.index.test_store_contract import info, records
+from vestis.index.stores import create_store
+store = create_store({location!r}, info())
+for b in range(10**6):
+    store.upsert(records({batch}, seed=b, start=10**6 + {batch} * b))
+    print(b, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_batch_leaves_whole_batches(make_store):
+    make_store().upsert(records(30))
+    batch = 3000
+    code = _KILLED_WRITER.format(repo=str(REPO), location=str(make_store.location), batch=batch)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        with store.writer(), pytest.raises(VestisError, match="another process"):
-            other.upsert(records(1))
+        assert proc.stdout.readline().strip() == "0", proc.stderr.read()  # one batch committed
+        time.sleep(0.15)  # well inside a later batch (each takes longer than this)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
     finally:
-        other.close()
+        proc.kill()
+    store = make_store.open(writable=True)
+    deadline = time.monotonic() + 60
+    while True:  # the dead writer's lock goes with it (PostgreSQL: once the server has noticed the closed session)
+        try:
+            with store.writer():
+                n = store.count()
+                assert n >= 30 + batch and (n - 30) % batch == 0, n  # whole batches only
+                assert store.check()["ok"]
+                store.upsert(records(5, start=900))
+                assert store.count() == n + 5
+            break
+        except ConflictError:
+            assert time.monotonic() < deadline, "the killed writer's lock was never released"
+            time.sleep(0.1)
 
 
-def test_refuses_vectors_of_another_model(make_store, tmp_path):
+def test_refuses_vectors_of_another_model(make_store):
     make_store().upsert(records(2))
     with pytest.raises(InputError, match="test-model"):
-        LocalStore.create(tmp_path / "idx", StoreInfo("other", "fp-2", DIM, {}))
+        create_store(make_store.location, StoreInfo("other", "fp-2", DIM, {}))

@@ -27,15 +27,19 @@ from vestis.cli.options import (
     QuietOpt,
     SteerOpt,
     SteerStrengthOpt,
+    StoreOpt,
     TitleColOpt,
     WeightsOpt,
     WhereOpt,
     parse_weights,
+    store_location,
 )
 from vestis.cli.output import note, out, print_json
 from vestis.errors import InputError
 
-index_app = typer.Typer(help="Build and maintain a catalog index (a directory).", no_args_is_help=True)
+index_app = typer.Typer(
+    help="Build and maintain a catalog index (a directory, or PostgreSQL with --store).", no_args_is_help=True
+)
 
 CatalogArg = Annotated[
     Path,
@@ -88,7 +92,11 @@ def _print_report(report, as_json: bool) -> None:
         out.print(f"  … and {len(problems) - 10} more; the full list is in {data['index']}/reports/")
 
 
-def _build(mode: str, catalog: Path, index: Path, *, as_json: bool, **kw) -> None:
+def _shifted(index: str, what: str) -> None:
+    raise InputError(f"unexpected argument {index!r}: with --store / VESTIS_STORE, give only {what}")
+
+
+def _build(mode: str, catalog: Path, index: str, *, as_json: bool, **kw) -> None:
     from vestis.index.build import build_index
 
     _print_report(build_index(catalog, index, mode=mode, **kw), as_json)
@@ -97,7 +105,17 @@ def _build(mode: str, catalog: Path, index: Path, *, as_json: bool, **kw) -> Non
 @index_app.command("build")
 def index_build(
     catalog: CatalogArg,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Index directory (created, or resumed).")],
+    out_dir: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            "--store",
+            envvar="VESTIS_STORE",
+            show_envvar=True,
+            help="Index directory or postgresql://user@host/db (created, or resumed).",
+        ),
+    ],
     model: ModelOpt = None,
     id_column: IdColOpt = "id",
     image_column: ImageColOpt = "image",
@@ -128,16 +146,26 @@ def _incremental(mode: str, doc: str):
     """``index add`` and ``index update``: the same options, another mode of build_index."""
 
     def command(
-        index: IndexArg,
+        index: IndexArg = None,
         catalog: Annotated[
-            Path, typer.Argument(metavar="CATALOG", help="Catalog with the new or changed items (as for build).")
-        ],
+            Path | None,
+            typer.Argument(metavar="CATALOG", help="Catalog with the new or changed items (as for build)."),
+        ] = None,
         id_column: IdColOpt = "id",
         image_column: ImageColOpt = "image",
         title_column: TitleColOpt = None,
+        store: StoreOpt = None,
         as_json: JsonOpt = False,
         quiet: QuietOpt = False,
     ) -> None:
+        given = index
+        index, shifted = store_location(index, store)
+        if shifted:
+            if catalog is not None:
+                _shifted(str(catalog), "CATALOG")
+            catalog = Path(given)
+        if catalog is None:
+            raise InputError("give the CATALOG with the new or changed items")
         _build(
             mode, catalog, index, id_column=id_column, image_column=image_column, title_column=title_column,
             quiet=quiet, as_json=as_json,
@@ -155,15 +183,18 @@ index_app.command("update")(
 
 @index_app.command("delete")
 def index_delete(
-    index: IndexArg,
+    index: IndexArg = None,
     ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Item ids to delete.")] = None,
     ids_file: Annotated[Path | None, typer.Option("--ids-file", help="File with one id per line.")] = None,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete items by id (atomically)."""
     from vestis.index.build import delete_items
 
-    wanted = list(ids or [])
+    first = index
+    index, shifted = store_location(index, store)
+    wanted = ([first] if shifted else []) + list(ids or [])
     if ids_file:
         try:
             wanted += [line.strip() for line in ids_file.read_text().splitlines() if line.strip()]
@@ -180,14 +211,19 @@ def index_delete(
 
 @index_app.command("info")
 def index_info(
-    index: IndexArg,
+    index: IndexArg = None,
     facets: Annotated[list[str] | None, typer.Option("--facet", help="Show value counts of a field.")] = None,
+    store_opt: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What an index holds: model, size, fields, consistency, and value counts of fields."""
-    from vestis.index.local import LocalStore
+    from vestis.index.stores import open_store
 
-    with LocalStore.open(index) as store:
+    given = index
+    index, shifted = store_location(index, store_opt)
+    if shifted:
+        _shifted(given, "options")
+    with open_store(index) as store:
         info = {
             "index": str(index), "model": store.info.model, "dim": store.info.dim, "items": store.count(),
             "fields": store.fields(), "settings": store.info.settings, "check": store.check(),
@@ -259,7 +295,7 @@ def _show(results, as_json: bool, html: Path | None, title: str, garment=None) -
 
 
 def search(
-    index: IndexArg,
+    index: IndexArg = None,
     query: Annotated[
         str | None,
         typer.Argument(metavar="QUERY", help="Text; 'a, -b, c:0.5' weights terms (negative with '-')."),
@@ -288,11 +324,18 @@ def search(
             "(top, trousers, shoes, ...), or the whole photo (none). Catalog photos are searched whole.",
         ),
     ] = "main",
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search an index by text and/or photo."""
     from vestis.search import Catalog
 
+    given = index
+    index, shifted = store_location(index, store)
+    if shifted:
+        if query is not None:
+            _shifted(given, "QUERY")
+        query = given
     if query is None and image is None:
         raise InputError("give a text QUERY and/or --image")
     if image is not None:  # the segmenter (torch, scipy) is imported only for photo searches
@@ -321,8 +364,10 @@ def search(
 
 
 def similar(
-    index: IndexArg,
-    item_id: Annotated[str, typer.Argument(metavar="ITEM_ID", help="The item to find neighbours of.")],
+    index: IndexArg = None,
+    item_id: Annotated[
+        str | None, typer.Argument(metavar="ITEM_ID", help="The item to find neighbours of.", show_default=False)
+    ] = None,
     k: KOpt = 10,
     offset: OffsetOpt = 0,
     where: WhereOpt = None,
@@ -331,10 +376,20 @@ def similar(
     min_score: MinScoreOpt = None,
     boost: BoostOpt = None,
     html: HtmlOpt = None,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Items like ITEM_ID (never itself or its exact duplicates); --steer for "like this, but darker"."""
     from vestis.search import Catalog
+
+    given = index
+    index, shifted = store_location(index, store)
+    if shifted:
+        if item_id is not None:
+            _shifted(given, "ITEM_ID")
+        item_id = given
+    if item_id is None:
+        raise InputError("give the ITEM_ID to find neighbours of")
 
     with Catalog.open(index) as cat:
         results = cat.similar(

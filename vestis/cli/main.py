@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from vestis.cli import catalog, evaluate, export, models, tagging, workflows
+from vestis.cli import catalog, db, evaluate, export, models, tagging, workflows
 from vestis.errors import VestisError
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ def _register() -> None:
     ):
         app.command()(command)
     app.add_typer(catalog.index_app, name="index")
+    app.add_typer(db.db_app, name="db")
     app.add_typer(evaluate.eval_app, name="eval")
     app.add_typer(export.export_app, name="export")
     app.command()(workflows.train)

@@ -38,7 +38,40 @@ HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write a page 
 
 # ---------------------------------------------------------------------------- catalogs
 
-IndexArg = Annotated[Path, typer.Argument(metavar="INDEX", help="Index directory (made by `vestis index build`).")]
+IndexArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="INDEX",
+        help="Index directory (made by `vestis index build`) or postgresql:// URL; may be left out for --store.",
+        show_default=False,
+    ),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="VESTIS_STORE",
+        show_envvar=True,
+        help="The catalog's store when INDEX is left out: an index directory or postgresql://user@host/db.",
+    ),
+]
+
+
+def store_location(index: str | None, store: str | None) -> tuple[str, bool]:
+    """(the index to use, whether INDEX was left out and its place holds the next argument).
+
+    INDEX wins when it names an index (a folder of one, or a postgresql:// URL) or no --store is set."""
+    from vestis.index.stores import is_store_url
+
+    if index is not None and (not store or is_store_url(index) or Path(index, "index.sqlite").is_file()):
+        return index, False
+    if store:
+        return store, index is not None
+    raise typer.BadParameter(
+        "missing: give an index folder or a postgresql:// URL, or set --store / VESTIS_STORE", param_hint="'INDEX'"
+    )
+
+
 IdColOpt = Annotated[str, typer.Option("--id-column", help="Column holding the product id.")]
 ImageColOpt = Annotated[str, typer.Option("--image-column", help="Column holding image bytes or paths.")]
 TitleColOpt = Annotated[

@@ -7,27 +7,39 @@ from typing import Annotated
 
 import typer
 
-from vestis.cli.options import IdColOpt, ImageColOpt, JsonOpt, LabelsOpt, ModelOpt, QuietOpt, TopLabelsOpt
+from vestis.cli.options import IdColOpt, ImageColOpt, JsonOpt, LabelsOpt, ModelOpt, QuietOpt, StoreOpt, TopLabelsOpt
 from vestis.cli.output import note, out, print_json
 from vestis.errors import InputError
 
 
 def tag(
-    catalog: Annotated[
-        Path,
-        typer.Argument(metavar="CATALOG", help="Catalog (parquet, CSV, JSONL, image folder) or index directory."),
-    ],
     labels: LabelsOpt,
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Tags parquet file to write.")],
+    catalog: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="CATALOG",
+            help="Catalog (parquet, CSV, JSONL, image folder), index directory or postgresql:// URL "
+            "(or --store / VESTIS_STORE).",
+            show_default=False,
+        ),
+    ] = None,
     k: TopLabelsOpt = 3,
     model: ModelOpt = None,
     id_column: IdColOpt = "id",
     image_column: ImageColOpt = "image",
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Zero-shot tag every product against one or more taxonomies; writes a parquet file."""
+    from vestis.index.stores import is_store_url
     from vestis.tag import tag_catalog
+
+    catalog = catalog or store
+    if catalog is None:
+        raise InputError("give the CATALOG to tag (a file, folder, index or postgresql:// URL) or --store")
+    catalog = catalog if is_store_url(catalog) else Path(catalog)
 
     report = tag_catalog(
         catalog, labels, out_file, model=model, k=k, id_column=id_column, image_column=image_column, quiet=quiet

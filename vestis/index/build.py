@@ -24,8 +24,8 @@ from PIL import Image
 from vestis.data.catalog import TITLE_COLUMNS, CatalogItem, CatalogReader, normalize_id
 from vestis.embed import embed_images
 from vestis.errors import InputError
-from vestis.index.local import LocalStore, is_index_dir
-from vestis.index.store import Record, StoreInfo, load_index_encoder
+from vestis.index.store import Record, Store, StoreInfo, load_index_encoder
+from vestis.index.stores import create_store, is_store_url, open_store, store_exists
 from vestis.index.vectors import AnnConfig
 from vestis.models.base import Encoder, l2_normalize
 from vestis.progress import progress_bar
@@ -116,7 +116,7 @@ def open_or_create(out: str | Path, encoder: Encoder, weights: tuple[float, floa
         "ann": (ann or AnnConfig()).to_dict(),
         "precision": getattr(encoder, "precision", "fp32"),
     }
-    store = LocalStore.create(out, StoreInfo(encoder.name, encoder.fingerprint, encoder.dim, settings))
+    store = create_store(out, StoreInfo(encoder.name, encoder.fingerprint, encoder.dim, settings))
     if ann is not None and store.info.settings.get("ann") != ann.to_dict():
         store.update_settings(ann=ann.to_dict())
     return store
@@ -153,7 +153,7 @@ def build_index(
         raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
     if len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0:
         raise InputError(f"weights must be two non-negative numbers (image, title), got {weights}")
-    if mode != "build" and not is_index_dir(out):
+    if mode != "build" and not store_exists(out):
         raise InputError(f"{out} is not a vestis index; create it with `vestis index build`")
     in_memory = not isinstance(catalog, (str, Path))
     if in_memory:
@@ -165,8 +165,8 @@ def build_index(
     if encoder is None:
         from vestis.models import load_encoder
 
-        if model is None and is_index_dir(out):
-            with LocalStore.open(out) as existing:
+        if model is None and store_exists(out):
+            with open_store(out) as existing:
                 encoder = load_index_encoder(existing.info)
         else:
             encoder = load_encoder(model)
@@ -234,7 +234,7 @@ def build_index(
         store.close()
     report.seconds = round(time.perf_counter() - start, 3)
     report.items_per_second = round(report.seen / report.seconds, 1) if report.seconds else 0.0
-    if write_report:
+    if write_report and not is_store_url(out):  # a database keeps no report files
         _write_report(Path(out), report)
     return report
 
@@ -259,7 +259,7 @@ def _record(item: CatalogItem, title: str, title_col: str | None, content_hash: 
     )  # fmt: skip
 
 
-def _restore_metadata(store: LocalStore, items: list[tuple[CatalogItem, str, str]], title_col: str | None) -> None:
+def _restore_metadata(store: Store, items: list[tuple[CatalogItem, str, str]], title_col: str | None) -> None:
     """Store new metadata for items whose image and title did not change, keeping their vectors
     (one read and one transaction for the batch)."""
     olds = store.get([str(item.id) for item, _, _ in items], vectors=True, thumbnails=True)
@@ -274,7 +274,7 @@ def _restore_metadata(store: LocalStore, items: list[tuple[CatalogItem, str, str
 
 
 def _embed_and_store(
-    store: LocalStore,
+    store: Store,
     encoder: Encoder,
     pending: list[tuple[CatalogItem, str, str, bool, bytes | None]],
     weights: tuple[float, float],
@@ -337,7 +337,7 @@ def _write_report(out: Path, report: BuildReport) -> Path:
 
 def delete_items(out: str | Path, ids: Sequence[str]) -> dict:
     """Delete ``ids`` from the index at ``out``; returns which were deleted and which were absent."""
-    with LocalStore.open(out, writable=True) as store:
+    with open_store(out, writable=True) as store:
         deleted = store.delete([str(i) for i in ids])
         store.refresh()
         missing = sorted(set(map(str, ids)) - set(deleted))

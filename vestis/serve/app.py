@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio.to_thread
 import numpy as np
@@ -89,7 +88,7 @@ async def _start(state: ServerState) -> None:
     for path in config.catalogs:
         name = catalog_name(path)
         state.catalogs[name] = Catalog.open(path, encoder=state.batched)
-        state.paths[name] = Path(path)
+        state.paths[name] = path
         state.write_locks[name] = asyncio.Lock()
     state.ready = True
     log.info("vestis serve: model %s, catalogs %s", enc.name, ", ".join(state.catalogs) or "none")

@@ -17,8 +17,14 @@ def serve(
         typer.Option("--config", help="YAML or TOML file of these settings; flags given here win over it."),
     ] = None,
     catalog: Annotated[
-        list[Path] | None,
-        typer.Option("--catalog", help="Index directory to search (repeatable); its folder name is the catalog name."),
+        list[str] | None,
+        typer.Option(
+            "--catalog",
+            "--store",
+            envvar="VESTIS_STORE",
+            help="Index directory or postgresql:// URL to search (repeatable); its folder (or schema or database) "
+            "name is the catalog name.",
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model to serve (default: the catalog's, else vestis-mini).")

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vestis.errors import InputError
+from vestis.index.stores import is_store_url
 
 MiB = 1024 * 1024
 
@@ -30,7 +31,7 @@ MiB = 1024 * 1024
 class ServeConfig:
     """Everything the HTTP service is started with (see ``vestis serve --help``)."""
 
-    catalogs: Sequence[Path] = ()
+    catalogs: Sequence[str | Path] = ()  # index directories or postgresql:// URLs
     model: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -73,7 +74,7 @@ class ServeFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    catalogs: list[Path] | None = Field(None, alias="catalog")
+    catalogs: list[str] | None = Field(None, alias="catalog")
     model: str | None = None
     host: str | None = None
     port: int | None = Field(None, ge=0, le=65535)
@@ -124,7 +125,8 @@ def read_config_file(path: str | Path) -> dict:
     base = path.parent
     if "catalogs" in values:
         values["catalogs"] = [
-            p if p.is_absolute() else base / p for p in (Path(x).expanduser() for x in values["catalogs"])
+            x if is_store_url(x) else p if p.is_absolute() else base / p
+            for x, p in ((x, Path(x).expanduser()) for x in values["catalogs"])
         ]
     if "api_keys_file" in values:
         keys = Path(values["api_keys_file"]).expanduser()

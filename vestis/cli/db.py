@@ -1,0 +1,40 @@
+"""``vestis db start|stop``: a single-machine PostgreSQL with pgvector for ``--store postgresql://...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vestis.cli.options import JsonOpt
+from vestis.cli.output import out, print_json
+
+db_app = typer.Typer(help="A local PostgreSQL + pgvector server for the shared store.", no_args_is_help=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="The server's data directory (created on first start).")]
+
+
+@db_app.command("start")
+def db_start(data: DataOpt, as_json: JsonOpt = False) -> None:
+    """Start PostgreSQL on DATA (initialised on first use) and print its URL for --store / VESTIS_STORE."""
+    from vestis.index.pgserver import start_server
+
+    url = start_server(data)
+    if as_json:
+        print_json({"data": str(data), "url": url})
+        return
+    out.print(f"PostgreSQL with pgvector is running on {data}")
+    out.print(f"export VESTIS_STORE='{url}'", highlight=False)
+
+
+@db_app.command("stop")
+def db_stop(data: DataOpt, as_json: JsonOpt = False) -> None:
+    """Stop the server running on DATA."""
+    from vestis.index.pgserver import stop_server
+
+    stopped = stop_server(data)
+    if as_json:
+        print_json({"data": str(data), "stopped": stopped})
+        return
+    out.print(f"stopped the server on {data}" if stopped else f"no server was running on {data}")

@@ -1,0 +1,704 @@
+"""The shared store: a catalog in PostgreSQL with pgvector (``postgresql://user@host/db``).
+
+Several ``vestis serve`` processes on several machines share one database; a process
+holds nothing but caches. The layout, in one PostgreSQL schema per catalog (``vestis``
+unless the URL says ``?schema=shop``)::
+
+    schema_version  the layout version; a newer one than this code knows is refused
+    info            model, fingerprint, dim, settings, fields, generation (JSONB values)
+    items           id, metadata (``doc`` JSON as given, ``meta`` JSONB for filters), titles,
+                    vectors (pgvector ``vector``), ``tsv`` (tsvector: title weight A, text B)
+    thumbs          thumbnails (bytea), deleted with their item
+
+Vectors are kept in full precision; the HNSW index (inner product) is over ``halfvec``
+casts of them when the index's quantizer is float16 (half the index, the same recall after
+the full-precision re-ranking every search does) or over the vectors themselves. It is
+built once the catalog reaches the ANN threshold, as the embedded store builds its graph.
+
+Writes: one batch is one transaction (``COPY`` into a staging table, then delete + insert:
+upserts are idempotent, a killed writer leaves nothing half-written); one writer at a time
+per catalog (an advisory lock, as the embedded store's lock file). Filters are compiled by
+:mod:`vestis.index.filters` with every literal a bound parameter (JSONB), over ``meta``'s
+fields with an expression index each. A filter matching few items is searched exactly;
+otherwise the HNSW index is scanned iteratively (pgvector 0.8 ``hnsw.iterative_scan``) until
+enough matching items are found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+from sqlglot import exp
+
+from vestis.errors import ConflictError, InputError, VestisError
+from vestis.index.filters import Filter
+from vestis.index.store import Record, StoreInfo
+from vestis.index.vectors import AnnConfig
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "vestis"
+#: A filtered search is exact when at most this many items match (else an iterative HNSW scan): an exact
+#: scan costs about 4 ms per 1,000 matches at 256-d here; the index scan a few ms while matches are not rare.
+EXACT_FILTER_MAX = 2_000
+#: Candidates re-ranked in full precision per result asked, when the index is over halfvec.
+RERANK_FACTOR = 4
+#: The most items one ``hnsw.iterative_scan`` visits before giving up (pgvector's max_scan_tuples).
+MAX_SCAN_TUPLES = 200_000
+
+_SCHEMES = ("postgresql://", "postgres://")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def is_postgres_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(_SCHEMES)
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(libpq connection URL, schema): ``?schema=NAME`` picks the catalog's schema (default ``vestis``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), DEFAULT_SCHEMA)
+    if not _NAME.match(schema):
+        raise InputError(f"schema {schema!r} in the store URL: use lower-case letters, digits and _ (at most 63)")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def catalog_label(url: str) -> str:
+    """A catalog's name in the API: its schema when the URL names one, else its database's name."""
+    conninfo, schema = split_url(url)
+    if "schema=" in url:
+        return schema
+    return urlsplit(conninfo).path.strip("/") or schema
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def _ddl(dim: int) -> list[str]:
+    dim = int(dim)
+    return [
+        "CREATE TABLE schema_version (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE info (key text PRIMARY KEY, value jsonb NOT NULL)",
+        f"""CREATE TABLE items (
+            rid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            id_json jsonb NOT NULL,
+            content_hash text NOT NULL,
+            image_hash text,
+            doc json NOT NULL,
+            meta jsonb GENERATED ALWAYS AS (doc::jsonb) STORED,
+            title text NOT NULL DEFAULT '',
+            body text NOT NULL DEFAULT '',
+            image_error text,
+            image_ref text,
+            vec vector({dim}) NOT NULL,
+            img_vec vector({dim}),
+            txt_vec vector({dim}),
+            tsv tsvector GENERATED ALWAYS AS (
+                setweight(to_tsvector('english', title), 'A') || setweight(to_tsvector('english', body), 'B')
+            ) STORED
+        )""",
+        "CREATE TABLE thumbs (rid bigint PRIMARY KEY REFERENCES items ON DELETE CASCADE, data bytea NOT NULL)",
+        "CREATE INDEX items_image_hash ON items (image_hash)",
+        "CREATE INDEX items_tsv ON items USING gin (tsv)",
+        # An id as JSON text, for equality in filters (ids compare as text: 15970 and '15970' name one item).
+        "CREATE FUNCTION vestis_id(t text) RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+        "AS $$ SELECT to_jsonb(t) $$",
+        "CREATE INDEX items_id_text ON items ((vestis_id(id)))",
+        # A field's value as the filter language sees it: JSON null is SQL NULL, booleans are 1/0 (as SQLite's
+        # json_extract gives them to the embedded store).
+        """CREATE FUNCTION vestis_f(m jsonb, k text) RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT CASE jsonb_typeof(m -> k) WHEN 'null' THEN NULL
+                   WHEN 'boolean' THEN to_jsonb((m -> k)::boolean::integer) ELSE m -> k END $$""",
+        # LIKE on a field: its text (numbers as written), ignoring case; no escape character, as in SQLite.
+        """CREATE FUNCTION vestis_like(a jsonb, b jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT lower(CASE jsonb_typeof(a) WHEN 'string' THEN a #>> '{}' ELSE a::text END)
+                   LIKE lower(b #>> '{}') ESCAPE '' $$""",
+        "CREATE OPERATOR ~~ (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = vestis_like)",
+    ]
+
+
+#: Schema changes, by the version they lead to (version 1 is :func:`_ddl`).
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+def fts_words(text: str, most: int = 64) -> list[str]:
+    """The distinct words of a keyword query (each becomes a bound parameter; no tsquery syntax gets through)."""
+    return list(dict.fromkeys(re.findall(r"\w+", text.lower())))[:most]
+
+
+def _jsonb(value):
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)
+
+
+def _prepare_filter(where: Filter) -> Filter:
+    """The filter in the form the JSONB compilation needs: ids compared as text (``id = 15970`` finds item
+    '15970', as in the embedded store) and a bare field (``WHERE onSale``) spelled out as its test."""
+
+    def is_id(n: exp.Expression) -> bool:
+        while isinstance(n, exp.Paren):
+            n = n.this
+        return isinstance(n, exp.Column) and n.name == "id"
+
+    def as_text(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Literal) and not n.is_string:
+            return exp.Literal.string(str(n.this))
+        return n
+
+    def fix(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, (exp.EQ, exp.NEQ)) and (is_id(n.this) or is_id(n.expression)):
+            return type(n)(this=as_text(n.this), expression=as_text(n.expression))
+        if isinstance(n, exp.In) and is_id(n.this):
+            return exp.In(this=n.this.copy(), expressions=[as_text(v) for v in n.expressions])
+        return n
+
+    def truthy(col: exp.Column) -> exp.Expression:
+        present = exp.Not(this=exp.Is(this=col.copy(), expression=exp.Null()))
+        empty = exp.In(this=col.copy(), expressions=[exp.Literal.string(""), exp.Literal.number(0)])
+        return exp.Paren(this=exp.and_(present, exp.Not(this=empty)))
+
+    def bare(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Column):
+            return truthy(n)
+        if isinstance(n, exp.Paren):
+            return exp.Paren(this=bare(n.this))
+        if isinstance(n, exp.Not):
+            return exp.Not(this=bare(n.this))
+        if isinstance(n, (exp.And, exp.Or)):
+            return type(n)(this=bare(n.this), expression=bare(n.expression))
+        return n
+
+    return Filter(where.text, bare(where.node.copy().transform(fix)))
+
+
+def _field_sql(name: str) -> tuple[str, list]:
+    if name == "id":
+        return "vestis_id(items.id)", []
+    return "vestis_f(items.meta, %s)", [name]
+
+
+def _ordered_field_sql(name: str) -> tuple[str, list]:
+    return ("items.id_json", []) if name == "id" else _field_sql(name)
+
+
+class PostgresStore:
+    """A catalog in a PostgreSQL database with pgvector (see the module docstring)."""
+
+    def __init__(self, url: str, con, schema: str, info: StoreInfo, *, writable: bool) -> None:
+        self.url = url
+        self.schema = schema
+        self._con = con
+        self.info = info
+        self.writable = writable
+        self._lock = threading.RLock()  # one connection, shared by a server's threads
+        self._write_depth = 0
+        self._values_cache: dict[tuple[int, str], list] = {}
+        self._hnsw: bool | None = None
+
+    # -------------------------------------------------------------------- open/create
+
+    @staticmethod
+    def _connect(url: str):
+        try:
+            import psycopg
+            from pgvector.psycopg import register_vector
+        except ImportError:
+            raise VestisError(
+                "a postgresql:// store needs psycopg and pgvector: pip install 'vestis[postgres]'"
+            ) from None
+        conninfo, schema = split_url(url)
+        try:
+            con = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, connect_timeout=20)
+        except psycopg.Error as exc:
+            raise VestisError(f"cannot connect to {_shown(url)}: {str(exc).strip().splitlines()[0]}") from None
+        try:
+            if con.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+                try:
+                    con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                except psycopg.Error as exc:
+                    raise VestisError(
+                        f"{_shown(url)}: the pgvector extension is not installed and cannot be created "
+                        f"({str(exc).strip().splitlines()[0]}); ask the database's owner to CREATE EXTENSION vector"
+                    ) from None
+            register_vector(con)
+            con.execute("SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)",
+                        [f'"{schema}"'])  # fmt: skip
+        except BaseException:
+            con.close()
+            raise
+        return con, schema
+
+    @staticmethod
+    def _version(con) -> int | None:
+        row = con.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not row[0]:
+            return None
+        got = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        return int(got or 0)
+
+    @classmethod
+    def _migrate(cls, con, url: str) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION`; refuse one written by a newer vestis."""
+        version = cls._version(con)
+        if version is None:
+            raise InputError(f"{_shown(url)} holds no vestis catalog; build one with `vestis index build`")
+        if version > SCHEMA_VERSION:
+            raise VestisError(
+                f"{_shown(url)}: the catalog's schema is version {version}, newer than this vestis understands "
+                f"({SCHEMA_VERSION}); upgrade vestis to use it"
+            )
+        if version < SCHEMA_VERSION:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(hashtextextended('vestis-migrate', 0))")
+                version = cls._version(con)
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for stmt in MIGRATIONS.get(target, []):
+                        con.execute(stmt)
+                    con.execute("INSERT INTO schema_version (version) VALUES (%s)", [target])
+
+    @staticmethod
+    def _read_info(con) -> StoreInfo:
+        info = dict(con.execute("SELECT key, value FROM info").fetchall())
+        return StoreInfo(model=info["model"], fingerprint=info["fingerprint"], dim=int(info["dim"]),
+                         settings=info["settings"])  # fmt: skip
+
+    @classmethod
+    def exists(cls, url: str) -> bool:
+        con, _ = cls._connect(url)
+        try:
+            return cls._version(con) is not None
+        finally:
+            con.close()
+
+    @classmethod
+    def create(cls, url: str, info: StoreInfo) -> PostgresStore:
+        """Create the catalog's schema, or open it when it was built with the same model."""
+        con, schema = cls._connect(url)
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"vestis-create:{schema}"])
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                created = cls._version(con) is None
+                if created:
+                    for stmt in _ddl(info.dim):
+                        con.execute(stmt)
+                    con.execute("INSERT INTO schema_version (version) VALUES (%s)", [SCHEMA_VERSION])
+                    values = {"model": info.model, "fingerprint": info.fingerprint, "dim": info.dim,
+                              "settings": info.settings, "fields": [], "generation": 0}  # fmt: skip
+                    for key, value in values.items():
+                        con.execute("INSERT INTO info VALUES (%s, %s)", [key, _jsonb(value)])
+            if not created:
+                cls._migrate(con, url)
+                existing = cls._read_info(con)
+                if existing.fingerprint != info.fingerprint or existing.dim != info.dim:
+                    raise InputError(
+                        f"{_shown(url)} was built with model {existing.model!r} (dim {existing.dim}); it cannot take "
+                        f"vectors from {info.model!r} (dim {info.dim}). Use another database or ?schema=..."
+                    )
+                info = existing
+        except BaseException:
+            con.close()
+            raise
+        return cls(url, con, schema, info, writable=True)
+
+    @classmethod
+    def open(cls, url: str, *, writable: bool = False) -> PostgresStore:
+        con, schema = cls._connect(url)
+        try:
+            cls._migrate(con, url)
+            info = cls._read_info(con)
+        except BaseException:
+            con.close()
+            raise
+        return cls(url, con, schema, info, writable=writable)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------- basics
+
+    @property
+    def ann_config(self) -> AnnConfig:
+        return AnnConfig.from_dict(self.info.settings.get("ann"))
+
+    def _info_value(self, key: str, default=None):
+        row = self._con.execute("SELECT value FROM info WHERE key = %s", [key]).fetchone()
+        return row[0] if row else default
+
+    def generation(self) -> int:
+        with self._lock:
+            return int(self._info_value("generation", 0))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._con.execute("SELECT count(*) FROM items").fetchone()[0]
+
+    def fields(self) -> list[str]:
+        with self._lock:
+            return list(self._info_value("fields", []))
+
+    def update_settings(self, **settings) -> None:
+        with self.writer(), self._lock:
+            merged = {**self.info.settings, **settings}
+            self._con.execute("UPDATE info SET value = %s WHERE key = 'settings'", [_jsonb(merged)])
+            self.info = StoreInfo(self.info.model, self.info.fingerprint, self.info.dim, merged)
+
+    # ------------------------------------------------------------------------- writes
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the catalog's write lock (one writer at a time, across processes and machines)."""
+        if not self.writable:
+            raise VestisError(f"{_shown(self.url)} was opened read-only")
+        with self._lock:
+            if self._write_depth == 0:
+                got = self._con.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [f"vestis-write:{self.schema}"]
+                ).fetchone()[0]
+                if not got:
+                    raise ConflictError(f"{_shown(self.url)} is being written by another process; try again later")
+            self._write_depth += 1
+            try:
+                yield
+            finally:
+                self._write_depth -= 1
+                if self._write_depth == 0 and not self._con.closed:
+                    self._con.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"vestis-write:{self.schema}"]
+                    )
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        with self._con.transaction():
+            yield self._con
+            self._con.execute("UPDATE info SET value = to_jsonb(value::bigint + 1) WHERE key = 'generation'")
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        dim = self.info.dim
+        for r in records:
+            if r.vector.shape != (dim,):
+                raise InputError(f"item {r.id!r}: vector shape {r.vector.shape}, the index holds dim {dim}")
+        records = list({r.id: r for r in records}.values())  # the last version of an id given twice
+        from psycopg.types.json import Json, Jsonb
+
+        dumps = functools.partial(json.dumps, default=str, allow_nan=False)
+        with self.writer(), self._lock, self._transaction() as con:
+            con.execute(
+                "CREATE TEMP TABLE stage (LIKE items INCLUDING DEFAULTS, thumb bytea) ON COMMIT DROP; "
+                "ALTER TABLE stage DROP COLUMN rid, DROP COLUMN meta, DROP COLUMN tsv"
+            )
+            cols = ("id, id_json, content_hash, image_hash, doc, title, body, image_error, image_ref, vec, img_vec, "
+                    "txt_vec, thumb")  # fmt: skip
+            with con.cursor() as cur, cur.copy(f"COPY stage ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "jsonb", "text", "text", "json", "text", "text", "text", "text",
+                                "vector", "vector", "vector", "bytea"])  # fmt: skip
+                for r in records:
+                    copy.write_row((
+                        r.id, Jsonb(r.id if r.id_value is None else r.id_value, dumps), r.content_hash, r.image_hash,
+                        Json(r.metadata, dumps), r.title, r.body, r.image_error,
+                        r.image_ref, _f32(r.vector), _f32(r.image_vector), _f32(r.text_vector), r.thumbnail or None,
+                    ))  # fmt: skip
+            con.execute("DELETE FROM items WHERE id IN (SELECT id FROM stage)")
+            con.execute(
+                "WITH new AS (INSERT INTO items (id, id_json, content_hash, image_hash, doc, title, body, image_error, "
+                "image_ref, vec, img_vec, txt_vec) SELECT id, id_json, content_hash, image_hash, doc, title, body, "
+                "image_error, image_ref, vec, img_vec, txt_vec FROM stage RETURNING rid, id) "
+                "INSERT INTO thumbs SELECT new.rid, stage.thumb FROM new JOIN stage USING (id) "
+                "WHERE stage.thumb IS NOT NULL"
+            )
+            known = set(self._info_value("fields", []))
+            new_fields = sorted({k for r in records for k in r.metadata} - known)
+            if new_fields:
+                merged = sorted(known | set(new_fields))
+                con.execute("UPDATE info SET value = %s WHERE key = 'fields'", [_jsonb(merged)])
+                from psycopg import sql
+
+                for f in new_fields:  # expression indexes: filters on any field use an index, not a scan
+                    name = "meta_" + hashlib.blake2b(f.encode(), digest_size=6).hexdigest()
+                    con.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON items ((vestis_f(meta, {})))").format(
+                        sql.Identifier(name), sql.Literal(f)))  # fmt: skip
+            if self._write_depth == 1:  # inside a longer write (a build), refresh() builds it once, at the end
+                self._ensure_hnsw(con)
+
+    def delete(self, ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids:
+            return []
+        with self.writer(), self._lock, self._transaction() as con:
+            rows = con.execute("DELETE FROM items WHERE id = ANY(%s) RETURNING id", [ids]).fetchall()
+        gone = {r[0] for r in rows}
+        return [i for i in ids if i in gone]
+
+    # --------------------------------------------------------------------- the HNSW index
+
+    def _index_expr(self) -> tuple[str, str]:
+        """(indexed expression, its operator class): halfvec casts for float16/int8, else the vectors."""
+        if self.ann_config.quantizer == "float32":
+            return "vec", "vector_ip_ops"
+        return f"(vec::halfvec({int(self.info.dim)}))", "halfvec_ip_ops"
+
+    def _has_hnsw(self) -> bool:
+        if not self._hnsw:  # once there, it stays (until the catalog is rebuilt from nothing)
+            self._hnsw = bool(self._con.execute("SELECT to_regclass('items_hnsw') IS NOT NULL").fetchone()[0])
+        return self._hnsw
+
+    def _ensure_hnsw(self, con) -> None:
+        """Build the HNSW index once the catalog reaches the ANN threshold (inside the writer's transaction).
+
+        A build holds the writer for all its batches and builds the index after the last one: one bulk
+        build is several times faster than inserting into the graph row by row."""
+        if self._has_hnsw():
+            return
+        cfg = self.ann_config
+        if con.execute("SELECT count(*) FROM items").fetchone()[0] < cfg.threshold:
+            return
+        expr, opclass = self._index_expr()
+        con.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        con.execute(
+            f"CREATE INDEX items_hnsw ON items USING hnsw ({expr} {opclass}) "
+            f"WITH (m = {int(cfg.m)}, ef_construction = {int(cfg.ef_construction)})"
+        )
+
+    def refresh(self) -> None:
+        """Build the HNSW index now if the catalog has reached the threshold (writers call this after a build)."""
+        with self.writer(), self._lock, self._con.transaction():
+            self._ensure_hnsw(self._con)
+
+    # -------------------------------------------------------------------------- reads
+
+    def get(self, ids: Sequence[str], *, vectors: bool = False, thumbnails: bool = False) -> dict[str, Record]:
+        ids = [str(i) for i in ids]
+        cols = (
+            "id, id_json, content_hash, image_hash, doc, title, body, image_error, image_ref"
+            + (", vec, img_vec, txt_vec" if vectors else "")
+            + (", thumbs.data" if thumbnails else "")
+        )
+        join = " LEFT JOIN thumbs USING (rid)" if thumbnails else ""
+        dim = self.info.dim
+        out: dict[str, Record] = {}
+        with self._lock:
+            rows = self._con.execute(f"SELECT {cols} FROM items{join} WHERE id = ANY(%s)", [ids]).fetchall()
+        for r in rows:
+            rec = Record(
+                id=r[0], vector=np.zeros(dim, np.float32), metadata=r[4], content_hash=r[2], image_hash=r[3],
+                title=r[5], body=r[6], image_error=r[7], image_ref=r[8], id_value=r[1],
+            )  # fmt: skip
+            i = 9
+            if vectors:
+                rec.vector = _np(r[9])
+                rec.image_vector, rec.text_vector = _np(r[10]), _np(r[11])
+                i = 12
+            if thumbnails:
+                rec.thumbnail = None if r[i] is None else bytes(r[i])
+            out[rec.id] = rec
+        return out
+
+    def content_hashes(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._con.execute("SELECT id, content_hash FROM items").fetchall())
+
+    def ids_with_image_hash(self, image_hash: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items WHERE image_hash = %s", [image_hash])]
+
+    def sample_ids(self, n: int) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY rid LIMIT %s", [n])]
+
+    def all_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY rid")]
+
+    def image_vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """(ids, image vectors) of the items whose image could be read, in index order."""
+        with self._lock:
+            rows = self._con.execute("SELECT id, img_vec FROM items WHERE img_vec IS NOT NULL ORDER BY rid").fetchall()
+        if ids is not None:
+            want = set(map(str, ids))
+            rows = [r for r in rows if r[0] in want]
+        vecs = np.stack([_np(r[1]) for r in rows]) if rows else np.zeros((0, self.info.dim), np.float32)
+        return [r[0] for r in rows], vecs
+
+    def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
+        if field not in self.fields():
+            raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
+        sql, params = _field_sql(field)
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT v, n FROM (SELECT {sql} AS v, count(*) AS n FROM items GROUP BY 1) c "
+                "WHERE v IS NOT NULL AND v <> '\"\"'::jsonb ORDER BY n DESC, v LIMIT %s",
+                [*params, limit],
+            ).fetchall()
+        return [(v, n) for v, n in rows]
+
+    def field_values(self, field: str) -> list[object]:
+        """The distinct text values of a metadata field (``[]`` for ``id`` and unknown fields), cached per
+        generation: text equality in filters matches their case-folded spellings."""
+        if field == "id" or field not in self.fields():
+            return []
+        key = (self.generation(), field)
+        if key not in self._values_cache:
+            with self._lock:
+                rows = self._con.execute(
+                    "SELECT DISTINCT meta ->> %s FROM items WHERE jsonb_typeof(meta -> %s) = 'string'", [field, field]
+                ).fetchall()
+            if len(self._values_cache) >= 64:
+                self._values_cache.pop(next(iter(self._values_cache)))
+            self._values_cache[key] = [r[0] for r in rows]
+        return self._values_cache[key]
+
+    def _where_sql(self, where: Filter) -> tuple[str, list]:
+        """The filter as SQL over ``items`` with its literals as JSONB parameters (see the module docstring)."""
+        where.check_fields([*self.fields(), "id"])
+        return _prepare_filter(where).compile(
+            _field_sql, placeholder="%s", values_of=self.field_values, ordered_sql=_ordered_field_sql
+        )
+
+    def _bind(self, sql: str, params: list) -> list:
+        """Parameters typed for ``sql``: a field name after ``vestis_f(items.meta, `` is text, the rest JSONB."""
+        out, pos = [], 0
+        for p in params:
+            at = sql.index("%s", pos)
+            out.append(p if sql.endswith("vestis_f(items.meta, ", 0, at) else _jsonb(p))
+            pos = at + 2
+        return out
+
+    def _filter(self, where: Filter | None, exclude: Sequence[str]) -> tuple[str, list]:
+        parts, params = [], []
+        if where is not None:
+            sql, raw = self._where_sql(where)
+            parts.append(f"({sql})")
+            params += self._bind(sql, raw)
+        if exclude:
+            parts.append("NOT (items.id = ANY(%s))")
+            params.append([str(i) for i in exclude])
+        return " AND ".join(parts) or "TRUE", params
+
+    # ------------------------------------------------------------------- vector search
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[str] = (),
+        exact: bool = False,
+    ) -> list[tuple[str, float]]:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.info.dim,):
+            raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
+        if k <= 0:
+            return []
+        cond, params = self._filter(where, exclude)
+        import psycopg
+
+        with self._lock:
+            try:
+                with self._con.transaction():
+                    use_index = not exact and self._has_hnsw()
+                    if use_index and where is not None:  # few matches: scan them exactly
+                        n = self._con.execute(
+                            f"SELECT count(*) FROM (SELECT 1 FROM items WHERE {cond} LIMIT %s) m",
+                            [*params, EXACT_FILTER_MAX + 1],
+                        ).fetchone()[0]
+                        use_index = n > EXACT_FILTER_MAX
+                    if use_index:
+                        return self._index_search(vector, k, cond, params, filtered=where is not None or bool(exclude))
+                    self._con.execute("SET LOCAL enable_indexscan = off")  # the filter's bitmap scans stay
+                    rows = self._con.execute(
+                        f"SELECT id, -(vec <#> %s) AS s FROM items WHERE {cond} ORDER BY vec <#> %s, rid LIMIT %s",
+                        [vector, *params, vector, k],
+                    ).fetchall()
+            except psycopg.errors.DataError as exc:
+                raise InputError(f"filter {where.text if where else ''!r} cannot be applied: {exc}") from None
+        return [(i, float(s)) for i, s in rows]
+
+    def _index_search(self, vector, k: int, cond: str, params: list, *, filtered: bool) -> list[tuple[str, float]]:
+        cfg = self.ann_config
+        expr, _ = self._index_expr()
+        half = expr != "vec"
+        pool = min(max(k * RERANK_FACTOR, k + 16), 1000) if half else k
+        con = self._con
+        con.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(min(max(cfg.ef_search, pool), 1000))])
+        if filtered:  # the planner would rather sort the filter's matches: here there are too many for that
+            con.execute("SET LOCAL enable_sort = off")
+            con.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            con.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", [str(MAX_SCAN_TUPLES)])
+        query = f"%s::halfvec({int(self.info.dim)})" if half else "%s"
+        rows = con.execute(
+            f"SELECT id, s FROM (SELECT id, rid, -(vec <#> %s) AS s FROM items WHERE {cond} "
+            f"ORDER BY {expr} <#> {query} LIMIT %s) c ORDER BY s DESC, rid LIMIT %s",
+            [vector, *params, vector, pool, k],
+        ).fetchall()
+        return [(i, float(s)) for i, s in rows]
+
+    def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
+        """Full-text ranking (``ts_rank``; titles weigh twice the other text) of items matching any word."""
+        words = fts_words(text)
+        if not words or k <= 0:
+            return []
+        cond, params = self._filter(where, ())
+        query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
+        with self._lock:
+            rows = self._con.execute(
+                f"WITH q AS (SELECT {query} AS q) SELECT id, ts_rank('{{0.1, 0.2, 0.5, 1.0}}', tsv, q.q) AS s "
+                f"FROM items, q WHERE tsv @@ q.q AND {cond} ORDER BY s DESC, rid LIMIT %s",
+                [*words, *params, k],
+            ).fetchall()
+        return [(i, float(s)) for i, s in rows]
+
+    def check(self) -> dict:
+        """Consistency report: every item has a vector and its text indexed, thumbnails belong to items."""
+        with self._lock:
+            n_items, no_vec, no_tsv = self._con.execute(
+                "SELECT count(*), count(*) FILTER (WHERE vec IS NULL), count(*) FILTER (WHERE tsv IS NULL) FROM items"
+            ).fetchone()
+            orphans = self._con.execute(
+                "SELECT count(*) FROM thumbs LEFT JOIN items USING (rid) WHERE items.rid IS NULL"
+            ).fetchone()[0]
+            invalid = self._con.execute(
+                "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                "WHERE c.oid = 'items'::regclass AND NOT i.indisvalid"
+            ).fetchone()[0]
+        return {
+            "items": n_items, "vectors": n_items - no_vec, "items_without_vector": no_vec,
+            "orphan_thumbnails": orphans, "invalid_indexes": invalid, "hnsw": self._has_hnsw(),
+            "ok": no_vec == 0 and no_tsv == 0 and orphans == 0 and invalid == 0,
+        }  # fmt: skip
+
+
+def _f32(v: np.ndarray | None) -> np.ndarray | None:
+    return None if v is None else np.ascontiguousarray(v, dtype=np.float32)
+
+
+def _np(v) -> np.ndarray | None:
+    if v is None:
+        return None
+    return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32).copy()
