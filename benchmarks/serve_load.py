@@ -9,6 +9,13 @@ text search (k=10). Every request must be answered with 200: the run fails other
 
     python benchmarks/serve_load.py [--duration 20] [--concurrency 32] [--out results/bench/serve_load.json]
 
+Before/after a change on a real catalog (issue #20's HTTP figure): ``--index DIR`` serves that
+index instead of the demo one, ``--source TREE`` runs the server from another source tree
+(``git worktree add /tmp/before <rev>``; it goes first on the server's PYTHONPATH), and
+``--batching on`` keeps one mode:
+
+    python benchmarks/serve_load.py --index KAGL40K --scenarios search --batching on --source /tmp/before
+
 Traffic goes to 127.0.0.1 only, and every loop stops at its deadline.
 """
 
@@ -118,12 +125,14 @@ async def drive(url: str, requests: list[tuple[str, dict]], *, concurrency: int,
 class Server:
     """``vestis serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, index: Path, *, batching: bool, log: Path) -> None:
+    def __init__(self, index: Path, *, batching: bool, log: Path, source: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "vestis", "serve", "--catalog", str(index), "--port", str(self.port),
                 "--log-level", "warning", "--batching" if batching else "--no-batching"]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != "VESTIS_API_KEYS"}
+        if source is not None:  # another source tree's vestis, ahead of the installed one
+            env["PYTHONPATH"] = os.pathsep.join(x for x in (str(source), env.get("PYTHONPATH")) if x)
         self.log = open(log, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -180,14 +189,21 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "serve_load.json")
+    ap.add_argument("--index", type=Path, help="serve this index instead of one built from the demo catalog")
+    ap.add_argument("--source", type=Path, help="run the server from this source tree (before/after runs)")
+    ap.add_argument("--batching", choices=("on", "off", "both"), default="both")
     args = ap.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     table = pq.read_table(demo_catalog_path())
-    results: dict = {"machine": machine(), "concurrency": args.concurrency, "duration_s": args.duration, "runs": []}
+    results: dict = {"machine": machine(), "concurrency": args.concurrency, "duration_s": args.duration,
+                     "index": str(args.index) if args.index else "demo catalog (300 products)",
+                     "source": str(args.source) if args.source else str(REPO), "runs": []}  # fmt: skip
+    modes = {"on": (True,), "off": (False,), "both": (True, False)}[args.batching]
     with tempfile.TemporaryDirectory(prefix="vestis-load-") as tmp:
-        index = build_demo_index(Path(tmp))
-        for batching in (True, False):
-            with Server(index, batching=batching, log=Path(tmp) / f"server-{batching}.log") as server:
+        index = args.index or build_demo_index(Path(tmp))
+        for batching in modes:
+            log = Path(tmp) / f"server-{batching}.log"
+            with Server(index, batching=batching, log=log, source=args.source) as server:
                 for scenario in scenarios:
                     run = asyncio.run(drive(server.url, payloads(table, scenario), concurrency=args.concurrency,
                                             duration=args.duration))  # fmt: skip

@@ -111,3 +111,22 @@ def test_formats_it_cannot_read_are_refused_with_the_fix(tmp_path, version, fix)
     con.close()
     with pytest.raises(VestisError, match=f"index format {version}.*{fix}"):
         LocalStore.open(tmp_path / "idx")
+
+
+def test_the_installed_cli_upgrades_an_index_and_names_what_it_cannot(tmp_path):
+    from tests.test_cli import run
+
+    path = tmp_path / "old"
+    store = format_1_store(path)
+    store.upsert(make_records(clustered(500)))
+    store.close()
+    proc = run("index", "upgrade", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["upgraded"] and report["mb_after"] < report["mb_before"]
+    with LocalStore.open(path) as store:
+        assert store.vector_dtype == np.float16 and store.count() == 500
+    again = run("index", "upgrade", str(path))
+    assert again.returncode == 0 and "already in the current format" in " ".join(again.stdout.split())
+    missing = run("index", "upgrade", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no such index directory" in missing.stderr and "Traceback" not in missing.stderr
