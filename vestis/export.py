@@ -539,8 +539,9 @@ def export_text_tower(
     import onnx
 
     from vestis.models import mini_text_onnx as mto
-    from vestis.models.loading import _file_digest, load_encoder, resolve
+    from vestis.models.loading import load_encoder, resolve
     from vestis.models.parity import MIN_AGREEMENT, MIN_COSINE, Embeddings, compare, parity_data
+    from vestis.models.registry import file_digest
     from vestis.models.vestis_mini import VestisMiniEncoder
 
     say = log or (lambda _msg: None)
@@ -595,13 +596,13 @@ def export_text_tower(
         "graph": mto.GRAPH_FILE,
         "source": encoder.name,
         "made_by": "vestis export text-tower",
-        "weights_sha256": _file_digest(directory / "model.safetensors"),
+        "weights_sha256": file_digest(directory / "model.safetensors"),
         "external": {
             "name": mto.EXTERNAL_NAME,
             "package": encoder.model.cfg.text_model,
             "version": importlib.metadata.version(encoder.model.cfg.text_model.replace("_", "-")),
             "file": "model.safetensors",
-            "sha256": _file_digest(minilm),
+            "sha256": file_digest(minilm),
             "tensors": shared,
         },
         "context_length": encoder.context_length,

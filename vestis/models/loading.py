@@ -267,28 +267,8 @@ def _fingerprint(name: str, directory: Path | None, runtime: str, *, skip: tuple
     if directory is not None:
         files = (p for p in Path(directory).rglob("*") if p.is_file())
         for path in sorted(p for p in files if p.relative_to(directory).parts[0] not in skip):
-            h.update(f"|{path.relative_to(directory).as_posix()}:{_file_digest(path)}".encode())
+            h.update(f"|{path.relative_to(directory).as_posix()}:{registry.file_digest(path)}".encode())
     return h.hexdigest()[:24]
-
-
-def _file_digest(path: Path) -> str:
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = registry.cache_root() / "digests" / key
-    try:
-        return memo.read_text()
-    except OSError:
-        pass
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, memo)
-    except OSError:  # a read-only cache only costs the re-read
-        pass
-    return digest
 
 
 def _context_length(spec: ModelSpec | None, tokenizer: Any, fallback: int) -> int:

@@ -99,7 +99,7 @@ def text_onnx_verified(directory: Path) -> bool:
     size and modification time): the model's weights (the head is inside the
     graph) and the MiniLM file the graph points into.
     """
-    from vestis.models.loading import _file_digest
+    from vestis.models.registry import file_digest
 
     directory = Path(directory)
     record = read_record(directory)
@@ -111,8 +111,8 @@ def text_onnx_verified(directory: Path) -> bool:
         minilm = _minilm_file(directory)
         return (
             graph.is_file()
-            and _file_digest(weights) == record.get("weights_sha256")
-            and _file_digest(minilm) == record.get("external", {}).get("sha256")
+            and file_digest(weights) == record.get("weights_sha256")
+            and file_digest(minilm) == record.get("external", {}).get("sha256")
         )
     except (OSError, ModelFormatError):
         return False

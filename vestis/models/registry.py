@@ -10,6 +10,7 @@ or ``VESTIS_DOWNLOAD=1``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,3 +170,24 @@ def locate(spec: ModelSpec) -> tuple[Path | None, list[Path]]:
         if path.is_dir() and not spec.missing_files(path):
             return path, candidates
     return None, candidates
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file, remembered under the cache by path, size and modification time."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_root() / "digests" / key
+    try:
+        return memo.read_text()
+    except OSError:
+        pass
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache only costs the re-read
+        pass
+    return digest
