@@ -243,8 +243,9 @@ def index_info(
 def index_upgrade(index: IndexArg = None, as_json: JsonOpt = False) -> None:
     """Rewrite an index directory in the current format (float16 vectors: about half the disk), in place."""
     from vestis.index.local import upgrade_index
+    from vestis.index.stores import is_store_url
 
-    if index is None or "://" in str(index):
+    if index is None or is_store_url(str(index)):
         raise InputError("index upgrade takes an index directory")
     if not Path(index).is_dir():
         raise InputError(f"{index}: no such index directory")
