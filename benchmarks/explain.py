@@ -55,12 +55,12 @@ def main() -> None:
     seconds = {"occlusion": 0.0, "gradient": 0.0}
     for n, row in enumerate(rows, 1):
         text = f"{row['baseColour']} {row['articleType']}".lower()
-        pixels = model_pixels(encoder, row["image"])
+        pixels, photo = model_pixels(encoder, row["image"])
         q = encoder.encode_texts([text])[0]
         t0 = time.perf_counter()
-        occ, _ = occlusion_map(encoder, pixels, q, args.grid)
+        occ, _ = occlusion_map(encoder, pixels, q, args.grid, photo)
         t1 = time.perf_counter()
-        grad = gradient_map(encoder, pixels, q, args.grid)
+        grad = gradient_map(encoder, pixels, q, args.grid, photo)
         t2 = time.perf_counter()
         seconds["occlusion"] += t1 - t0
         seconds["gradient"] += t2 - t1
@@ -68,7 +68,7 @@ def main() -> None:
         for name, cells in maps.items():
             if cells is None:
                 continue
-            curve = deletion_curve(encoder, pixels, q, cells)
+            curve = deletion_curve(encoder, pixels, q, cells, photo=photo)
             areas[name].append(deletion_area(curve))
             curves[name].append((curve / curve[0]).tolist() if curve[0] > 0 else curve.tolist())
         if n % 25 == 0:

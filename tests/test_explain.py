@@ -91,7 +91,7 @@ def one_patch(mini):
 
 
 def test_occlusion_is_the_fall_in_score_when_a_cell_is_painted_out(mini, catalog_rows):
-    pixels = model_pixels(mini, catalog_rows[0]["image"])
+    pixels, _ = model_pixels(mini, catalog_rows[0]["image"])
     q = mini.encode_texts(["a shirt"])[0]
     cells, base = occlusion_map(mini, pixels, q, grid=4)
     assert cells.shape == (4, 4)
@@ -115,8 +115,38 @@ def test_maps_see_only_the_cell_that_holds_something(mini, one_patch):
     assert np.abs(grad[others]).max() < 0.1 * abs(grad[1, 1])
 
 
+def test_the_letterbox_is_not_explained(mini):
+    """A tall photo is letterboxed onto white: the map covers the photo, never the border the
+    preprocessing added, and painting a cell out leaves that border as it was."""
+    cfg = mini.image_config
+    assert cfg.resize_mode == "longest"
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 255, (200, 50, 3), dtype=np.uint8))  # 1:4, a narrow column
+    pixels, shown = model_pixels(mini, photo)
+    h, w = pixels.shape[:2]
+    cols = np.nonzero(shown.any(0))[0]
+    assert shown.all(1).sum() == 0 and shown.any(1).all()  # every row holds some photo, none only photo
+    assert w // 4 < cols[0] and cols[-1] < 3 * w // 4  # the photo is the middle quarter or so
+    assert (pixels[~shown] == cfg.pad_value).all()
+    q = mini.encode_texts(["a dress"])[0]
+    occ, base = occlusion_map(mini, pixels, q, grid=8, photo=shown)
+    grad = gradient_map(mini, pixels, q, grid=8, photo=shown)
+    border = np.array([not shown[:, c * w // 8 : (c + 1) * w // 8].any() for c in range(8)])  # columns of cells
+    assert border.sum() >= 4  # the outer columns of cells are border alone
+    assert (occ[:, border] == 0).all() and (grad[:, border] == 0).all()
+    assert np.abs(occ[:, ~border]).max() > 0
+    # without the photo mask the border would light up: painting white with grey moves the score
+    free, _ = occlusion_map(mini, pixels, q, grid=8)
+    assert np.abs(free[:, border]).max() > 1e-4
+    # the whole photo painted out: the border stays white
+    from vestis.explain import painted
+
+    out = painted(pixels, np.ones((8, 8), bool), fill_colour(cfg), shown)
+    assert (out[~shown] == pixels[~shown]).all() and (out[shown] == fill_colour(cfg)).all()
+
+
 def test_deletion_curve_starts_at_the_photo_and_ends_at_the_blank(mini, catalog_rows):
-    pixels = model_pixels(mini, catalog_rows[1]["image"])
+    pixels, _ = model_pixels(mini, catalog_rows[1]["image"])
     q = mini.encode_texts(["watch"])[0]
     cells, base = occlusion_map(mini, pixels, q, grid=4)
     curve = deletion_curve(mini, pixels, q, cells)

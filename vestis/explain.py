@@ -32,7 +32,14 @@ from PIL import Image
 
 from vestis.errors import InputError
 from vestis.models.base import Encoder
-from vestis.models.preprocess import ImageConfig, ImageInput, normalize_batch, prepare_image
+from vestis.models.preprocess import (
+    ImageConfig,
+    ImageInput,
+    content_box,
+    load_image,
+    normalize_batch,
+    prepare_image,
+)
 
 METHODS = ("auto", "occlusion", "gradient")
 DEFAULT_GRID = 8
@@ -122,9 +129,16 @@ class Explanation:
 # --------------------------------------------------------------------------- the photo
 
 
-def model_pixels(encoder: Encoder, image: ImageInput) -> np.ndarray:
-    """The photo as the model sees it: uint8 (H, W, 3) at its input size."""
-    return prepare_image(image, encoder.image_config, max_pixels=encoder.max_image_pixels)
+def model_pixels(encoder: Encoder, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
+    """(the photo as the model sees it: uint8 (H, W, 3) at its input size, bool (H, W): which of
+    those pixels show the photo rather than padding the preprocessing added, e.g. a letterbox)."""
+    cfg = encoder.image_config
+    img = load_image(image, max_pixels=encoder.max_image_pixels)
+    pixels = prepare_image(img, cfg, max_pixels=encoder.max_image_pixels)
+    left, top, right, bottom = content_box(img.size, cfg)
+    photo = np.zeros(pixels.shape[:2], dtype=bool)
+    photo[top:bottom, left:right] = True
+    return pixels, photo
 
 
 def fill_colour(cfg: ImageConfig) -> np.ndarray:
@@ -141,14 +155,30 @@ def cell_span(size: int, grid: int, i: int) -> tuple[int, int]:
     return size * i // grid, size * (i + 1) // grid
 
 
-def painted(pixels: np.ndarray, cells: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """A copy of ``pixels`` with the cells where ``cells`` (grid, grid bool) is true set to ``fill``."""
+def painted(pixels: np.ndarray, cells: np.ndarray, fill: np.ndarray, photo: np.ndarray | None = None) -> np.ndarray:
+    """A copy of ``pixels`` with the cells where ``cells`` (grid, grid bool) is true set to ``fill``;
+    only the pixels that show the photo (``photo``, bool (H, W)) when it is given: padding stays."""
     out = pixels.copy()
     grid = cells.shape[0]
     h, w = pixels.shape[:2]
     for r, c in zip(*np.nonzero(cells)):
         (top, bottom), (left, right) = cell_span(h, grid, r), cell_span(w, grid, c)
-        out[top:bottom, left:right] = fill
+        if photo is None:
+            out[top:bottom, left:right] = fill
+        else:
+            out[top:bottom, left:right][photo[top:bottom, left:right]] = fill
+    return out
+
+
+def photo_cells(photo: np.ndarray, grid: int) -> np.ndarray:
+    """bool (grid, grid): the cells that hold at least one pixel of the photo."""
+    h, w = photo.shape
+    out = np.zeros((grid, grid), dtype=bool)
+    for r in range(grid):
+        top, bottom = cell_span(h, grid, r)
+        for c in range(grid):
+            left, right = cell_span(w, grid, c)
+            out[r, c] = photo[top:bottom, left:right].any()
     return out
 
 
@@ -164,13 +194,20 @@ def check_grid(grid: int) -> int:
     return grid
 
 
-def occlusion_map(encoder: Encoder, pixels: np.ndarray, query: np.ndarray, grid: int = DEFAULT_GRID):
-    """(cells (grid, grid), the photo's cosine): each cell's fall in cosine when it is painted out."""
+def occlusion_map(
+    encoder: Encoder, pixels: np.ndarray, query: np.ndarray, grid: int = DEFAULT_GRID, photo: np.ndarray | None = None
+):
+    """(cells (grid, grid), the photo's cosine): each cell's fall in cosine when its part of the
+    photo is painted out. With ``photo`` (bool (H, W)), padding is never painted and cells of
+    padding alone are 0 (only the photo is explained, not the border the preprocessing added)."""
     check_grid(grid)
     fill = fill_colour(encoder.image_config)
-    masks = np.eye(grid * grid, dtype=bool).reshape(-1, grid, grid)
-    scores = image_scores(encoder, [pixels] + [painted(pixels, m, fill) for m in masks], query)
-    return (scores[0] - scores[1:]).reshape(grid, grid).astype(np.float32), float(scores[0])
+    keep = np.ones((grid, grid), dtype=bool) if photo is None else photo_cells(photo, grid)
+    masks = [m for m in np.eye(grid * grid, dtype=bool).reshape(-1, grid, grid) if (m & keep).any()]
+    scores = image_scores(encoder, [pixels] + [painted(pixels, m, fill, photo) for m in masks], query)
+    cells = np.zeros((grid, grid), np.float32)
+    cells[keep] = scores[0] - scores[1:]
+    return cells, float(scores[0])
 
 
 # -------------------------------------------------------------------------- gradients
@@ -198,9 +235,12 @@ def torch_image_forward(encoder: Encoder) -> tuple[Callable, object] | None:
     return None
 
 
-def gradient_map(encoder: Encoder, pixels: np.ndarray, query: np.ndarray, grid: int = DEFAULT_GRID):
-    """Gradient x input of the photo's cosine to ``query``, summed per cell, (grid, grid); None for
-    encoders that are not torch models."""
+def gradient_map(
+    encoder: Encoder, pixels: np.ndarray, query: np.ndarray, grid: int = DEFAULT_GRID, photo: np.ndarray | None = None
+):
+    """Gradient x input of the photo's cosine to ``query``, summed per cell over the pixels of the
+    photo (``photo``, bool (H, W); all pixels without it), (grid, grid); None for encoders that are
+    not torch models."""
     check_grid(grid)
     forward = torch_image_forward(encoder)
     if forward is None:
@@ -217,6 +257,8 @@ def gradient_map(encoder: Encoder, pixels: np.ndarray, query: np.ndarray, grid: 
         score = torch.nn.functional.normalize(emb, dim=-1)[0] @ q
         (grad,) = torch.autograd.grad(score, x)
     per_pixel = (grad.float() * x.detach().float())[0].sum(0).numpy()
+    if photo is not None:
+        per_pixel = np.where(photo, per_pixel, 0.0)
     h, w = per_pixel.shape
     cells = np.zeros((grid, grid), np.float32)
     for r in range(grid):
@@ -231,10 +273,16 @@ def gradient_map(encoder: Encoder, pixels: np.ndarray, query: np.ndarray, grid: 
 
 
 def deletion_curve(
-    encoder: Encoder, pixels: np.ndarray, query: np.ndarray, cells: np.ndarray, steps=DELETION_STEPS
+    encoder: Encoder,
+    pixels: np.ndarray,
+    query: np.ndarray,
+    cells: np.ndarray,
+    steps=DELETION_STEPS,
+    photo: np.ndarray | None = None,
 ) -> np.ndarray:
     """The photo's cosine after painting out the top ``f`` of cells by ``cells`` for each ``f`` of
-    ``steps`` (one batch); a faithful map makes it fall fast."""
+    ``steps`` (one batch; only the photo's pixels when ``photo`` is given); a faithful map makes it
+    fall fast."""
     grid = cells.shape[0]
     order = np.argsort(-cells, axis=None, kind="stable")
     fill = fill_colour(encoder.image_config)
@@ -242,7 +290,7 @@ def deletion_curve(
     for f in steps:
         mask = np.zeros(grid * grid, dtype=bool)
         mask[order[: int(round(f * grid * grid))]] = True
-        images.append(painted(pixels, mask.reshape(grid, grid), fill))
+        images.append(painted(pixels, mask.reshape(grid, grid), fill, photo))
     return image_scores(encoder, images, query)
 
 
@@ -308,12 +356,12 @@ def explain(
         image = item_photo(rec)
     encoder = catalog.encoder
     words, q = word_contributions(encoder, query, rec.vector)
-    pixels = model_pixels(encoder, image)
-    gradient = gradient_map(encoder, pixels, q, grid) if method in ("auto", "gradient") else None
+    pixels, photo = model_pixels(encoder, image)
+    gradient = gradient_map(encoder, pixels, q, grid, photo) if method in ("auto", "gradient") else None
     if method == "gradient" and gradient is None:
         raise InputError(f"model {encoder.name!r} runs on {encoder.runtime or 'a runtime'} without gradients: "
                          "use method occlusion")  # fmt: skip
-    occlusion, image_score = occlusion_map(encoder, pixels, q, grid)
+    occlusion, image_score = occlusion_map(encoder, pixels, q, grid, photo)
     chosen = "gradient" if gradient is not None and method != "occlusion" else "occlusion"
     return Explanation(
         item_id=rec.id_value if rec.id_value is not None else rec.id, query=query, method=chosen,

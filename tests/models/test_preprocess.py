@@ -61,6 +61,27 @@ def test_longest_side_letterbox_on_white():
     assert (out[:, 10:54] == (10, 20, 30)).all()
 
 
+def test_content_box_is_where_the_photo_lands():
+    """content_box names the pixels that show the photo; everything else is the padding added."""
+    from vestis.models.preprocess import content_box
+
+    colour = (10, 20, 30)
+    cases = [
+        (ImageConfig(resize=64, resize_mode="longest", crop_hw=None), (60, 80)),  # letterbox, white sides
+        (ImageConfig(resize=64, resize_mode="longest", crop_hw=None), (90, 30)),  # letterbox, white top/bottom
+        (ImageConfig(resize=None, crop_hw=(32, 32)), (20, 50)),  # crop wider than the photo: black sides
+        (ImageConfig(resize=None, crop_hw=(32, 32)), (10, 12)),  # smaller both ways: black all round
+        (ImageConfig(resize=32, crop_hw=(32, 32)), (60, 80)),  # shortest side then crop: no padding
+    ]
+    for cfg, size in cases:
+        out = resize_and_crop(Image.new("RGB", size, colour), cfg)
+        left, top, right, bottom = content_box(size, cfg)
+        inside = np.zeros(out.shape[:2], bool)
+        inside[top:bottom, left:right] = True
+        assert (out[inside] == colour).all(), (cfg, size)
+        assert not (out[~inside] == colour).all(axis=-1).any(), (cfg, size)
+
+
 def test_large_png_is_reduced_right_after_decoding_and_keeps_its_pixels_close():
     import io
 

@@ -326,17 +326,38 @@ def _crop_offset(size: int, crop: int, rounding: str) -> int:
     return (size - crop) // 2
 
 
-def _letterbox(img: Image.Image, cfg: ImageConfig, source_size: tuple[int, int] | None = None) -> np.ndarray:
-    sw, sh = source_size or img.size
-    size = int(cfg.resize)
+def _letterbox_box(sw: int, sh: int, size: int) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of a (sw, sh) photo scaled into a ``size`` square, centred."""
     scale = size / max(sw, sh)
     w, h = max(1, round(sw * scale)), max(1, round(sh * scale))
+    return (size - w) // 2, (size - h) // 2, w, h
+
+
+def _letterbox(img: Image.Image, cfg: ImageConfig, source_size: tuple[int, int] | None = None) -> np.ndarray:
+    size = int(cfg.resize)
+    left, top, w, h = _letterbox_box(*(source_size or img.size), size)
     if (w, h) != img.size:
         img = img.resize((w, h), resample=_PIL_RESAMPLE[cfg.resample])
     canvas = np.full((size, size, 3), cfg.pad_value, dtype=np.uint8)
-    top, left = (size - h) // 2, (size - w) // 2
     canvas[top : top + h, left : left + w] = np.asarray(img, dtype=np.uint8)
     return canvas
+
+
+def content_box(size: tuple[int, int], cfg: ImageConfig) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the part of :func:`resize_and_crop`'s output that shows a
+    ``size`` (width, height) photo; the rest is padding the preprocessing added (a letterbox's
+    border, or the black border of a crop larger than the resized photo)."""
+    sw, sh = size
+    if cfg.resize_mode == "longest":
+        left, top, w, h = _letterbox_box(sw, sh, int(cfg.resize))
+        return left, top, left + w, top + h
+    w, h = _resized_size(sw, sh, cfg) or (sw, sh)
+    if cfg.crop_hw is None:
+        return 0, 0, w, h
+    ch, cw = cfg.crop_hw
+    pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+    left, top = (pad_w // 2, pad_h // 2)
+    return left, top, left + min(w, cw), top + min(h, ch)
 
 
 def resize_and_crop(img: Image.Image, cfg: ImageConfig, source_size: tuple[int, int] | None = None) -> np.ndarray:
