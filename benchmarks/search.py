@@ -1,6 +1,6 @@
 """Catalog index benchmark: build throughput, query latency and ANN recall.
 
-Three parts, each optional:
+Four parts, each optional:
 
 * ``build``: index the whole KAGL catalog (../shared/data/kagl, 40k products) with the
   bundled model through ``vestis.index.build.build_index`` — throughput end to end
@@ -8,6 +8,8 @@ Three parts, each optional:
 * ``catalog``: on that index, p50/p99 latency of ``LocalStore.search`` (exact and with an
   HNSW graph built over the same vectors) for real text queries, and recall@10 of HNSW
   against exact search; with and without a metadata filter.
+* ``scan`` (not in the default set): the exact whole-snapshot scan at KAGL's size, numpy's
+  float32 product against faiss' fp16 scan, side by side (``--parts scan --out FILE``).
 * ``synthetic``: 1M (``--n``) 512-d unit vectors drawn from a mixture of Gaussian clusters
   (real embeddings are clustered; uniform random vectors are the worst case for any ANN
   index and not what a catalog looks like), HNSW over them through the same
@@ -266,6 +268,46 @@ def clustered_vectors(n: int, dim: int, n_clusters: int, spread: float, seed: in
     return out
 
 
+def bench_scan(n: int, dim: int, n_queries: int, rounds: int = 3) -> dict:
+    """The exact whole-snapshot scan (no HNSW graph) of ``n`` float16-valued vectors, as a
+    format-2 store holds them: numpy's float32 product against faiss' fp16 scan
+    (``VectorSet.half_index``), interleaved in rounds in one process; no filter and a filter
+    allowing 80% (a selector over the same scan). Best round's p50 per side."""
+    from vestis.index.vectors import AnnConfig, build_vector_set
+
+    vecs = clustered_vectors(n, dim, 256, 0.6, 1).astype(np.float16).astype(np.float32)
+    rng = np.random.default_rng(2)
+    queries = clustered_vectors(n_queries, dim, 256, 0.6, 3)
+    mask = rng.random(n) < 0.8
+    half = build_vector_set(np.arange(n), vecs, AnnConfig(threshold=n + 1))
+    numpy_scan = build_vector_set(np.arange(n), vecs, AnnConfig(threshold=n + 1))
+    numpy_scan._half = False  # the float32 numpy product every snapshot used before
+    assert half.half_index() is not None
+    out: dict = {"n": n, "dim": dim, "queries": n_queries}
+    for filt, m in (("no filter", None), ("filter allowing 80%", mask)):
+        best: dict = {}
+        for _ in range(rounds):
+            for name, vs in (("numpy float32", numpy_scan), ("faiss fp16", half)):
+                found, times = timed_queries(lambda q: vs.search(q, 10, m)[0].tolist(), queries)
+                p = percentiles(times, times.cpu)
+                if name not in best or p["cpu_p50_ms"] < best[name]["cpu_p50_ms"]:
+                    best[name] = {**p, "found": found}
+        same = recall_at(best["faiss fp16"].pop("found"), best["numpy float32"].pop("found"))
+        out[filt] = {**best, "same_top10": round(same, 4)}
+    return out
+
+
+def print_scan(s: dict) -> None:
+    t = Table(title=f"exact scan of {s['n']:,} float16-valued {s['dim']}-d vectors")
+    for col in ("", "numpy float32 CPU ms", "faiss fp16 CPU ms", "ratio", "same top-10"):
+        t.add_column(col)
+    for filt in ("no filter", "filter allowing 80%"):
+        a, b = s[filt]["numpy float32"], s[filt]["faiss fp16"]
+        t.add_row(filt, str(a["cpu_p50_ms"]), str(b["cpu_p50_ms"]),
+                  f"{a['cpu_p50_ms'] / b['cpu_p50_ms']:.2f}x", str(s[filt]["same_top10"]))  # fmt: skip
+    console.print(t)
+
+
 def synthetic_catalog(n: int, dim: int, workdir: Path | None) -> tuple:
     """``n`` clustered unit vectors with an HNSW graph (the store's default settings) and synthetic
     metadata columns (a 100-value brand, a 10-value colour, a price), the vector snapshot kept in
@@ -359,6 +401,16 @@ def print_synthetic(s: dict) -> None:
 def markdown(result: dict) -> str:
     """The tables of a run, as Markdown (for the README)."""
     lines = []
+    sc = result.get("scan")
+    if sc:
+        lines += [f"Exact scan of {sc['n']:,} float16-valued {sc['dim']}-d vectors (what a format-2 store holds), "
+                  f"{sc['queries']} queries, k=10: numpy's float32 product vs faiss' fp16 scan, CPU ms p50 "
+                  "(best of 3 interleaved rounds).", "",
+                  "| | numpy float32 | faiss fp16 | ratio | same top-10 |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for filt in ("no filter", "filter allowing 80%"):
+            a, b = sc[filt]["numpy float32"]["cpu_p50_ms"], sc[filt]["faiss fp16"]["cpu_p50_ms"]
+            lines.append(f"| {filt} | {a} | {b} | {a / b:.2f}x | {sc[filt]['same_top10']} |")
+        lines.append("")
     c = result.get("catalog")
     if c:
         lines += [f"KAGL index of {c['after']['n']:,} items, {c['after']['queries']} product-title queries, k=10; "
@@ -408,6 +460,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic vectors")
     ap.add_argument("--dim", type=int, default=256, help="synthetic dimension (vestis-mini's is 256)")
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--scan-n", type=int, default=40_441, help="vectors of the scan part (KAGL's size)")
     ap.add_argument("--workdir", type=Path, help="work here, not in /tmp (the synthetic HNSW graph is kept)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one side of the catalog part
     ap.add_argument("--markdown", type=Path, help="print the tables of this result JSON as Markdown and exit")
@@ -442,6 +495,9 @@ def main() -> None:
                 raise SystemExit("--parts catalog needs --index (a format-1 KAGL index)")
             result["catalog"] = bench_catalog(index, workdir, args.queries, args.before)
             print_catalog(result["catalog"])
+        if "scan" in parts:
+            result["scan"] = bench_scan(args.scan_n, args.dim, args.queries)
+            print_scan(result["scan"])
         if "synthetic" in parts:
             console.print(f"synthetic: {args.n:,} clustered {args.dim}-d vectors …")
             result["synthetic"] = bench_synthetic(args.n, args.dim, args.queries, args.workdir)

@@ -49,3 +49,46 @@ def test_other_failures_are_raised(tmp_path, monkeypatch):
     with pytest.raises(PermissionError):
         save_vector_set(snapshot(), tmp_path / "g1", {"generation": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def unit(n: int, dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def numpy_top(vecs: np.ndarray, q: np.ndarray, k: int, mask=None):
+    scores = vecs @ q
+    if mask is not None:
+        scores[~mask] = -np.inf
+    order = np.argsort(-scores, kind="stable")[:k]
+    return order, scores[order]
+
+
+def test_whole_scans_of_float16_values_run_on_the_half_index_with_the_same_results():
+    n = vectors.HALF_SCAN_MIN + 500
+    vecs = unit(n, 32, 3).astype(np.float16).astype(np.float32)  # what a format-2 store holds
+    vs = build_vector_set(np.arange(n) * 2, vecs, AnnConfig())  # rows differ from positions
+    assert vs.half_index() is not None
+    q = unit(5, 32, 4)
+    mask = np.random.default_rng(5).random(n) < 0.8  # most allowed: still a whole scan, with a selector
+    for query in q:
+        for m in (None, mask):
+            rows, scores = vs.search(query, 10, m)
+            want, want_scores = numpy_top(vecs, query, 10, m)
+            assert np.array_equal(rows, want * 2)
+            np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    # a selective filter gathers its few rows and scans them in numpy: same answer
+    few = np.zeros(n, bool)
+    few[::97] = True
+    rows, _ = vs.search(q[0], 10, few)
+    assert np.array_equal(rows, numpy_top(vecs, q[0], 10, few)[0] * 2)
+
+
+def test_float32_values_and_small_snapshots_keep_the_exact_numpy_scan():
+    n = vectors.HALF_SCAN_MIN + 10
+    full = build_vector_set(np.arange(n), unit(n, 16, 6), AnnConfig())  # float32 values: fp16 would round them
+    assert full.half_index() is None
+    q = unit(1, 16, 7)[0]
+    assert np.array_equal(full.search(q, 10)[0], numpy_top(np.asarray(full.vectors), q, 10)[0])
+    small = unit(100, 16, 8).astype(np.float16).astype(np.float32)
+    assert build_vector_set(np.arange(100), small, AnnConfig()).half_index() is None
