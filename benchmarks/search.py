@@ -288,7 +288,7 @@ def bench_scan(n: int, dim: int, n_queries: int, rounds: int = 3) -> dict:
         best: dict = {}
         for _ in range(rounds):
             for name, vs in (("numpy float32", numpy_scan), ("faiss fp16", half)):
-                found, times = timed_queries(lambda q: vs.search(q, 10, m)[0].tolist(), queries)
+                found, times = timed_queries(lambda q, vs=vs, m=m: vs.search(q, 10, m)[0].tolist(), queries)
                 p = percentiles(times, times.cpu)
                 if name not in best or p["cpu_p50_ms"] < best[name]["cpu_p50_ms"]:
                     best[name] = {**p, "found": found}
