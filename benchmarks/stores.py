@@ -170,7 +170,7 @@ def run_dataset(name: str, records: list[Record], url: str, threshold: int, n_qu
         print(f"{name}: pgvector (float32 HNSW) built in {seconds:.1f} s", flush=True)
         result["pgvector"] = {"build_s": round(seconds, 1), **measure(pg, records, queries, filters, words)}
         with pg.writer():  # the same rows, the index over halfvec casts instead
-            pg._con.execute("DROP INDEX items_hnsw")
+            pg._writer_con.execute("DROP INDEX items_hnsw")
             pg._hnsw = None
             pg.update_settings(ann={**ann.to_dict(), "quantizer": "float16"})
             start = time.perf_counter()
@@ -178,7 +178,7 @@ def run_dataset(name: str, records: list[Record], url: str, threshold: int, n_qu
             index_s = time.perf_counter() - start
         print(f"{name}: pgvector halfvec index built in {index_s:.1f} s", flush=True)
         result["pgvector_halfvec"] = {"index_s": round(index_s, 1), **measure(pg, records, queries, filters, words)}
-        pg._con.execute(f"DROP SCHEMA {schema} CASCADE")
+        pg._read(lambda con: con.execute(f"DROP SCHEMA {schema} CASCADE"))
         pg.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

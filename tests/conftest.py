@@ -185,23 +185,49 @@ def rated_index(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> str:
-    """A real PostgreSQL 18 with pgvector for this test session, started by vestis' own code
-    (:func:`vestis.index.pgserver.start_server`); its ``postgresql://`` URL. Each test that writes
-    uses its own schema (:func:`pg_store_url`)."""
+def pg_data_dir() -> Path:
+    """The data directory of the session's PostgreSQL (:func:`pg_server`): its own folder, not pytest's (whose
+    0700 folders and clean-ups the server's user must not depend on); the server is stopped at the end."""
     import shutil
     import tempfile
 
-    from vestis.index.pgserver import start_server, stop_server
+    from vestis.index.pgserver import server_url, stop_server
 
-    # its own folder, not pytest's (whose 0700 folders and clean-ups the server's user must not depend on)
     folder = Path(tempfile.mkdtemp(prefix="vestis-pg-"))
     try:
-        url = start_server(folder / "data")
-        yield url
-        stop_server(folder / "data")
+        yield folder / "data"
+        if (folder / "data" / "PG_VERSION").exists() and server_url(folder / "data"):
+            stop_server(folder / "data")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_data_dir) -> str:
+    """A real PostgreSQL 18 with pgvector for this test session, started by vestis' own code
+    (:func:`vestis.index.pgserver.start_server`); its ``postgresql://`` URL. Each test that writes
+    uses its own schema (:func:`pg_store_url`)."""
+    from vestis.index.pgserver import start_server
+
+    return start_server(pg_data_dir)
+
+
+@pytest.fixture
+def pg_restart(pg_server, pg_data_dir):
+    """``with pg_restart():`` stops the session's server for the block and starts it again after (same URL)."""
+    import contextlib
+
+    from vestis.index.pgserver import start_server, stop_server
+
+    @contextlib.contextmanager
+    def restart():
+        assert stop_server(pg_data_dir)
+        try:
+            yield
+        finally:
+            assert start_server(pg_data_dir) == pg_server
+
+    return restart
 
 
 @pytest.fixture

@@ -32,3 +32,8 @@ class ImageError(InputError):
 class ConflictError(VestisError):
     """A request that the current state of a resource refuses for now (an index being written
     by another process): retrying later can succeed. The HTTP API answers 409."""
+
+
+class UnavailableError(VestisError):
+    """A service vestis depends on (a catalog's database) cannot be reached now, or the connection to it was
+    lost in the middle of a query: retrying later can succeed. The HTTP API answers 503."""

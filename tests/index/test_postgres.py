@@ -4,10 +4,13 @@ embedded store (the same items for the same filter, on the same records)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
-from vestis.errors import InputError, VestisError
+from vestis.errors import InputError, UnavailableError, VestisError
 from vestis.index import postgres
 from vestis.index.filters import parse_filter
 from vestis.index.local import LocalStore
@@ -18,13 +21,26 @@ from vestis.index.vectors import AnnConfig
 from .test_store_contract import DIM, brute, info, records, unit
 
 
+def sql(store: PostgresStore, query: str, params=()) -> list[tuple]:
+    """``query``'s rows, run on one of the store's connections."""
+
+    def run(con):
+        cur = con.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+    return store._read(run)
+
+
 def hnsw_scans(store: PostgresStore) -> int:
-    store._con.execute("SELECT pg_stat_force_next_flush()")
-    row = store._con.execute(
+    """Scans of the HNSW index so far. One caller at a time uses the pool's first connection only, so the
+    statistics flushed are those of the backend that searched."""
+    sql(store, "SELECT pg_stat_force_next_flush()")
+    rows = sql(
+        store,
         "SELECT idx_scan FROM pg_stat_user_indexes WHERE schemaname = %s AND indexrelname = 'items_hnsw'",
         [store.schema],
-    ).fetchone()
-    return int(row[0]) if row else 0
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 def test_a_newer_schema_is_refused_and_an_empty_database_named(pg_store_url):
@@ -32,7 +48,7 @@ def test_a_newer_schema_is_refused_and_an_empty_database_named(pg_store_url):
         PostgresStore.open(pg_store_url)
     with PostgresStore.create(pg_store_url, info()) as store:
         store.upsert(records(3))
-        store._con.execute("INSERT INTO schema_version (version) VALUES (%s)", [postgres.SCHEMA_VERSION + 1])
+        sql(store, "INSERT INTO schema_version (version) VALUES (%s)", [postgres.SCHEMA_VERSION + 1])
     with pytest.raises(VestisError, match=f"version {postgres.SCHEMA_VERSION + 1}, newer than this vestis"):
         PostgresStore.open(pg_store_url)
 
@@ -64,9 +80,9 @@ def test_halfvec_index_keeps_recall(pg_store_url):
     store = PostgresStore.create(pg_store_url, info(AnnConfig(threshold=100, quantizer="float16")))
     recs = records(1000)
     store.upsert(recs)
-    indexdef = store._con.execute(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'items_hnsw'", [store.schema]
-    ).fetchone()[0]
+    indexdef = sql(
+        store, "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'items_hnsw'", [store.schema]
+    )[0][0]
     assert "halfvec" in indexdef and "halfvec_ip_ops" in indexdef
     recall = []
     for q in unit(np.random.default_rng(8), 30):
@@ -143,4 +159,140 @@ def test_keyword_search_ranks_titles_above_other_text(pg_store_url):
     assert [i for i, _ in store.keyword_search("Shirts!", 5)][:2] in (["a", "b"], ["b", "a"])  # stemmed
     assert store.keyword_search("the", 5) == []  # a stop word alone matches nothing
     assert DIM == store.info.dim
+    store.close()
+
+
+# ------------------------------------------------------------ connections: pool, reconnect, clear errors
+
+
+def admin(url: str):
+    """A connection of the test's own to the store's database."""
+    import psycopg
+
+    return psycopg.connect(postgres.split_url(url)[0], autocommit=True)
+
+
+def backends(url: str, schema: str, *, waiting: bool = False) -> list[int]:
+    """The server processes of the store's connections (``waiting``: those waiting for a lock)."""
+    with admin(url) as con:
+        rows = con.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND (NOT %s OR wait_event_type = 'Lock')",
+            [f"vestis/{schema}", waiting],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def terminate(url: str, pids: list[int]) -> None:
+    """End those server processes, as a restart or a dropped link ends a connection (waiting until they are gone)."""
+    with admin(url) as con:
+        for pid in pids:
+            con.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+
+
+def until(found, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (got := found()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return got
+
+
+def test_readers_in_threads_share_a_pool_and_a_writer_does_not_hold_them_up(pg_store_url):
+    store = PostgresStore.create(pg_store_url, info())
+    recs = records(200)
+    store.upsert(recs)
+    queries = unit(np.random.default_rng(3), 8)
+    expected = [store.search(q, 5) for q in queries]
+    barrier = threading.Barrier(8)
+    got: dict[int, list] = {}
+
+    def reader(i: int) -> None:
+        barrier.wait()
+        got[i] = [store.search(queries[i], 5) for _ in range(15)]
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(got[i] == [expected[i]] * 15 for i in range(8))
+    assert store._pool.get_stats()["pool_size"] > 1  # several connections: the threads did not queue on one
+    holding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with store.writer():
+            holding.set()
+            release.wait(60)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert holding.wait(30)
+    counted: list[int] = []
+    reader_thread = threading.Thread(target=lambda: counted.append(store.count()))
+    reader_thread.start()
+    reader_thread.join(20)
+    release.set()
+    writer.join(30)
+    assert counted == [200]  # answered while the writer held the lock, not after
+    store.close()
+
+
+def test_connections_lost_while_idle_are_replaced(pg_store_url):
+    store = PostgresStore.create(pg_store_url, info())
+    store.upsert(records(30))
+    q = unit(np.random.default_rng(4), 1)[0]
+    before = store.search(q, 5)
+    pids = backends(pg_store_url, store.schema)
+    assert pids
+    terminate(pg_store_url, pids)
+    assert store.count() == 30 and store.search(q, 5) == before  # no error: new connections
+    assert not set(backends(pg_store_url, store.schema)) & set(pids)
+    store.upsert(records(5, start=30))  # the writer takes a new one too
+    assert store.count() == 35
+    store.close()
+
+
+def test_a_read_cut_off_mid_query_runs_again_and_a_cut_off_write_fails_clearly(pg_store_url):
+    store = PostgresStore.create(pg_store_url, info())
+    store.upsert(records(40))
+    outcome: dict = {}
+
+    def run(name, fn):
+        try:
+            outcome[name] = fn()
+        except Exception as exc:  # what the caller would see
+            outcome[name] = exc
+
+    for name, fn in (("read", store.count), ("write", lambda: store.upsert(records(5, start=40)))):
+        with admin(pg_store_url) as lock:
+            lock.execute("BEGIN")
+            lock.execute(f'LOCK TABLE "{store.schema}".items IN ACCESS EXCLUSIVE MODE')
+            t = threading.Thread(target=run, args=(name, fn))
+            t.start()
+            stuck = until(lambda: backends(pg_store_url, store.schema, waiting=True))  # the query, mid-way
+            terminate(pg_store_url, stuck)
+            time.sleep(0.5)
+            lock.execute("COMMIT")
+            t.join(60)
+    assert outcome["read"] == 40  # run again on a new connection
+    err = outcome["write"]
+    assert isinstance(err, UnavailableError), repr(err)
+    assert "connection failed during a write" in str(err) and "not committed" in str(err)
+    assert store.count() == 40 and store.check()["ok"]  # nothing of the cut-off batch
+    store.upsert(records(5, start=40))  # the write lock went with the lost session: writing goes on
+    assert store.count() == 45
+    store.close()
+
+
+def test_a_restarted_server_is_reconnected_to_and_an_absent_one_named(pg_store_url, pg_restart):
+    store = PostgresStore.create(pg_store_url, info())
+    store.upsert(records(20))
+    store._pool.timeout = 3.0  # how long a query waits for a connection (15 s by default)
+    with pg_restart():  # the server is stopped in the block
+        with pytest.raises(UnavailableError, match="no working connection to the database within 3 s"):
+            store.count()
+    store._pool.timeout = 15.0
+    assert store.count() == 20 and len(store.search(records(1)[0].vector, 3)) == 3
+    store.upsert(records(3, start=20))
+    assert store.count() == 23
     store.close()

@@ -1,20 +1,23 @@
 """Two ``vestis serve --store postgresql://...`` processes on one database are replicas: an item
 added through one is found through the other, a delete through the other is seen by the first,
-and both serve the page."""
+both serve the page, both answer on new connections after theirs were dropped, and a database
+that is down is a 503 until it is back."""
 
 from __future__ import annotations
 
 import httpx2
+import psycopg
 import pytest
 
 from vestis.index.build import build_index
+from vestis.index.postgres import split_url
 
 from .test_cli import free_port, vestis_serve
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_servers_on_one_database_see_each_others_writes(pg_store_url, catalog_table, mini):
+def test_two_servers_on_one_database_see_each_others_writes(pg_store_url, pg_restart, catalog_table, mini):
     rows = catalog_table.slice(0, 40).to_pylist()
     assert build_index(rows, pg_store_url, encoder=mini, quiet=True).total_items == 40
     name = pg_store_url.rsplit("schema=", 1)[1]
@@ -40,4 +43,20 @@ def test_two_servers_on_one_database_see_each_others_writes(pg_store_url, catalo
         for url in (a_url, b_url):
             page = httpx2.get(f"{url}/", timeout=30)
             assert page.status_code == 200 and "<html" in page.text.lower()
+        with psycopg.connect(split_url(pg_store_url)[0], autocommit=True) as admin:  # both servers' links dropped
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity WHERE application_name = %s",
+                [f"vestis/{name}"],
+            ).fetchone()[0]
+        assert dropped >= 2
+        search = {"query": "storm coat", "k": 3}
+        for url in (a_url, b_url):  # answered on new connections
+            assert httpx2.post(f"{url}/v1/search", json=search, timeout=60).status_code == 200
+        with pg_restart():  # the database is down: a clear 503, then served again once it is back
+            down = httpx2.post(f"{a_url}/v1/search", json=search, timeout=60)
+            assert down.status_code == 503 and down.headers["retry-after"]
+            error = down.json()["error"]
+            assert error["code"] == "store_unavailable" and "no working connection to the database" in error["message"]
+        for url in (a_url, b_url):
+            assert httpx2.post(f"{url}/v1/search", json=search, timeout=60).status_code == 200
     assert "Traceback" not in a["log"] + b["log"]

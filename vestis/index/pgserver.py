@@ -43,6 +43,7 @@ def start_server(data: str | Path, *, stop_at_exit: bool = False) -> str:
     data.parent.mkdir(parents=True, exist_ok=True)
     try:
         server = embedded.get_server(data, cleanup_mode="stop" if stop_at_exit else None)
+        server.ensure_postgres_running()  # a handle this process kept from before is not started again by itself
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AssertionError) as exc:
         log = data / "log"
         tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []

@@ -22,6 +22,15 @@ per catalog (an advisory lock, as the embedded store's lock file). Filters are c
 fields with an expression index each. A filter matching few items is searched exactly;
 otherwise the HNSW index is scanned iteratively (pgvector 0.8 ``hnsw.iterative_scan``) until
 enough matching items are found.
+
+Connections: an open store keeps a pool of them (``psycopg_pool``, up to :data:`POOL_SIZE`), so
+a server's threads read at once, and a writer holds one of its own for the write lock (readers
+in other threads go on meanwhile). A connection is checked each time it is handed out: one lost
+while idle (the server restarted, the backend was terminated, the link dropped) is replaced.
+A read whose connection is lost while it runs is run once more on a new one; a write is not
+(its transaction was rolled back): it fails with :class:`~vestis.errors.UnavailableError`, as
+does any query while the server stays out of reach, and any other refusal of the database is a
+:class:`~vestis.errors.VestisError` naming it.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 from sqlglot import exp
 
-from vestis.errors import ConflictError, InputError, VestisError
+from vestis.errors import ConflictError, InputError, UnavailableError, VestisError
 from vestis.index.filters import Filter
 from vestis.index.store import Record, StoreInfo
 from vestis.index.vectors import AnnConfig
@@ -52,6 +61,25 @@ EXACT_FILTER_MAX = 2_000
 RERANK_FACTOR = 4
 #: The most items one ``hnsw.iterative_scan`` visits before giving up (pgvector's max_scan_tuples).
 MAX_SCAN_TUPLES = 200_000
+#: Connections one store (one ``vestis serve`` process's catalog) keeps at most: readers in this many threads
+#: query at once, more wait for one of them.
+POOL_SIZE = 8
+#: Seconds a query waits for a working connection (the pool's all busy, or the server unreachable) before failing.
+POOL_TIMEOUT = 15.0
+#: Seconds the pool retries one lost connection in the background (backing off: 1, 2, 4 s...) before it leaves
+#: the next query to start a new attempt at once: the first query after an outage finds the server back.
+RECONNECT_TIMEOUT = 10.0
+
+
+def _connect_kwargs(schema: str) -> dict:
+    """psycopg's settings for a catalog's connections; ``application_name`` shows them in ``pg_stat_activity``."""
+    return {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "connect_timeout": 20,
+        "application_name": f"vestis/{schema}",
+    }
+
 
 _SCHEMES = ("postgresql://", "postgres://")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -87,6 +115,41 @@ def _shown(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return url
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _database_error(exc: Exception, url: str, what: str, wait: float = POOL_TIMEOUT) -> VestisError:
+    """A psycopg error met during ``what`` (a query, a write) as the error vestis shows: the server out of
+    reach or the connection lost is an :class:`UnavailableError` (trying again later can succeed)."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return UnavailableError(
+            f"{_shown(url)}: no working connection to the database within {wait:g} s for {what} "
+            "(is the server running and reachable?); try again"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        after = "the unfinished write was not committed: run it again" if what == "a write" else "try again"
+        return UnavailableError(f"{_shown(url)}: the database connection failed during {what} ({_first_line(exc)}); "
+                                f"{after}")  # fmt: skip
+    return VestisError(f"{_shown(url)}: {what} failed in the database: {_first_line(exc)}")
+
+
+def _configure(schema: str):
+    """What every new connection is set up with: pgvector's types, and the catalog's schema first in its path."""
+
+    def configure(con) -> None:
+        from pgvector.psycopg import register_vector
+
+        register_vector(con)
+        con.execute("SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)",
+                    [f'"{schema}"'])  # fmt: skip
+
+    return configure
 
 
 def _ddl(dim: int) -> list[str]:
@@ -201,14 +264,16 @@ def _ordered_field_sql(name: str) -> tuple[str, list]:
 class PostgresStore:
     """A catalog in a PostgreSQL database with pgvector (see the module docstring)."""
 
-    def __init__(self, url: str, con, schema: str, info: StoreInfo, *, writable: bool) -> None:
+    def __init__(self, url: str, pool, schema: str, info: StoreInfo, *, writable: bool) -> None:
         self.url = url
         self.schema = schema
-        self._con = con
+        self._pool = pool  # psycopg_pool.ConnectionPool: readers in several threads at once
         self.info = info
         self.writable = writable
-        self._lock = threading.RLock()  # one connection, shared by a server's threads
+        self._lock = threading.RLock()  # the writer's connection and depth (a server's threads share the store)
         self._write_depth = 0
+        self._writer_con = None  # the connection holding the write lock, while writer() is held
+        self._writer_thread: int | None = None
         self._values_cache: dict[tuple[int, str], list] = {}
         self._hnsw: bool | None = None
 
@@ -216,18 +281,20 @@ class PostgresStore:
 
     @staticmethod
     def _connect(url: str):
+        """One connection, for opening the catalog: a clear error when the server cannot be reached or lacks
+        pgvector (the pool's own connections, made later in the background, would only time out)."""
         try:
+            import pgvector.psycopg  # noqa: F401
             import psycopg
-            from pgvector.psycopg import register_vector
         except ImportError:
             raise VestisError(
                 "a postgresql:// store needs psycopg and pgvector: pip install 'vestis[postgres]'"
             ) from None
         conninfo, schema = split_url(url)
         try:
-            con = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, connect_timeout=20)
+            con = psycopg.connect(conninfo, **_connect_kwargs(schema))
         except psycopg.Error as exc:
-            raise VestisError(f"cannot connect to {_shown(url)}: {str(exc).strip().splitlines()[0]}") from None
+            raise UnavailableError(f"cannot connect to {_shown(url)}: {_first_line(exc)}") from None
         try:
             if con.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
                 try:
@@ -235,15 +302,34 @@ class PostgresStore:
                 except psycopg.Error as exc:
                     raise VestisError(
                         f"{_shown(url)}: the pgvector extension is not installed and cannot be created "
-                        f"({str(exc).strip().splitlines()[0]}); ask the database's owner to CREATE EXTENSION vector"
+                        f"({_first_line(exc)}); ask the database's owner to CREATE EXTENSION vector"
                     ) from None
-            register_vector(con)
-            con.execute("SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)",
-                        [f'"{schema}"'])  # fmt: skip
+            _configure(schema)(con)
         except BaseException:
             con.close()
             raise
         return con, schema
+
+    @staticmethod
+    def _open_pool(url: str):
+        """The pool the store's reads and writes take their connections from: each checked before it is handed
+        out (one lost since, to a restart or a dropped link, is replaced by a new one)."""
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise VestisError("a postgresql:// store needs psycopg-pool: pip install 'vestis[postgres]'") from None
+        conninfo, schema = split_url(url)
+        pool = ConnectionPool(
+            conninfo, kwargs=_connect_kwargs(schema), min_size=1, max_size=POOL_SIZE, open=False,
+            configure=_configure(schema), check=ConnectionPool.check_connection, timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT, name=f"vestis:{schema}",
+        )  # fmt: skip
+        try:
+            pool.open(wait=True, timeout=POOL_TIMEOUT)  # its first connection ready: one caller at a time uses only it
+        except psycopg.Error as exc:
+            raise _database_error(exc, url, "opening the catalog") from None
+        return pool
 
     @staticmethod
     def _version(con) -> int | None:
@@ -288,10 +374,25 @@ class PostgresStore:
             con.close()
 
     @classmethod
-    def create(cls, url: str, info: StoreInfo) -> PostgresStore:
-        """Create the catalog's schema, or open it when it was built with the same model."""
+    def _opened(cls, url: str, setup) -> PostgresStore:
+        """``setup(con, schema)`` on a first connection (the catalog's checks), then the store over a pool;
+        the database's errors on the way as :class:`VestisError`."""
+        import psycopg
+
         con, schema = cls._connect(url)
         try:
+            info, writable = setup(con, schema)
+        except psycopg.Error as exc:
+            raise _database_error(exc, url, "opening the catalog") from None
+        finally:
+            con.close()
+        return cls(url, cls._open_pool(url), schema, info, writable=writable)
+
+    @classmethod
+    def create(cls, url: str, info: StoreInfo) -> PostgresStore:
+        """Create the catalog's schema, or open it when it was built with the same model."""
+
+        def setup(con, schema):
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"vestis-create:{schema}"])
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
@@ -304,34 +405,30 @@ class PostgresStore:
                               "settings": info.settings, "fields": [], "generation": 0}  # fmt: skip
                     for key, value in values.items():
                         con.execute("INSERT INTO info VALUES (%s, %s)", [key, _jsonb(value)])
-            if not created:
-                cls._migrate(con, url)
-                existing = cls._read_info(con)
-                if existing.fingerprint != info.fingerprint or existing.dim != info.dim:
-                    raise InputError(
-                        f"{_shown(url)} was built with model {existing.model!r} (dim {existing.dim}); it cannot take "
-                        f"vectors from {info.model!r} (dim {info.dim}). Use another database or ?schema=..."
-                    )
-                info = existing
-        except BaseException:
-            con.close()
-            raise
-        return cls(url, con, schema, info, writable=True)
+            if created:
+                return info, True
+            cls._migrate(con, url)
+            existing = cls._read_info(con)
+            if existing.fingerprint != info.fingerprint or existing.dim != info.dim:
+                raise InputError(
+                    f"{_shown(url)} was built with model {existing.model!r} (dim {existing.dim}); it cannot take "
+                    f"vectors from {info.model!r} (dim {info.dim}). Use another database or ?schema=..."
+                )
+            return existing, True
+
+        return cls._opened(url, setup)
 
     @classmethod
     def open(cls, url: str, *, writable: bool = False) -> PostgresStore:
-        con, schema = cls._connect(url)
-        try:
+        def setup(con, schema):
             cls._migrate(con, url)
-            info = cls._read_info(con)
-        except BaseException:
-            con.close()
-            raise
-        return cls(url, con, schema, info, writable=writable)
+            return cls._read_info(con), writable
+
+        return cls._opened(url, setup)
 
     def close(self) -> None:
         with self._lock:
-            self._con.close()
+            self._pool.close()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -339,63 +436,116 @@ class PostgresStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # ------------------------------------------------------------------- connections
+
+    def _read(self, fn):
+        """``fn(con)`` on a working connection: the writer's own in the thread holding :meth:`writer` (a write
+        sees what it wrote), else one from the pool. A connection lost while ``fn`` ran (the server restarted,
+        the backend was terminated, the link dropped) is replaced and ``fn`` run once more, reads being
+        idempotent; what still fails is a :class:`VestisError` naming the database."""
+        import psycopg
+
+        if self._writer_thread == threading.get_ident():
+            with self._failures("a query"):
+                return fn(self._writer_con)
+        for attempt in (1, 2):
+            con = None
+            try:
+                with self._pool.connection() as con:
+                    return fn(con)
+            except psycopg.Error as exc:
+                if attempt == 1 and con is not None and con.broken:
+                    continue
+                raise _database_error(exc, self.url, "a query", self._pool.timeout) from None
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """The database's errors inside the block as :class:`VestisError` (``what``: a query, a write)."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise _database_error(exc, self.url, what) from None
+
     # ------------------------------------------------------------------------- basics
 
     @property
     def ann_config(self) -> AnnConfig:
         return AnnConfig.from_dict(self.info.settings.get("ann"))
 
-    def _info_value(self, key: str, default=None):
-        row = self._con.execute("SELECT value FROM info WHERE key = %s", [key]).fetchone()
+    @staticmethod
+    def _info_value(con, key: str, default=None):
+        row = con.execute("SELECT value FROM info WHERE key = %s", [key]).fetchone()
         return row[0] if row else default
 
     def generation(self) -> int:
-        with self._lock:
-            return int(self._info_value("generation", 0))
+        return int(self._read(lambda con: self._info_value(con, "generation", 0)))
 
     def count(self) -> int:
-        with self._lock:
-            return self._con.execute("SELECT count(*) FROM items").fetchone()[0]
+        return self._read(lambda con: con.execute("SELECT count(*) FROM items").fetchone()[0])
 
     def fields(self) -> list[str]:
-        with self._lock:
-            return list(self._info_value("fields", []))
+        return list(self._read(lambda con: self._info_value(con, "fields", [])))
 
     def update_settings(self, **settings) -> None:
-        with self.writer(), self._lock:
+        with self.writer(), self._failures("a write"):
             merged = {**self.info.settings, **settings}
-            self._con.execute("UPDATE info SET value = %s WHERE key = 'settings'", [_jsonb(merged)])
+            self._writer_con.execute("UPDATE info SET value = %s WHERE key = 'settings'", [_jsonb(merged)])
             self.info = StoreInfo(self.info.model, self.info.fingerprint, self.info.dim, merged)
 
     # ------------------------------------------------------------------------- writes
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:
-        """Hold the catalog's write lock (one writer at a time, across processes and machines)."""
+        """Hold the catalog's write lock (one writer at a time, across processes and machines): a session
+        advisory lock on a connection of its own, which every write inside the block uses. Should that
+        connection be lost, the lock goes with it and the next write fails (nothing half-written: one
+        batch is one transaction)."""
         if not self.writable:
             raise VestisError(f"{_shown(self.url)} was opened read-only")
+        key = f"vestis-write:{self.schema}"
         with self._lock:
             if self._write_depth == 0:
-                got = self._con.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [f"vestis-write:{self.schema}"]
-                ).fetchone()[0]
+                con = self._take_connection()
+                try:
+                    with self._failures("a write"):
+                        got = con.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()[0]
+                except BaseException:
+                    self._pool.putconn(con)
+                    raise
                 if not got:
+                    self._pool.putconn(con)
                     raise ConflictError(f"{_shown(self.url)} is being written by another process; try again later")
+                self._writer_con, self._writer_thread = con, threading.get_ident()
             self._write_depth += 1
             try:
                 yield
             finally:
                 self._write_depth -= 1
-                if self._write_depth == 0 and not self._con.closed:
-                    self._con.execute(
-                        "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"vestis-write:{self.schema}"]
-                    )
+                if self._write_depth == 0:
+                    con, self._writer_con, self._writer_thread = self._writer_con, None, None
+                    if not con.broken:
+                        with contextlib.suppress(Exception):
+                            con.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+                    self._pool.putconn(con)
+
+    def _take_connection(self):
+        from psycopg_pool import PoolTimeout
+
+        try:
+            return self._pool.getconn()
+        except PoolTimeout as exc:
+            raise _database_error(exc, self.url, "a write", self._pool.timeout) from None
 
     @contextlib.contextmanager
     def _transaction(self):
-        with self._con.transaction():
-            yield self._con
-            self._con.execute("UPDATE info SET value = to_jsonb(value::bigint + 1) WHERE key = 'generation'")
+        """One write: a transaction on the writer's connection that bumps ``generation`` as it commits."""
+        con = self._writer_con
+        with self._failures("a write"), con.transaction():
+            yield con
+            con.execute("UPDATE info SET value = to_jsonb(value::bigint + 1) WHERE key = 'generation'")
 
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
@@ -432,7 +582,7 @@ class PostgresStore:
                 "INSERT INTO thumbs SELECT new.rid, stage.thumb FROM new JOIN stage USING (id) "
                 "WHERE stage.thumb IS NOT NULL"
             )
-            known = set(self._info_value("fields", []))
+            known = set(self._info_value(con, "fields", []))
             new_fields = sorted({k for r in records for k in r.metadata} - known)
             if new_fields:
                 merged = sorted(known | set(new_fields))
@@ -463,9 +613,9 @@ class PostgresStore:
             return "vec", "vector_ip_ops"
         return f"(vec::halfvec({int(self.info.dim)}))", "halfvec_ip_ops"
 
-    def _has_hnsw(self) -> bool:
+    def _has_hnsw(self, con) -> bool:
         if not self._hnsw:  # once there, it stays (until the catalog is rebuilt from nothing)
-            self._hnsw = bool(self._con.execute("SELECT to_regclass('items_hnsw') IS NOT NULL").fetchone()[0])
+            self._hnsw = bool(con.execute("SELECT to_regclass('items_hnsw') IS NOT NULL").fetchone()[0])
         return self._hnsw
 
     def _ensure_hnsw(self, con) -> None:
@@ -473,7 +623,7 @@ class PostgresStore:
 
         A build holds the writer for all its batches and builds the index after the last one: one bulk
         build is several times faster than inserting into the graph row by row."""
-        if self._has_hnsw():
+        if self._has_hnsw(con):
             return
         cfg = self.ann_config
         if con.execute("SELECT count(*) FROM items").fetchone()[0] < cfg.threshold:
@@ -487,8 +637,8 @@ class PostgresStore:
 
     def refresh(self) -> None:
         """Build the HNSW index now if the catalog has reached the threshold (writers call this after a build)."""
-        with self.writer(), self._lock, self._con.transaction():
-            self._ensure_hnsw(self._con)
+        with self.writer(), self._lock, self._failures("a write"), self._writer_con.transaction():
+            self._ensure_hnsw(self._writer_con)
 
     # -------------------------------------------------------------------------- reads
 
@@ -502,8 +652,9 @@ class PostgresStore:
         join = " LEFT JOIN thumbs USING (rid)" if thumbnails else ""
         dim = self.info.dim
         out: dict[str, Record] = {}
-        with self._lock:
-            rows = self._con.execute(f"SELECT {cols} FROM items{join} WHERE id = ANY(%s)", [ids]).fetchall()
+        rows = self._read(
+            lambda con: con.execute(f"SELECT {cols} FROM items{join} WHERE id = ANY(%s)", [ids]).fetchall()
+        )
         for r in rows:
             rec = Record(
                 id=r[0], vector=np.zeros(dim, np.float32), metadata=r[4], content_hash=r[2], image_hash=r[3],
@@ -519,26 +670,24 @@ class PostgresStore:
             out[rec.id] = rec
         return out
 
+    def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        return self._read(lambda con: con.execute(sql, params).fetchall())
+
     def content_hashes(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._con.execute("SELECT id, content_hash FROM items").fetchall())
+        return dict(self._rows("SELECT id, content_hash FROM items"))
 
     def ids_with_image_hash(self, image_hash: str) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._con.execute("SELECT id FROM items WHERE image_hash = %s", [image_hash])]
+        return [r[0] for r in self._rows("SELECT id FROM items WHERE image_hash = %s", [image_hash])]
 
     def sample_ids(self, n: int) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY rid LIMIT %s", [n])]
+        return [r[0] for r in self._rows("SELECT id FROM items ORDER BY rid LIMIT %s", [n])]
 
     def all_ids(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY rid")]
+        return [r[0] for r in self._rows("SELECT id FROM items ORDER BY rid")]
 
     def image_vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, image vectors) of the items whose image could be read, in index order."""
-        with self._lock:
-            rows = self._con.execute("SELECT id, img_vec FROM items WHERE img_vec IS NOT NULL ORDER BY rid").fetchall()
+        rows = self._rows("SELECT id, img_vec FROM items WHERE img_vec IS NOT NULL ORDER BY rid")
         if ids is not None:
             want = set(map(str, ids))
             rows = [r for r in rows if r[0] in want]
@@ -549,13 +698,27 @@ class PostgresStore:
         if field not in self.fields():
             raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
         sql, params = _field_sql(field)
-        with self._lock:
-            rows = self._con.execute(
-                f"SELECT v, n FROM (SELECT {sql} AS v, count(*) AS n FROM items GROUP BY 1) c "
-                "WHERE v IS NOT NULL AND v <> '\"\"'::jsonb ORDER BY n DESC, v LIMIT %s",
-                [*params, limit],
-            ).fetchall()
+        rows = self._rows(
+            f"SELECT v, n FROM (SELECT {sql} AS v, count(*) AS n FROM items GROUP BY 1) c "
+            "WHERE v IS NOT NULL AND v <> '\"\"'::jsonb ORDER BY n DESC, v LIMIT %s",
+            [*params, limit],
+        )
         return [(v, n) for v, n in rows]
+
+    def value_counts(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, list[tuple[object, int]]]:
+        """Per field, how often each value (not NULL or ``''``) occurs among the items ``ids``."""
+        ids = sorted({str(i) for i in ids})
+        out: dict[str, list[tuple[object, int]]] = {}
+        for f in fields:
+            if f == "id":  # the key names one item each, as in filters
+                out[f] = [(i, 1) for i in ids]
+                continue
+            sql, params = _field_sql(f)
+            out[f] = [tuple(r) for r in self._rows(
+                f"SELECT v, n FROM (SELECT {sql} AS v, count(*) AS n FROM items WHERE id = ANY(%s) GROUP BY 1) c "
+                "WHERE v IS NOT NULL AND v <> '\"\"'::jsonb ORDER BY n DESC, v", [*params, ids],
+            )]  # fmt: skip
+        return out
 
     def field_values(self, field: str) -> list[object]:
         """The distinct text values of a metadata field (``[]`` for ``id`` and unknown fields), cached per
@@ -564,10 +727,9 @@ class PostgresStore:
             return []
         key = (self.generation(), field)
         if key not in self._values_cache:
-            with self._lock:
-                rows = self._con.execute(
-                    "SELECT DISTINCT meta ->> %s FROM items WHERE jsonb_typeof(meta -> %s) = 'string'", [field, field]
-                ).fetchall()
+            rows = self._rows(
+                "SELECT DISTINCT meta ->> %s FROM items WHERE jsonb_typeof(meta -> %s) = 'string'", [field, field]
+            )
             if len(self._values_cache) >= 64:
                 self._values_cache.pop(next(iter(self._values_cache)))
             self._values_cache[key] = [r[0] for r in rows]
@@ -619,33 +781,35 @@ class PostgresStore:
         cond, params = self._filter(where, exclude)
         import psycopg
 
-        with self._lock:
+        def run(con) -> list[tuple[str, float]]:
             try:
-                with self._con.transaction():
-                    use_index = not exact and self._has_hnsw()
+                with con.transaction():
+                    use_index = not exact and self._has_hnsw(con)
                     if use_index and where is not None:  # few matches: scan them exactly
-                        n = self._con.execute(
+                        n = con.execute(
                             f"SELECT count(*) FROM (SELECT 1 FROM items WHERE {cond} LIMIT %s) m",
                             [*params, EXACT_FILTER_MAX + 1],
                         ).fetchone()[0]
                         use_index = n > EXACT_FILTER_MAX
                     if use_index:
-                        return self._index_search(vector, k, cond, params, filtered=where is not None or bool(exclude))
-                    self._con.execute("SET LOCAL enable_indexscan = off")  # the filter's bitmap scans stay
-                    rows = self._con.execute(
+                        filtered = where is not None or bool(exclude)
+                        return self._index_search(con, vector, k, cond, params, filtered=filtered)
+                    con.execute("SET LOCAL enable_indexscan = off")  # the filter's bitmap scans stay
+                    rows = con.execute(
                         f"SELECT id, -(vec <#> %s) AS s FROM items WHERE {cond} ORDER BY vec <#> %s, rid LIMIT %s",
                         [vector, *params, vector, k],
                     ).fetchall()
             except psycopg.errors.DataError as exc:
                 raise InputError(f"filter {where.text if where else ''!r} cannot be applied: {exc}") from None
-        return [(i, float(s)) for i, s in rows]
+            return [(i, float(s)) for i, s in rows]
 
-    def _index_search(self, vector, k: int, cond: str, params: list, *, filtered: bool) -> list[tuple[str, float]]:
+        return self._read(run)
+
+    def _index_search(self, con, vector, k: int, cond: str, params: list, *, filtered: bool) -> list[tuple[str, float]]:
         cfg = self.ann_config
         expr, _ = self._index_expr()
         half = expr != "vec"
         pool = min(max(k * RERANK_FACTOR, k + 16), 1000) if half else k
-        con = self._con
         con.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(min(max(cfg.ef_search, pool), 1000))])
         if filtered:  # the planner would rather sort the filter's matches: here there are too many for that
             con.execute("SET LOCAL enable_sort = off")
@@ -666,30 +830,33 @@ class PostgresStore:
             return []
         cond, params = self._filter(where, ())
         query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
-        with self._lock:
-            rows = self._con.execute(
-                f"WITH q AS (SELECT {query} AS q) SELECT id, ts_rank('{{0.1, 0.2, 0.5, 1.0}}', tsv, q.q) AS s "
-                f"FROM items, q WHERE tsv @@ q.q AND {cond} ORDER BY s DESC, rid LIMIT %s",
-                [*words, *params, k],
-            ).fetchall()
+        rows = self._rows(
+            f"WITH q AS (SELECT {query} AS q) SELECT id, ts_rank('{{0.1, 0.2, 0.5, 1.0}}', tsv, q.q) AS s "
+            f"FROM items, q WHERE tsv @@ q.q AND {cond} ORDER BY s DESC, rid LIMIT %s",
+            [*words, *params, k],
+        )
         return [(i, float(s)) for i, s in rows]
 
     def check(self) -> dict:
         """Consistency report: every item has a vector and its text indexed, thumbnails belong to items."""
-        with self._lock:
-            n_items, no_vec, no_tsv = self._con.execute(
+
+        def run(con):
+            counts = con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE vec IS NULL), count(*) FILTER (WHERE tsv IS NULL) FROM items"
             ).fetchone()
-            orphans = self._con.execute(
+            orphans = con.execute(
                 "SELECT count(*) FROM thumbs LEFT JOIN items USING (rid) WHERE items.rid IS NULL"
             ).fetchone()[0]
-            invalid = self._con.execute(
+            invalid = con.execute(
                 "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
                 "WHERE c.oid = 'items'::regclass AND NOT i.indisvalid"
             ).fetchone()[0]
+            return (*counts, orphans, invalid, self._has_hnsw(con))
+
+        n_items, no_vec, no_tsv, orphans, invalid, hnsw = self._read(run)
         return {
             "items": n_items, "vectors": n_items - no_vec, "items_without_vector": no_vec,
-            "orphan_thumbnails": orphans, "invalid_indexes": invalid, "hnsw": self._has_hnsw(),
+            "orphan_thumbnails": orphans, "invalid_indexes": invalid, "hnsw": hnsw,
             "ok": no_vec == 0 and no_tsv == 0 and orphans == 0 and invalid == 0,
         }  # fmt: skip
 

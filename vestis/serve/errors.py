@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vestis.errors import ConflictError, ImageError, InputError, ModelNotFoundError, VestisError
+from vestis.errors import ConflictError, ImageError, InputError, ModelNotFoundError, UnavailableError, VestisError
 from vestis.serve.batching import Overloaded
 from vestis.serve.media import ImageTooLarge
 from vestis.serve.security import error_body
@@ -39,6 +39,7 @@ _LIBRARY_ERRORS: list[tuple[type[Exception], int, str, str, str | None, dict | N
     (ImageError, 400, "invalid_request_error", "invalid_image", None, None),
     (ModelNotFoundError, 404, "invalid_request_error", "model_not_found", "model", None),
     (ConflictError, 409, "conflict_error", "catalog_busy", None, {"Retry-After": "1"}),
+    (UnavailableError, 503, "server_error", "store_unavailable", None, {"Retry-After": "5"}),
     (InputError, 400, "invalid_request_error", "invalid_request", None, None),
 ]
 
