@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -45,7 +46,21 @@ def test_build_search_info_delete_with_store(kagl_small, pg_store_url, tmp_path)
     assert newer_dir.returncode == 2 and "cannot connect" in newer_dir.stderr
 
 
-def test_vestis_db_start_and_stop(tmp_path):
+@pytest.fixture
+def pg_folder():
+    """A folder of the test's own for a server's data, not pytest's: another pytest session on the machine sets
+    pytest's base folder back to 0700, and the server's user must reach into it (as for :func:`pg_server`)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="vestis-pg-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_vestis_db_start_and_stop(pg_folder):
+    tmp_path = pg_folder
     data = tmp_path / "pg" / "data"
     started = last_json(vestis("db", "start", "--data", str(data), "--json"))
     try:
@@ -61,3 +76,37 @@ def test_vestis_db_start_and_stop(tmp_path):
     assert gone.returncode == 2 and "cannot connect" in gone.stderr
     bad = vestis("db", "start", "--data", str(tmp_path / "pg"))  # a folder with other things in it
     assert bad.returncode == 2 and "not a PostgreSQL data directory" in bad.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_vestis_db_start_on_tcp(pg_folder, kagl_small):
+    import psycopg
+
+    data = pg_folder / "pg" / "data"
+    port = free_port()
+    refused = vestis("db", "start", "--data", str(data), "--host", "0.0.0.0", "--port", str(port))
+    assert refused.returncode == 2 and "without a password" in refused.stderr and not data.exists()
+    started = last_json(vestis("db", "start", "--data", str(data), "--port", str(port), "--json"))
+    try:
+        url = started["url"]
+        assert url == f"postgresql://postgres@127.0.0.1:{port}/postgres"  # TCP, loopback by default
+        with psycopg.connect(url) as con:  # a client over TCP, not the socket
+            assert con.execute("SELECT inet_server_port()").fetchone()[0] == port
+        again = last_json(vestis("db", "start", "--data", str(data), "--json"))  # running: its URL, as it listens
+        assert again["url"] == url
+        other = vestis("db", "start", "--data", str(data), "--port", str(free_port()))
+        assert other.returncode == 2 and "already running" in other.stderr and "vestis db stop" in other.stderr
+        built = last_json(vestis("index", "build", str(kagl_small), "--store", url, "--json", "--quiet"))
+        assert built["total_items"] == 60
+        hits = last_json(vestis("search", "shirt", "--store", url, "--json"))
+        assert hits["results"]
+    finally:
+        stopped = vestis("db", "stop", "--data", str(data))
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,16 +17,33 @@ DataOpt = Annotated[Path, typer.Option("--data", help="The server's data directo
 
 
 @db_app.command("start")
-def db_start(data: DataOpt, as_json: JsonOpt = False) -> None:
+def db_start(
+    data: DataOpt,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="Listen on TCP on this address too (default: the Unix socket only). "
+            "An address other than loopback needs VESTIS_DB_PASSWORD.",
+        ),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="TCP port (default 5432; alone: on 127.0.0.1).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Start PostgreSQL on DATA (initialised on first use) and print its URL for --store / VESTIS_STORE."""
     from vestis.index.pgserver import start_server
 
-    url = start_server(data)
+    password = os.environ.get("VESTIS_DB_PASSWORD") or None
+    url = start_server(data, host=host, port=port, password=password)
     if as_json:
         print_json({"data": str(data), "url": url})
         return
     out.print(f"PostgreSQL with pgvector is running on {data}")
     out.print(f"export VESTIS_STORE='{url}'", highlight=False)
+    if password and host is not None:
+        out.print("clients on other machines give the password too: PGPASSWORD, or postgres:PASSWORD@ in the URL")
 
 
 @db_app.command("stop")

