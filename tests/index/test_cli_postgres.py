@@ -110,3 +110,41 @@ def test_vestis_db_start_on_tcp(pg_folder, kagl_small):
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=5)
+
+
+def test_build_reports_are_kept_and_shown_alike_by_both_stores(tmp_path, pg_store_url, kagl_small):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(kagl_small).slice(0, 12).to_pylist()
+    rows.append({**rows[0], "id": 900001, "image": b"not an image", "productDisplayName": "Navy linen shirt"})
+    rows.append({**rows[1], "id": 900002, "image": None, "productDisplayName": ""})  # nothing to embed
+    rows.append(dict(rows[2]))  # its id again
+    catalog = tmp_path / "catalog.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), catalog)
+    infos = {}
+    for name, location in (("local", str(tmp_path / "idx")), ("postgres", pg_store_url)):
+        built = last_json(vestis("index", "build", str(catalog), "--store", location, "--json", "--quiet"))
+        info = last_json(vestis("index", "info", "--store", location, "--json"))
+        last = info["last_build"]
+        assert last == built, name  # what the build printed is what the store kept
+        assert (last["mode"], last["seen"], last["added"], last["total_items"]) == ("build", 15, 13, 13), name
+        assert [p["id"] for p in last["unreadable_images"]] == ["900001"] and last["unreadable_images"][0]["reason"]
+        assert [p["id"] for p in last["not_indexed"]] == ["900002"]
+        assert last["duplicate_ids"] == [str(rows[2]["id"])]
+        assert last["seconds"] > 0 and last["items_per_second"] > 0 and last["finished_at"].endswith("+00:00")
+        text = vestis("index", "info", "--store", location)
+        assert text.returncode == 0, text.stderr
+        line = next(x for x in text.stdout.splitlines() if x.startswith("last build:"))
+        assert "build of" in line and "read from the catalog 15" in line and "added 13" in line, line
+        assert "unreadable images (indexed by title) 1" in line and "not indexed (no image, no title) 1" in line
+        last_json(vestis("index", "add", str(catalog), "--store", location, "--json", "--quiet"))
+        added = last_json(vestis("index", "info", "--store", location, "--json"))["last_build"]
+        assert added["mode"] == "add" and len(added["skipped_existing"]) == 13 and added["added"] == 0, name
+        infos[name] = (info, last)
+    (local, local_last), (pg, pg_last) = infos["local"], infos["postgres"]
+    assert set(local) == set(pg)  # index info: the same fields on both stores
+    timing = {"index", "seconds", "items_per_second", "finished_at"}
+    assert {k: v for k, v in local_last.items() if k not in timing} == {
+        k: v for k, v in pg_last.items() if k not in timing
+    }

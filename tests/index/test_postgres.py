@@ -296,3 +296,17 @@ def test_a_restarted_server_is_reconnected_to_and_an_absent_one_named(pg_store_u
     store.upsert(records(3, start=20))
     assert store.count() == 23
     store.close()
+
+
+def test_a_version_1_catalog_is_migrated_and_keeps_reports(pg_store_url):
+    store = PostgresStore.create(pg_store_url, info())
+    store.upsert(records(4))
+    sql(store, "DROP TABLE reports")  # as vestis before build reports in the database wrote it
+    sql(store, "DELETE FROM schema_version WHERE version > 1")
+    store.close()
+    with PostgresStore.open(pg_store_url, writable=True) as store:
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION
+        assert store.reports() == [] and store.count() == 4
+        for n in range(3):
+            store.save_report({"mode": "add", "seen": n})
+        assert [r["seen"] for r in store.reports(2)] == [2, 1]

@@ -328,3 +328,28 @@ def test_refuses_vectors_of_another_model(make_store):
     make_store().upsert(records(2))
     with pytest.raises(InputError, match="test-model"):
         create_store(make_store.location, StoreInfo("other", "fp-2", DIM, {}))
+
+
+def test_value_counts_over_some_items(make_store):
+    store = make_store()
+    recs = records(12)
+    store.upsert(recs)
+    ids = [r.id for r in recs[:6]]
+    got = store.value_counts(ids, ["baseColour", "even", "id"])
+    assert sorted(got["baseColour"]) == [("Black", 1), ("Blue", 2), ("Red", 2), ("White", 1)]
+    assert sorted(got["even"]) == [(0, 3), (1, 3)]  # booleans count as 1/0, as filters see them
+    assert got["id"] == [(i, 1) for i in sorted(ids)]
+
+
+def test_build_reports_newest_first_and_only_the_latest_kept(make_store, monkeypatch):
+    from vestis.index import local, postgres
+
+    for module in (local, postgres):
+        monkeypatch.setattr(module, "KEEP_REPORTS", 3)
+    store = make_store()
+    assert store.reports() == []
+    for n in range(5):
+        store.save_report({"mode": "add", "seen": n, "unreadable_images": [{"id": "x", "reason": "é"}]})
+    got = store.reports(10)
+    assert [r["seen"] for r in got] == [4, 3, 2] and got[0]["unreadable_images"][0]["reason"] == "é"
+    assert [r["seen"] for r in make_store.open().reports(1)] == [4]  # another process sees them

@@ -58,6 +58,23 @@ def _ann(threshold: int | None, quantizer: str | None):
     )
 
 
+def _report_counts(data: dict) -> list[tuple[str, int]]:
+    """A build report's counts as the CLI names them."""
+    return [
+        ("read from the catalog", data.get("seen", 0)), ("added", data.get("added", 0)),
+        ("updated", data.get("updated", 0)), ("metadata updated", data.get("metadata_updated", 0)),
+        ("unchanged (skipped)", data.get("unchanged", 0)), ("pruned", data.get("pruned", 0)),
+        ("already in the index (skipped)", len(data.get("skipped_existing", []))),
+        ("not in the index (skipped)", len(data.get("skipped_missing", []))),
+        ("duplicate ids (later rows skipped)", len(data.get("duplicate_ids", []))),
+        ("without an id", data.get("missing_id", 0)),
+        ("ids that are not text or int64 (refused)", len(data.get("bad_ids", []))),
+        ("unreadable images (indexed by title)", len(data.get("unreadable_images", []))),
+        ("not indexed (no image, no title)", len(data.get("not_indexed", []))),
+        ("in the index now", data.get("total_items", 0)),
+    ]  # fmt: skip
+
+
 def _print_report(report, as_json: bool) -> None:
     from rich.table import Table
 
@@ -68,17 +85,7 @@ def _print_report(report, as_json: bool) -> None:
     table = Table(title=f"index {data['index']} ({data['model']})")
     table.add_column("")
     table.add_column("items", justify="right")
-    rows = [
-        ("read from the catalog", data["seen"]), ("added", data["added"]), ("updated", data["updated"]),
-        ("metadata updated", data["metadata_updated"]), ("unchanged (skipped)", data["unchanged"]),
-        ("pruned", data["pruned"]), ("already in the index (skipped)", len(data["skipped_existing"])),
-        ("not in the index (skipped)", len(data["skipped_missing"])),
-        ("duplicate ids (later rows skipped)", len(data["duplicate_ids"])), ("without an id", data["missing_id"]),
-        ("ids that are not text or int64 (refused)", len(data["bad_ids"])),
-        ("unreadable images (indexed by title)", len(data["unreadable_images"])),
-        ("not indexed (no image, no title)", len(data["not_indexed"])), ("in the index now", data["total_items"]),
-    ]  # fmt: skip
-    for name, n in rows:
+    for name, n in _report_counts(data):
         if n or name in ("read from the catalog", "in the index now"):
             table.add_row(name, str(n))
     out.print(table)
@@ -89,7 +96,14 @@ def _print_report(report, as_json: bool) -> None:
     for p in problems[:10]:
         out.print(f"  [yellow]{p['id']}[/]: {p['reason']}", highlight=False)
     if len(problems) > 10:
-        out.print(f"  … and {len(problems) - 10} more; the full list is in {data['index']}/reports/")
+        out.print(f"  … and {len(problems) - 10} more; the full list: vestis index info {data['index']} --json")
+
+
+def _build_summary(report: dict) -> str:
+    """One line of a build report: what, when, the counts that are not zero, the time it took."""
+    shown = ", ".join(f"{name} {n}" for name, n in _report_counts(report) if n or name == "read from the catalog")
+    return (f"{report.get('mode', 'build')} of {report.get('catalog') or '?'} at {report.get('finished_at') or '?'}: "
+            f"{shown}; {report.get('seconds', 0):.1f} s")  # fmt: skip
 
 
 def _shifted(index: str, what: str) -> None:
@@ -227,7 +241,7 @@ def index_info(
         info = {
             "index": str(index), "model": store.info.model, "dim": store.info.dim, "items": store.count(),
             "fields": store.fields(), "settings": store.info.settings, "check": store.check(),
-            "facets": {f: store.facets(f) for f in facets or []},
+            "facets": {f: store.facets(f) for f in facets or []}, "last_build": next(iter(store.reports(1)), None),
         }  # fmt: skip
     if as_json:
         print_json(info)
@@ -235,6 +249,8 @@ def index_info(
     out.print(f"[bold]{index}[/]: {info['items']} items, model {info['model']} (dim {info['dim']})")
     out.print(f"fields: {', '.join(info['fields'])}")
     out.print(f"consistent: {'yes' if info['check']['ok'] else 'NO: ' + json.dumps(info['check'])}")
+    if (last := info["last_build"]) is not None:
+        out.print(f"last build: {_build_summary(last)}", highlight=False, soft_wrap=True)
     for f, counts in info["facets"].items():
         out.print(f"{f}: " + ", ".join(f"{v} ({n})" for v, n in counts))
 

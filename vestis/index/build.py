@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from vestis.data.catalog import TITLE_COLUMNS, CatalogItem, CatalogReader, norma
 from vestis.embed import embed_images
 from vestis.errors import InputError
 from vestis.index.store import Record, Store, StoreInfo, load_index_encoder
-from vestis.index.stores import create_store, is_store_url, open_store, store_exists
+from vestis.index.stores import create_store, open_store, store_exists
 from vestis.index.vectors import AnnConfig
 from vestis.models.base import Encoder, l2_normalize
 from vestis.progress import progress_bar
@@ -60,6 +61,7 @@ class BuildReport:
     total_items: int = 0
     seconds: float = 0.0
     items_per_second: float = 0.0
+    finished_at: str = ""  # ISO 8601, UTC
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,7 +149,8 @@ def build_index(
     jpeg_bytes, "productDisplayName": ...}``).
     ``mode``: ``build`` adds new items and refreshes changed ones; ``add`` only adds ids not in
     the index; ``update`` only refreshes ids already there. ``prune`` (build) deletes items no
-    longer in the catalog. ``write_report`` saves the report under ``out/reports/``.
+    longer in the catalog. ``write_report`` keeps the report in the store (an index folder's
+    ``reports/``, a database's ``reports`` table), where ``vestis index info`` shows the latest.
     """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
@@ -229,13 +232,14 @@ def build_index(
                 gone = [i for i in existing if i not in seen]
                 report.pruned = len(store.delete(gone))
             store.refresh()
-        report.total_items = store.count()
+            report.total_items = store.count()
+            report.seconds = round(time.perf_counter() - start, 3)
+            report.items_per_second = round(report.seen / report.seconds, 1) if report.seconds else 0.0
+            report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            if write_report:
+                store.save_report(report.to_dict())
     finally:
         store.close()
-    report.seconds = round(time.perf_counter() - start, 3)
-    report.items_per_second = round(report.seen / report.seconds, 1) if report.seconds else 0.0
-    if write_report and not is_store_url(out):  # a database keeps no report files
-        _write_report(Path(out), report)
     return report
 
 
@@ -325,14 +329,6 @@ def _embed_and_store(
         rec.thumbnail = thumbnail(image) if image and img is not None else None
         records.append(rec)
     store.upsert(records)
-
-
-def _write_report(out: Path, report: BuildReport) -> Path:
-    directory = out / "reports"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{report.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report.to_dict(), indent=1))
-    return path
 
 
 def delete_items(out: str | Path, ids: Sequence[str]) -> dict:

@@ -8,7 +8,7 @@ Layout of an index directory::
                         (:mod:`vestis.index.columns`), the keyword term table
                         (:mod:`vestis.index.keywords`)
     write.lock          held by the one writer
-    reports/            build reports (JSON)
+    reports/            build reports (JSON, the latest KEEP_REPORTS)
 
 Vectors (format 2): float16 blobs (half of float32; recall@10 of KAGL searches against
 float32 ≥ 0.99, ``benchmarks/search.py``), and only the vectors a query needs:
@@ -46,6 +46,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ from vestis.errors import ConflictError, InputError, VestisError
 from vestis.index.columns import Column, Columns, Unsupported, evaluate
 from vestis.index.filters import Filter
 from vestis.index.keywords import TermTable, Tokenizer
-from vestis.index.store import Record, StoreInfo
+from vestis.index.store import KEEP_REPORTS, Record, StoreInfo
 from vestis.index.vectors import (
     AnnConfig,
     VectorSet,
@@ -710,6 +711,35 @@ class LocalStore:
             if ok:
                 docs[p] = (g[1], g[2])
         return docs
+
+    # ------------------------------------------------------------------ build reports
+
+    def save_report(self, report: dict) -> None:
+        """``reports/MODE-TIME.json``; the oldest beyond :data:`KEEP_REPORTS` are removed."""
+        folder = self.directory / "reports"
+        folder.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+        (folder / f"{report.get('mode', 'build')}-{stamp}.json").write_text(json.dumps(report, indent=1))
+        for old in self._report_files()[KEEP_REPORTS:]:
+            old.unlink(missing_ok=True)
+
+    def _report_files(self) -> list[Path]:
+        """The report files, newest first."""
+        folder = self.directory / "reports"
+        dated = []
+        for p in folder.glob("*.json") if folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                dated.append((p.stat().st_mtime_ns, p.name, p))
+        return [p for *_, p in sorted(dated, reverse=True)]
+
+    def reports(self, limit: int = 10) -> list[dict]:
+        out: list[dict] = []
+        for p in self._report_files():
+            if len(out) >= limit:
+                break
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(p.read_text()))
+        return out
 
     def check(self) -> dict:
         """Consistency report: items, vectors and FTS rows agree, the FTS index is intact."""

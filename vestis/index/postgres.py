@@ -6,6 +6,7 @@ unless the URL says ``?schema=shop``)::
 
     schema_version  the layout version; a newer one than this code knows is refused
     info            model, fingerprint, dim, settings, fields, generation (JSONB values)
+    reports         build reports (JSONB, the latest KEEP_REPORTS), as an index folder's reports/
     items           id, metadata (``doc`` JSON as given, ``meta`` JSONB for filters), titles,
                     vectors (pgvector ``vector``), ``tsv`` (tsvector: title weight A, text B)
     thumbs          thumbnails (bytea), deleted with their item
@@ -49,10 +50,10 @@ from sqlglot import exp
 
 from vestis.errors import ConflictError, InputError, UnavailableError, VestisError
 from vestis.index.filters import Filter
-from vestis.index.store import Record, StoreInfo
+from vestis.index.store import KEEP_REPORTS, Record, StoreInfo
 from vestis.index.vectors import AnnConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "vestis"
 #: A filtered search is exact when at most this many items match (else an iterative HNSW scan): an exact
 #: scan costs about 4 ms per 1,000 matches at 256-d here; the index scan a few ms while matches are not rare.
@@ -152,6 +153,13 @@ def _configure(schema: str):
     return configure
 
 
+#: Schema changes, by the version they lead to (version 1 is :func:`_ddl` without them; a new catalog gets all).
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["CREATE TABLE reports (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, report jsonb NOT NULL, "
+        "at timestamptz NOT NULL DEFAULT now())"],
+}  # fmt: skip
+
+
 def _ddl(dim: int) -> list[str]:
     dim = int(dim)
     return [
@@ -177,6 +185,7 @@ def _ddl(dim: int) -> list[str]:
             ) STORED
         )""",
         "CREATE TABLE thumbs (rid bigint PRIMARY KEY REFERENCES items ON DELETE CASCADE, data bytea NOT NULL)",
+        *MIGRATIONS[2],
         "CREATE INDEX items_image_hash ON items (image_hash)",
         "CREATE INDEX items_tsv ON items USING gin (tsv)",
         # An id as JSON text, for equality in filters (ids compare as text: 15970 and '15970' name one item).
@@ -194,10 +203,6 @@ def _ddl(dim: int) -> list[str]:
                    LIKE lower(b #>> '{}') ESCAPE '' $$""",
         "CREATE OPERATOR ~~ (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = vestis_like)",
     ]
-
-
-#: Schema changes, by the version they lead to (version 1 is :func:`_ddl`).
-MIGRATIONS: dict[int, list[str]] = {}
 
 
 def fts_words(text: str, most: int = 64) -> list[str]:
@@ -836,6 +841,18 @@ class PostgresStore:
             [*words, *params, k],
         )
         return [(i, float(s)) for i, s in rows]
+
+    # ------------------------------------------------------------------ build reports
+
+    def save_report(self, report: dict) -> None:
+        """A row of ``reports``; the oldest beyond :data:`KEEP_REPORTS` are deleted."""
+        with self.writer(), self._lock, self._failures("a write"), self._writer_con.transaction():
+            con = self._writer_con
+            con.execute("INSERT INTO reports (report) VALUES (%s)", [_jsonb(report)])
+            con.execute("DELETE FROM reports WHERE n <= (SELECT max(n) FROM reports) - %s", [KEEP_REPORTS])
+
+    def reports(self, limit: int = 10) -> list[dict]:
+        return [r[0] for r in self._rows("SELECT report FROM reports ORDER BY n DESC LIMIT %s", [limit])]
 
     def check(self) -> dict:
         """Consistency report: every item has a vector and its text indexed, thumbnails belong to items."""

@@ -15,6 +15,9 @@ import numpy as np
 
 from vestis.index.filters import Filter
 
+#: Build reports a store keeps, the latest (every ``index build|add|update`` and API write makes one).
+KEEP_REPORTS = 100
+
 
 @dataclass
 class Record:
@@ -85,6 +88,15 @@ class Store(Protocol):
         ...
 
     def sample_ids(self, n: int) -> list[str]: ...
+
+    def save_report(self, report: dict) -> None:
+        """Keep a build's report (:class:`vestis.index.build.BuildReport` as a dict; the latest
+        :data:`KEEP_REPORTS`)."""
+        ...
+
+    def reports(self, limit: int = 10) -> list[dict]:
+        """The latest build reports, newest first."""
+        ...
 
     def close(self) -> None: ...
 
