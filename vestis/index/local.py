@@ -51,13 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vestis.errors import ConflictError, InputError, VestisError
+from vestis.errors import InputError, VestisError
 from vestis.index.columns import Column, Columns, Unsupported, evaluate
 from vestis.index.filters import Filter
 from vestis.index.keywords import TermTable, Tokenizer
-from vestis.index.store import KEEP_REPORTS, Record, StoreInfo
+from vestis.index.store import KEEP_REPORTS, BaseStore, Record, StoreInfo
 from vestis.index.vectors import (
-    AnnConfig,
     VectorSet,
     build_vector_set,
     extend_vector_set,
@@ -135,21 +134,18 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
 
 
-class LocalStore:
+class LocalStore(BaseStore):
     """A catalog index in one directory (see the module docstring)."""
 
     def __init__(self, directory: Path, con: sqlite3.Connection, info: StoreInfo, *, writable: bool) -> None:
+        super().__init__(info, writable=writable)
         self.directory = directory
-        self._con = con
-        self.info = info
-        self.writable = writable
-        self._lock = threading.RLock()  # one connection, shared by a server's threads
+        self._con = con  # one connection, shared by a server's threads under self._lock
         self._snap: tuple[int, VectorSet, Columns] | None = None
         self._filter_cache: dict[tuple[int, str], np.ndarray] = {}  # SQLite's rows of recent filters
         self._mask_cache: dict = {}  # recent filters' masks, under None the columns they were made from
         self._terms: tuple[int, np.ndarray, TermTable] | None = None  # generation, its rows, its term table
         self._tokenizer = Tokenizer()
-        self._write_depth = 0
         self._lock_file = None
         self.vector_dtype = np.dtype(np.float16)  # as stored in SQLite; format 1 indexes: float32
 
@@ -243,65 +239,39 @@ class LocalStore:
         with self._lock:
             self._con.close()
 
-    def __enter__(self) -> LocalStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # ------------------------------------------------------------------------- basics
 
     @property
-    def ann_config(self) -> AnnConfig:
-        return AnnConfig.from_dict(self.info.settings.get("ann"))
+    def location(self) -> str:
+        return str(self.directory)
+
+    def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._con.execute(sql, params).fetchall()
 
     def _info_value(self, key: str, default=None):
-        row = self._con.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        rows = self._rows("SELECT value FROM info WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
 
-    def generation(self) -> int:
+    def _set_info(self, key: str, value) -> None:
         with self._lock:
-            return int(self._info_value("generation", 0))
-
-    def count(self) -> int:
-        with self._lock:
-            return self._con.execute("SELECT count(*) FROM items").fetchone()[0]
-
-    def fields(self) -> list[str]:
-        with self._lock:
-            return list(self._info_value("fields", []))
-
-    def update_settings(self, **settings) -> None:
-        with self.writer(), self._lock:
-            merged = {**self.info.settings, **settings}
-            self._con.execute("UPDATE info SET value = ? WHERE key = 'settings'", (json.dumps(merged),))
-            self.info = StoreInfo(self.info.model, self.info.fingerprint, self.info.dim, merged)
+            self._con.execute("UPDATE info SET value = ? WHERE key = ?", (json.dumps(value), key))
 
     # ------------------------------------------------------------------------- writes
 
-    @contextlib.contextmanager
-    def writer(self) -> Iterator[None]:
-        """Hold the index's write lock (one writer at a time, across processes)."""
-        if not self.writable:
-            raise VestisError(f"{self.directory} was opened read-only")
-        with self._lock:
-            if self._write_depth == 0:
-                self._lock_file = open(self.directory / "write.lock", "a+")  # noqa: SIM115
-                try:
-                    fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self._lock_file.close()
-                    raise ConflictError(
-                        f"{self.directory} is being written by another process; try again later"
-                    ) from None
-            self._write_depth += 1
-            try:
-                yield
-            finally:
-                self._write_depth -= 1
-                if self._write_depth == 0:
-                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-                    self._lock_file.close()
+    def _lock_for_writing(self) -> bool:
+        """``write.lock``, held with ``flock`` (released by the system if the process dies)."""
+        self._lock_file = open(self.directory / "write.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            return False
+        return True
+
+    def _unlock_after_writing(self) -> None:
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -318,9 +288,7 @@ class LocalStore:
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        for r in records:
-            if r.vector.shape != (self.info.dim,):
-                raise InputError(f"item {r.id!r}: vector shape {r.vector.shape}, the index holds dim {self.info.dim}")
+        self._check_vectors(records)
         with self.writer(), self._lock, self._transaction() as con:
             ids = [r.id for r in records]
             for s in range(0, len(ids), _CHUNK):
@@ -343,9 +311,7 @@ class LocalStore:
             known = set(self._info_value("fields", []))
             new_fields = sorted({k for r in records for k in r.metadata} - known)
             if new_fields:
-                con.execute(
-                    "UPDATE info SET value = ? WHERE key = 'fields'", (json.dumps(sorted(known | set(new_fields))),)
-                )
+                self._set_info("fields", sorted(known | set(new_fields)))
                 for f in new_fields:  # expression indexes: filters on any field use an index, not a scan
                     name = "meta_" + hashlib.blake2b(f.encode(), digest_size=6).hexdigest()
                     con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items({_field_expr(f)})")
@@ -421,22 +387,6 @@ class LocalStore:
                     out[rec.id] = rec
         return out
 
-    def content_hashes(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._con.execute("SELECT id, content_hash FROM items").fetchall())
-
-    def ids_with_image_hash(self, image_hash: str) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._con.execute("SELECT id FROM items WHERE image_hash = ?", (image_hash,))]
-
-    def sample_ids(self, n: int) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY row LIMIT ?", (n,))]
-
-    def all_ids(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY row")]
-
     def image_vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, image vectors) of the items whose image could be read, in index order."""
         with self._lock:
@@ -451,8 +401,7 @@ class LocalStore:
 
     def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
         """The most frequent values of ``field`` over the catalog, with their counts."""
-        if field not in self.fields():
-            raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
+        self._check_field(field)
         if field == "id":
             return [(i, 1) for i in sorted(self.all_ids())[:limit]]
         vs, columns = self._state()
@@ -606,18 +555,7 @@ class LocalStore:
         """Bring the derived vector snapshot up to date now (writers call this after a batch of writes)."""
         self._snapshot()
 
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        *,
-        where: Filter | None = None,
-        exclude: Sequence[str] = (),
-        exact: bool = False,
-    ) -> list[tuple[str, float]]:
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape != (self.info.dim,):
-            raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
+    def _search(self, vector, k: int, where: Filter | None, exclude: Sequence[str], exact: bool):
         vs, columns = self._state()
         with self._lock:
             only = self._filter_mask(where, vs, columns) if where is not None else None

@@ -48,10 +48,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 from sqlglot import exp
 
-from vestis.errors import ConflictError, InputError, UnavailableError, VestisError
+from vestis.errors import InputError, UnavailableError, VestisError
 from vestis.index.filters import Filter
-from vestis.index.store import KEEP_REPORTS, Record, StoreInfo
-from vestis.index.vectors import AnnConfig
+from vestis.index.store import KEEP_REPORTS, BaseStore, Record, StoreInfo
 
 SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "vestis"
@@ -266,17 +265,17 @@ def _ordered_field_sql(name: str) -> tuple[str, list]:
     return ("items.id_json", []) if name == "id" else _field_sql(name)
 
 
-class PostgresStore:
+class PostgresStore(BaseStore):
     """A catalog in a PostgreSQL database with pgvector (see the module docstring)."""
 
+    _PARAM = "%s"
+    _ORDER = "rid"
+
     def __init__(self, url: str, pool, schema: str, info: StoreInfo, *, writable: bool) -> None:
+        super().__init__(info, writable=writable)
         self.url = url
         self.schema = schema
         self._pool = pool  # psycopg_pool.ConnectionPool: readers in several threads at once
-        self.info = info
-        self.writable = writable
-        self._lock = threading.RLock()  # the writer's connection and depth (a server's threads share the store)
-        self._write_depth = 0
         self._writer_con = None  # the connection holding the write lock, while writer() is held
         self._writer_thread: int | None = None
         self._values_cache: dict[tuple[int, str], list] = {}
@@ -435,11 +434,9 @@ class PostgresStore:
         with self._lock:
             self._pool.close()
 
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    @property
+    def location(self) -> str:
+        return _shown(self.url)
 
     # ------------------------------------------------------------------- connections
 
@@ -476,65 +473,46 @@ class PostgresStore:
 
     # ------------------------------------------------------------------------- basics
 
-    @property
-    def ann_config(self) -> AnnConfig:
-        return AnnConfig.from_dict(self.info.settings.get("ann"))
+    def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        return self._read(lambda con: con.execute(sql, params).fetchall())
 
-    @staticmethod
-    def _info_value(con, key: str, default=None):
-        row = con.execute("SELECT value FROM info WHERE key = %s", [key]).fetchone()
-        return row[0] if row else default
+    def _info_value(self, key: str, default=None):
+        rows = self._rows("SELECT value FROM info WHERE key = %s", [key])
+        return rows[0][0] if rows else default
 
-    def generation(self) -> int:
-        return int(self._read(lambda con: self._info_value(con, "generation", 0)))
-
-    def count(self) -> int:
-        return self._read(lambda con: con.execute("SELECT count(*) FROM items").fetchone()[0])
-
-    def fields(self) -> list[str]:
-        return list(self._read(lambda con: self._info_value(con, "fields", [])))
-
-    def update_settings(self, **settings) -> None:
-        with self.writer(), self._failures("a write"):
-            merged = {**self.info.settings, **settings}
-            self._writer_con.execute("UPDATE info SET value = %s WHERE key = 'settings'", [_jsonb(merged)])
-            self.info = StoreInfo(self.info.model, self.info.fingerprint, self.info.dim, merged)
+    def _set_info(self, key: str, value) -> None:
+        with self._failures("a write"):
+            self._writer_con.execute("UPDATE info SET value = %s WHERE key = %s", [_jsonb(value), key])
 
     # ------------------------------------------------------------------------- writes
 
-    @contextlib.contextmanager
-    def writer(self) -> Iterator[None]:
-        """Hold the catalog's write lock (one writer at a time, across processes and machines): a session
-        advisory lock on a connection of its own, which every write inside the block uses. Should that
-        connection be lost, the lock goes with it and the next write fails (nothing half-written: one
-        batch is one transaction)."""
-        if not self.writable:
-            raise VestisError(f"{_shown(self.url)} was opened read-only")
-        key = f"vestis-write:{self.schema}"
-        with self._lock:
-            if self._write_depth == 0:
-                con = self._take_connection()
-                try:
-                    with self._failures("a write"):
-                        got = con.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()[0]
-                except BaseException:
-                    self._pool.putconn(con)
-                    raise
-                if not got:
-                    self._pool.putconn(con)
-                    raise ConflictError(f"{_shown(self.url)} is being written by another process; try again later")
-                self._writer_con, self._writer_thread = con, threading.get_ident()
-            self._write_depth += 1
-            try:
-                yield
-            finally:
-                self._write_depth -= 1
-                if self._write_depth == 0:
-                    con, self._writer_con, self._writer_thread = self._writer_con, None, None
-                    if not con.broken:
-                        with contextlib.suppress(Exception):
-                            con.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
-                    self._pool.putconn(con)
+    def _lock_for_writing(self) -> bool:
+        """A session advisory lock on a connection of the writer's own, which every write inside
+        :meth:`writer` uses. Should that connection be lost, the lock goes with it and the next write
+        fails (nothing half-written: one batch is one transaction)."""
+        con = self._take_connection()
+        try:
+            with self._failures("a write"):
+                got = con.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [self._write_key]).fetchone()
+        except BaseException:
+            self._pool.putconn(con)
+            raise
+        if not got[0]:
+            self._pool.putconn(con)
+            return False
+        self._writer_con, self._writer_thread = con, threading.get_ident()
+        return True
+
+    def _unlock_after_writing(self) -> None:
+        con, self._writer_con, self._writer_thread = self._writer_con, None, None
+        if not con.broken:
+            with contextlib.suppress(Exception):
+                con.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [self._write_key])
+        self._pool.putconn(con)
+
+    @property
+    def _write_key(self) -> str:
+        return f"vestis-write:{self.schema}"
 
     def _take_connection(self):
         from psycopg_pool import PoolTimeout
@@ -555,10 +533,7 @@ class PostgresStore:
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        dim = self.info.dim
-        for r in records:
-            if r.vector.shape != (dim,):
-                raise InputError(f"item {r.id!r}: vector shape {r.vector.shape}, the index holds dim {dim}")
+        self._check_vectors(records)
         records = list({r.id: r for r in records}.values())  # the last version of an id given twice
         from psycopg.types.json import Json, Jsonb
 
@@ -587,11 +562,10 @@ class PostgresStore:
                 "INSERT INTO thumbs SELECT new.rid, stage.thumb FROM new JOIN stage USING (id) "
                 "WHERE stage.thumb IS NOT NULL"
             )
-            known = set(self._info_value(con, "fields", []))
+            known = set(self._info_value("fields", []))
             new_fields = sorted({k for r in records for k in r.metadata} - known)
             if new_fields:
-                merged = sorted(known | set(new_fields))
-                con.execute("UPDATE info SET value = %s WHERE key = 'fields'", [_jsonb(merged)])
+                self._set_info("fields", sorted(known | set(new_fields)))
                 from psycopg import sql
 
                 for f in new_fields:  # expression indexes: filters on any field use an index, not a scan
@@ -675,21 +649,6 @@ class PostgresStore:
             out[rec.id] = rec
         return out
 
-    def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        return self._read(lambda con: con.execute(sql, params).fetchall())
-
-    def content_hashes(self) -> dict[str, str]:
-        return dict(self._rows("SELECT id, content_hash FROM items"))
-
-    def ids_with_image_hash(self, image_hash: str) -> list[str]:
-        return [r[0] for r in self._rows("SELECT id FROM items WHERE image_hash = %s", [image_hash])]
-
-    def sample_ids(self, n: int) -> list[str]:
-        return [r[0] for r in self._rows("SELECT id FROM items ORDER BY rid LIMIT %s", [n])]
-
-    def all_ids(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT id FROM items ORDER BY rid")]
-
     def image_vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, image vectors) of the items whose image could be read, in index order."""
         rows = self._rows("SELECT id, img_vec FROM items WHERE img_vec IS NOT NULL ORDER BY rid")
@@ -700,8 +659,7 @@ class PostgresStore:
         return [r[0] for r in rows], vecs
 
     def facets(self, field: str, *, limit: int = 50) -> list[tuple[object, int]]:
-        if field not in self.fields():
-            raise InputError(f"no field {field!r}; the fields are: {', '.join(self.fields()) or 'none'}")
+        self._check_field(field)
         sql, params = _field_sql(field)
         rows = self._rows(
             f"SELECT v, n FROM (SELECT {sql} AS v, count(*) AS n FROM items GROUP BY 1) c "
@@ -769,20 +727,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------- vector search
 
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        *,
-        where: Filter | None = None,
-        exclude: Sequence[str] = (),
-        exact: bool = False,
-    ) -> list[tuple[str, float]]:
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape != (self.info.dim,):
-            raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
-        if k <= 0:
-            return []
+    def _search(self, vector, k: int, where: Filter | None, exclude: Sequence[str], exact: bool):
         cond, params = self._filter(where, exclude)
         import psycopg
 

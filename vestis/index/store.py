@@ -2,18 +2,25 @@
 
 The search layer (:mod:`vestis.search`) and the builder (:mod:`vestis.index.build`)
 speak only this protocol; ``tests/index/test_store_contract.py`` is the contract
-suite any backend must pass.
+suite any backend must pass. :class:`BaseStore` is what the two backends share: the
+writer's nesting and its errors, the ``info`` values, the queries that read the same in
+both SQL dialects, and the checks of what callers give.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from vestis.errors import ConflictError, InputError, VestisError
 from vestis.index.filters import Filter
+from vestis.index.vectors import AnnConfig
 
 #: Build reports a store keeps, the latest (every ``index build|add|update`` and API write makes one).
 KEEP_REPORTS = 100
@@ -99,6 +106,137 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class BaseStore:
+    """What every store does the same way, over the few things each does its own way: ``_rows`` (a query's
+    rows), ``_info_value``/``_set_info`` (the ``info`` table), ``_lock_for_writing``/``_unlock_after_writing``
+    (the write lock across processes), ``location`` (for messages) and ``close``."""
+
+    #: The driver's parameter placeholder, and the column that orders items as they were added.
+    _PARAM = "?"
+    _ORDER = "row"
+
+    def __init__(self, info: StoreInfo, *, writable: bool) -> None:
+        self.info = info
+        self.writable = writable
+        self._lock = threading.RLock()  # shared by a server's threads: the writer's state, an embedded connection
+        self._write_depth = 0
+
+    # ----------------------------------------------------------------- each store's own
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _info_value(self, key: str, default=None):
+        raise NotImplementedError
+
+    def _set_info(self, key: str, value) -> None:
+        """Inside :meth:`writer`."""
+        raise NotImplementedError
+
+    def _lock_for_writing(self) -> bool:
+        """Take the write lock that other processes see; False when another holds it."""
+        raise NotImplementedError
+
+    def _unlock_after_writing(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------ shared
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def ann_config(self) -> AnnConfig:
+        return AnnConfig.from_dict(self.info.settings.get("ann"))
+
+    def generation(self) -> int:
+        return int(self._info_value("generation", 0))
+
+    def fields(self) -> list[str]:
+        return list(self._info_value("fields", []))
+
+    def count(self) -> int:
+        return self._rows("SELECT count(*) FROM items")[0][0]
+
+    def content_hashes(self) -> dict[str, str]:
+        return dict(self._rows("SELECT id, content_hash FROM items"))
+
+    def ids_with_image_hash(self, image_hash: str) -> list[str]:
+        return [r[0] for r in self._rows(f"SELECT id FROM items WHERE image_hash = {self._PARAM}", [image_hash])]
+
+    def sample_ids(self, n: int) -> list[str]:
+        return [r[0] for r in self._rows(f"SELECT id FROM items ORDER BY {self._ORDER} LIMIT {self._PARAM}", [n])]
+
+    def all_ids(self) -> list[str]:
+        return [r[0] for r in self._rows(f"SELECT id FROM items ORDER BY {self._ORDER}")]
+
+    def update_settings(self, **settings) -> None:
+        with self.writer():
+            merged = {**self.info.settings, **settings}
+            self._set_info("settings", merged)
+            self.info = dataclasses.replace(self.info, settings=merged)
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the catalog's write lock: one writer at a time, across processes (and machines, for a
+        database). Nests: a build holds it across its batches, each batch's write takes it again."""
+        if not self.writable:
+            raise VestisError(f"{self.location} was opened read-only")
+        with self._lock:
+            if self._write_depth == 0 and not self._lock_for_writing():
+                raise ConflictError(f"{self.location} is being written by another process; try again later")
+            self._write_depth += 1
+            try:
+                yield
+            finally:
+                self._write_depth -= 1
+                if self._write_depth == 0:
+                    self._unlock_after_writing()
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[str] = (),
+        exact: bool = False,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` nearest items by inner product, best first, among those matching ``where`` and not in
+        ``exclude``; ``exact``: a full scan even where an ANN index exists."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.info.dim,):
+            raise InputError(f"query vector has dim {vector.shape[0]}; the index holds dim {self.info.dim}")
+        if k <= 0:
+            return []
+        return self._search(vector, k, where, exclude, exact)
+
+    def _search(self, vector: np.ndarray, k: int, where, exclude: Sequence[str], exact: bool):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ checks of what callers give
+
+    def _check_vectors(self, records: Sequence[Record]) -> None:
+        dim = self.info.dim
+        for r in records:
+            if r.vector.shape != (dim,):
+                raise InputError(f"item {r.id!r}: vector shape {r.vector.shape}, the index holds dim {dim}")
+
+    def _check_field(self, name: str) -> None:
+        if name not in self.fields():
+            raise InputError(f"no field {name!r}; the fields are: {', '.join(self.fields()) or 'none'}")
 
 
 def load_index_encoder(info: StoreInfo, **load_kwargs):
