@@ -114,8 +114,9 @@ class ServerThread:
 
 @pytest.fixture(scope="session")
 def server(index_dir, mini):
-    """The open (no keys) server over the test index, with micro-batching."""
-    with ServerThread(create_app(ServeConfig(catalogs=[index_dir]), encoder=mini)) as s:
+    """The open (no keys) server over the test index, with micro-batching. Its explanations are not rate
+    limited: the modules sharing it ask for more than a burst (test_explain.py tests the limit)."""
+    with ServerThread(create_app(ServeConfig(catalogs=[index_dir], explain_rate=0), encoder=mini)) as s:
         yield s
 
 

@@ -39,7 +39,7 @@ from vestis.serve.errors import install_error_handlers
 from vestis.serve.media import PixelBudget
 from vestis.serve.metrics import Metrics, MetricsMiddleware
 from vestis.serve.routes import catalogs, classify, embeddings, explain, ops, pages, search
-from vestis.serve.security import GuardMiddleware, GuardSettings, KeyStore, RateLimiter
+from vestis.serve.security import GuardMiddleware, GuardSettings, KeyStore, RateLimiter, RouteLimit
 from vestis.serve.state import ServerState, catalog_name
 
 __all__ = ["MiB", "ServeConfig", "create_app", "prepare"]
@@ -85,6 +85,7 @@ async def _start(state: ServerState) -> None:
     await state.images.start()
     state.batched = BatchedEncoder(enc, state.texts, state.images, timeout=config.request_timeout)
     state.labels = LabelCache(state.batched)
+    state.explain_slots = asyncio.Semaphore(config.explain_concurrency)
     for path in config.catalogs:
         name = catalog_name(path)
         state.catalogs[name] = Catalog.open(path, encoder=state.batched)
@@ -166,6 +167,7 @@ def create_app(config: ServeConfig, *, encoder=None) -> FastAPI:
     guard = GuardSettings(
         keys=KeyStore(config.key_hashes, config.api_keys_file),
         limiter=RateLimiter(config.rate_limit, config.rate_burst),
+        route_limits=(RouteLimit("POST", "/v1/explain", RateLimiter(config.explain_rate, config.explain_burst)),),
         max_body_bytes=config.max_body_bytes,
         timeout=config.request_timeout,
     )

@@ -40,6 +40,14 @@ def serve(
     rate_limit: Annotated[
         float, typer.Option("--rate-limit", min=0, help="Requests per minute per API key (0: no limit).")
     ] = 600.0,
+    explain_rate: Annotated[
+        float,
+        typer.Option(
+            "--explain-rate",
+            min=0,
+            help="POST /v1/explain calls per minute per client (API key, else address); bursts of 10; 0: no limit.",
+        ),
+    ] = 30.0,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body, MiB.")] = 16.0,
     max_image_mb: Annotated[float, typer.Option("--max-image-mb", min=0.001, help="Largest image, MiB.")] = 8.0,
     max_image_pixels: Annotated[

@@ -39,6 +39,9 @@ class ServeConfig:
     api_keys_file: Path | None = None  # keys with scopes; read again when it changes
     rate_limit: float = 600.0  # requests per minute per key; 0 = unlimited
     rate_burst: int | None = None  # default: a tenth of a minute's worth, at least 1
+    explain_rate: float = 30.0  # POST /v1/explain per minute per client (its key, else its address); 0 = unlimited
+    explain_burst: int = 10
+    explain_concurrency: int = 2  # explanations computed at once, across clients (others wait their turn)
     max_body_bytes: int = 16 * MiB
     max_image_bytes: int = 8 * MiB
     max_image_pixels: int = 40_000_000
@@ -80,6 +83,7 @@ class ServeFile(BaseModel):
     port: int | None = Field(None, ge=0, le=65535)
     api_keys_file: Path | None = None
     rate_limit: float | None = Field(None, ge=0)
+    explain_rate: float | None = Field(None, ge=0)
     max_body_mb: float | None = Field(None, ge=0.001)
     max_image_mb: float | None = Field(None, ge=0.001)
     max_image_pixels: int | None = Field(None, ge=1)

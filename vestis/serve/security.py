@@ -12,7 +12,10 @@
   to any ``Host`` header that is not a loopback name (a DNS-rebinding page in a browser
   cannot reach it either).
 * **Rate limits**: a token bucket per key (``rate`` requests per minute, bursts of
-  ``burst``); over it: 429 with ``Retry-After``.
+  ``burst``); over it: 429 with ``Retry-After``. Costly routes (``POST /v1/explain``: a batch
+  of occlusions per call) have a tighter bucket of their own per client (its key, else its
+  address), on servers without keys too: one client's flood of them is turned away at the
+  door, and never takes the encoder from other clients' searches.
 * **Sizes**: a declared ``Content-Length`` over the limit is refused before the body is
   read (413); a chunked body is counted as it arrives and cut off at the limit.
 * **Content types**: a body is JSON or a multipart form; anything else is a 415.
@@ -296,6 +299,12 @@ async def send_error(send, status: int, message: str, type_: str, code: str | No
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_too_many(send, message: str, wait: float) -> None:
+    """429 ``rate_limit_exceeded`` with ``Retry-After``: the whole seconds until ``wait`` has passed."""
+    await send_error(send, 429, message, "rate_limit_error", "rate_limit_exceeded",
+                     [("retry-after", str(max(1, math.ceil(wait))))])  # fmt: skip
+
+
 #: Sent with every response: no MIME sniffing, no referrer, no framing; the page loads only its own files.
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -309,12 +318,26 @@ SECURITY_HEADERS = [
 ]
 
 
+@dataclass(frozen=True)
+class RouteLimit:
+    """A token bucket per client for one costly route (``method path``), besides the per-key one."""
+
+    method: str
+    path: str
+    limiter: RateLimiter
+
+    def refusal(self, wait: float) -> str:
+        per = f"{self.limiter.rate * 60:g} a minute per client, bursts of {self.limiter.burst:g}"
+        return f"{self.method} {self.path} is limited to {per}; retry in {wait:.1f} s"
+
+
 @dataclass
 class GuardSettings:
     keys: KeyStore
     limiter: RateLimiter
     max_body_bytes: int
     timeout: float
+    route_limits: tuple[RouteLimit, ...] = ()
     public_paths: tuple[str, ...] = ("/healthz", "/readyz")
     public_prefixes: tuple[str, ...] = ("/static/",)
     page_paths: tuple[str, ...] = ("/", "/index.html", "/favicon.ico")
@@ -337,9 +360,9 @@ class GuardMiddleware:
         path = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         public = path in s.public_paths or path in s.page_paths or path.startswith(s.public_prefixes)
+        client = (scope.get("client") or ("", 0))[0] or ""  # who a costly route's bucket belongs to: key, else address
         if not s.keys:
-            client = (scope.get("client") or ("", 0))[0]
-            if not is_loopback_host(client or ""):
+            if not is_loopback_host(client):
                 await send_error(send, 403, "this server has no API keys and answers loopback clients only",
                                  "permission_error", "loopback_only")  # fmt: skip
                 return
@@ -365,6 +388,7 @@ class GuardMiddleware:
                                  [("www-authenticate", "Bearer")])  # fmt: skip
                 return
             key_id, grant = found
+            client = f"key:{key_id}"
             refusal = permission_problem(grant, scope.get("method", "GET"), path)
             if refusal is not None:
                 await send_error(send, 403, refusal[1], "permission_error", refusal[0])
@@ -373,9 +397,11 @@ class GuardMiddleware:
             scope["state"]["grant"] = grant
             wait = s.limiter.acquire(key_id)
             if wait > 0:
-                await send_error(send, 429, f"rate limit reached for this key; retry in {wait:.1f} s",
-                                 "rate_limit_error", "rate_limit_exceeded",
-                                 [("retry-after", str(max(1, math.ceil(wait))))])  # fmt: skip
+                await send_too_many(send, f"rate limit reached for this key; retry in {wait:.1f} s", wait)
+                return
+        for limit in s.route_limits:
+            if path == limit.path and scope.get("method") == limit.method and (wait := limit.limiter.acquire(client)):
+                await send_too_many(send, limit.refusal(wait), wait)
                 return
         declared = headers.get("content-length")
         if declared is not None:

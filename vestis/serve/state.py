@@ -49,6 +49,7 @@ class ServerState:
     labels: object | None = None  # vestis.tag.LabelCache over ``batched``
     metrics: object | None = None  # vestis.serve.metrics.Metrics
     pixels: PixelBudget | None = None  # pixels being decoded at once, across requests
+    explain_slots: asyncio.Semaphore | None = None  # explanations computed at once (config.explain_concurrency)
     ready: bool = False
     started: float = field(default_factory=time.time)
 
