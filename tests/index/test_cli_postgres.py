@@ -91,8 +91,8 @@ def test_vestis_db_start_on_tcp(pg_folder, kagl_small):
     port = free_port()
     refused = vestis("db", "start", "--data", str(data), "--host", "0.0.0.0", "--port", str(port))
     assert refused.returncode == 2 and "without a password" in refused.stderr and not data.exists()
-    started = last_json(vestis("db", "start", "--data", str(data), "--port", str(port), "--json"))
     try:
+        started = last_json(vestis("db", "start", "--data", str(data), "--port", str(port), "--json"))
         url = started["url"]
         assert url == f"postgresql://postgres@127.0.0.1:{port}/postgres"  # TCP, loopback by default
         with psycopg.connect(url) as con:  # a client over TCP, not the socket
@@ -148,3 +148,40 @@ def test_build_reports_are_kept_and_shown_alike_by_both_stores(tmp_path, pg_stor
     assert {k: v for k, v in local_last.items() if k not in timing} == {
         k: v for k, v in pg_last.items() if k not in timing
     }
+
+
+def outward_address() -> str | None:
+    """This machine's address on its network (no packet is sent), or None when it has only loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 9))
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_vestis_db_start_on_every_address_lets_others_in_by_password_only(pg_folder):
+    import psycopg
+
+    outward = outward_address()
+    if outward is None:
+        pytest.skip("this machine has no address but loopback")
+    data, port = pg_folder / "data", free_port()
+    env = {"VESTIS_DB_PASSWORD": "a-long-test-password"}
+    try:
+        started = last_json(vestis("db", "start", "--data", str(data), "--host", "0.0.0.0", "--port", str(port),
+                                   "--json", env=env))  # fmt: skip
+        assert started["url"] == f"postgresql://postgres@{socket.gethostname()}:{port}/postgres"
+        with pytest.raises(psycopg.OperationalError, match="password"):  # from another address: no trust
+            psycopg.connect(
+                f"postgresql://postgres@{outward}:{port}/postgres", connect_timeout=10, passfile="/dev/null"
+            )
+        url = f"postgresql://postgres:a-long-test-password@{outward}:{port}/postgres"
+        with psycopg.connect(url, connect_timeout=10) as con:
+            assert str(con.execute("SELECT inet_server_addr()").fetchone()[0]) == outward
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres") as con:  # this machine: as the socket
+            assert con.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        stopped = vestis("db", "stop", "--data", str(data))
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -59,7 +59,7 @@ def tcp_url(host: str, port: int) -> str:
     """The URL clients use to reach a server listening on ``host``: this machine's name when it listens on
     every address (``0.0.0.0``, ``::``, ``*``)."""
     if host in ("0.0.0.0", "::", "*", ""):
-        host = socket.getfqdn()
+        host = socket.gethostname()
     shown = f"[{host}]" if ":" in host else host
     return f"postgresql://{USER}@{shown}:{int(port)}/{USER}"
 
@@ -167,9 +167,13 @@ def _set_password(data: Path, password: str) -> None:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(_running(data).get_uri(), autocommit=True) as con:
-        con.execute("SET password_encryption = 'scram-sha-256'")
-        con.execute(sql.SQL("ALTER USER {} PASSWORD {}").format(sql.Identifier(USER), sql.Literal(password)))
+    info = _running(data)
+    try:  # the socket's name carries the port the server listens on
+        with psycopg.connect(host=str(info.socket_dir), port=info.port, user=USER, dbname=USER, autocommit=True) as con:
+            con.execute("SET password_encryption = 'scram-sha-256'")
+            con.execute(sql.SQL("ALTER USER {} PASSWORD {}").format(sql.Identifier(USER), sql.Literal(password)))
+    except psycopg.Error as exc:
+        raise VestisError(f"the server on {data} started, but its password could not be set: {exc}") from None
 
 
 def _running(data: Path):
