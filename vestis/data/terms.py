@@ -4,10 +4,13 @@ A term table maps ``field -> English value -> [name, synonym, ...]``: the first 
 composed captions use, the rest are other words shoppers type for the same thing. Fields are
 the KAGL catalog's (``articleType``, ``baseColour``, ...) plus ``ccp`` for Clothing Co-Parsing's
 garment labels. Used to compose Chinese training captions and Chinese test queries (issue #21).
+English names of the same values in a sentence ("Tshirts" -> "t-shirt") come from :func:`natural_name`.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +21,31 @@ import yaml
 from vestis.errors import InputError
 
 LANGUAGES = ("zh",)
+
+#: KAGL article types whose English name in a sentence is not the label lower-cased and made singular.
+_NATURAL = {
+    "Tshirts": "t-shirt", "Lounge Tshirts": "lounge t-shirt", "Jeans": "jeans", "Trousers": "trousers",
+    "Shorts": "shorts", "Track Pants": "track pants", "Capris": "capris", "Leggings": "leggings",
+    "Jeggings": "jeggings", "Briefs": "briefs", "Boxers": "boxers", "Socks": "socks", "Tights": "tights",
+    "Stockings": "stockings", "Lounge Pants": "lounge pants", "Lounge Shorts": "lounge shorts",
+    "Night suits": "night suit", "Flip Flops": "flip flops", "Sunglasses": "sunglasses",
+    "Perfume and Body Mist": "perfume", "Necklace and Chains": "necklace", "Kajal and Eyeliner": "eyeliner",
+    "Sarees": "saree", "Dresses": "dress", "Watches": "watch", "Heels": "heels", "Flats": "flats",
+    "Sandals": "sandals", "Casual Shoes": "casual shoes", "Sports Shoes": "sports shoes",
+    "Formal Shoes": "formal shoes", "Sports Sandals": "sports sandals", "Booties": "booties",
+}  # fmt: skip
+
+
+def natural_name(label: str) -> str:
+    """A readable singular form of a KAGL label ("Handbags" -> "handbag")."""
+    if label in _NATURAL:
+        return _NATURAL[label]
+    word = label.strip().lower()
+    if re.search(r"(ches|shes|sses|xes)$", word):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us")):
+        return word[:-1]
+    return word
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,31 @@ class Terms:
         """The caption name of ``value`` in this language, or ``None`` when the table lacks it."""
         names = self.names(field, value)
         return names[0] if names else None
+
+    def labels(self, field: str, values: list[str]) -> dict[str, str]:
+        """One distinct name per value of ``field``, for a set of class labels (zero-shot classes, captions).
+
+        Each value gets its caption name unless another of ``values`` has the same one
+        (Scarves and Mufflers are both 围巾); then it gets its first name that no other
+        value has at all (丝巾, 围脖). A value the table lacks, or one left without a name of its own,
+        is an error naming it.
+        """
+        missing = [v for v in values if not self.names(field, v)]
+        if missing:
+            raise InputError(f"the {self.lang} term table has no name for {field} {missing}")
+        firsts = Counter(self.names(field, v)[0] for v in values)
+        out = {}
+        for v in values:
+            first = self.names(field, v)[0]
+            if firsts[first] == 1:
+                out[v] = first
+                continue
+            others = {n for w in values if w != v for n in self.names(field, w)}
+            own = [n for n in self.names(field, v) if n not in others]
+            if not own:
+                raise InputError(f"{field} {v!r} has no {self.lang} name that the other labels do not share")
+            out[v] = own[0]
+        return out
 
 
 def parse_terms(data: object, *, lang: str, source: str) -> Terms:
