@@ -7,7 +7,8 @@ inversion) has removed the colour from the image.
 
 from __future__ import annotations
 
-import re
+from vestis.data.terms import natural_name
+from vestis.errors import InputError
 
 #: Field weights in the loss (configurable per run).
 DEFAULT_FIELD_WEIGHTS = {
@@ -22,18 +23,6 @@ DEFAULT_FIELD_WEIGHTS = {
 }
 #: Fields whose captions name the colour.
 COLOUR_FIELDS = ("colour",)
-
-_NATURAL = {
-    "Tshirts": "t-shirt", "Lounge Tshirts": "lounge t-shirt", "Jeans": "jeans", "Trousers": "trousers",
-    "Shorts": "shorts", "Track Pants": "track pants", "Capris": "capris", "Leggings": "leggings",
-    "Jeggings": "jeggings", "Briefs": "briefs", "Boxers": "boxers", "Socks": "socks", "Tights": "tights",
-    "Stockings": "stockings", "Lounge Pants": "lounge pants", "Lounge Shorts": "lounge shorts",
-    "Night suits": "night suit", "Flip Flops": "flip flops", "Sunglasses": "sunglasses",
-    "Perfume and Body Mist": "perfume", "Necklace and Chains": "necklace", "Kajal and Eyeliner": "eyeliner",
-    "Sarees": "saree", "Dresses": "dress", "Watches": "watch", "Heels": "heels", "Flats": "flats",
-    "Sandals": "sandals", "Casual Shoes": "casual shoes", "Sports Shoes": "sports shoes",
-    "Formal Shoes": "formal shoes", "Sports Sandals": "sports sandals", "Booties": "booties",
-}  # fmt: skip
 
 
 #: Other common names of KAGL article types and street-photo garment labels, so that the
@@ -69,18 +58,6 @@ SYNONYMS = {
     "sneakers": ["trainers", "sports shoes"], "pants": ["trousers"], "t-shirt": ["tee"], "purse": ["bag"],
     "bag": ["handbag"], "heels": ["high heels"], "pumps": ["heels"], "shoes": ["footwear"], "blazer": ["jacket"],
 }  # fmt: skip
-
-
-def natural_name(label: str) -> str:
-    """A readable singular form of a KAGL label ("Handbags" -> "handbag")."""
-    if label in _NATURAL:
-        return _NATURAL[label]
-    word = label.strip().lower()
-    if re.search(r"(ches|shes|sses|xes)$", word):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith(("ss", "us")):
-        return word[:-1]
-    return word
 
 
 def _synonym_captions(synonyms: list[str]) -> list[str]:
@@ -161,14 +138,16 @@ def garment_views(label: str, synonym_field: bool = False) -> dict[str, list[str
     return views
 
 
-def product_views_zh(row: dict, terms) -> dict[str, list[str]]:
+def product_views_zh(row: dict, terms, synonym_field: bool = False) -> dict[str, list[str]]:
     """Simplified-Chinese caption candidates per field for one KAGL product (issue #21).
 
     Composed from ``terms`` (:func:`vestis.data.terms.load_terms`) as the English ones are
     composed from the field values: the article field draws among the article type's names
     (its synonyms included), ``composed`` joins colour, article and occasion the way Chinese
     shop titles do ("黑色连衣裙", "夏季黑色连衣裙"). The free-text title has no Chinese form
-    and gives no caption. Values the table lacks give no caption for their field.
+    and gives no caption. Values the table lacks give no caption for their field. With
+    ``synonym_field`` the article type's other names form a ``synonym`` field of their own,
+    as in :func:`product_views`.
     """
 
     def name(field: str) -> tuple[str, ...]:
@@ -179,7 +158,9 @@ def product_views_zh(row: dict, terms) -> dict[str, list[str]]:
     views: dict[str, list[str]] = {}
     if article:
         main = article[0]
-        views["article"] = [f"一张{main}的照片", *article]
+        views["article"] = [f"一张{main}的照片", *(article[:1] if synonym_field else article)]
+        if synonym_field and len(article) > 1:
+            views["synonym"] = _synonym_captions_zh(article[1:])
         plain = [main, f"{usage[0]}{main}" if usage else f"一张{main}的照片"]
         views["composed_plain"] = plain
         if colour:
@@ -205,10 +186,66 @@ def product_views_zh(row: dict, terms) -> dict[str, list[str]]:
     return views
 
 
-def garment_views_zh(label: str, terms) -> dict[str, list[str]]:
+def garment_views_zh(label: str, terms, synonym_field: bool = False) -> dict[str, list[str]]:
     """Simplified-Chinese caption candidates for a garment cropped from a street photo."""
     names = terms.names("ccp", label)
     if not names:
         return {}
-    captions = [f"一张{names[0]}的照片", *names, f"穿在身上的{names[0]}"]
-    return {"article": captions, "composed": captions, "composed_plain": captions}
+    captions = [f"一张{names[0]}的照片", *(names[:1] if synonym_field else names), f"穿在身上的{names[0]}"]
+    views = {"article": captions, "composed": captions, "composed_plain": captions}
+    if synonym_field and len(names) > 1:
+        views["synonym"] = _synonym_captions_zh(names[1:])
+    return views
+
+
+def _synonym_captions_zh(names: tuple[str, ...]) -> list[str]:
+    return [caption for name in names for caption in (f"一张{name}的照片", name)]
+
+
+#: The languages training captions are composed in: English from the catalog's values, the
+#: others through their term table (:mod:`vestis.data.terms`) by these composers.
+_COMPOSERS = {"zh": (product_views_zh, garment_views_zh)}
+CAPTION_LANGUAGES = ("en", *_COMPOSERS)
+
+
+def field_key(field: str, lang: str) -> str:
+    """Where an item's views keep ``field`` in ``lang``: English under the field's name (as v1-v6 did),
+    another language under ``field@lang``."""
+    return field if lang == "en" else f"{field}@{lang}"
+
+
+def check_languages(languages) -> tuple[str, ...]:
+    """The caption languages asked for, or an error naming the unknown ones."""
+    langs = tuple(dict.fromkeys(languages))
+    unknown = [lang for lang in langs if lang not in CAPTION_LANGUAGES]
+    if not langs or unknown:
+        raise InputError(f"caption languages must be some of {list(CAPTION_LANGUAGES)}, not {list(languages)}")
+    return langs
+
+
+def caption_languages(languages) -> dict:
+    """``languages`` checked, each with what composes its captions: its term table (None for English)."""
+    from vestis.data.terms import load_terms
+
+    return {lang: None if lang == "en" else load_terms(lang) for lang in check_languages(languages)}
+
+
+def multilingual_views(per_language: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """One item's caption views in several languages, each field under :func:`field_key`."""
+    return {field_key(f, lang): captions for lang, views in per_language.items() for f, captions in views.items()}
+
+
+def product_views_in(row: dict, languages: dict, synonym_field: bool = False) -> dict[str, list[str]]:
+    """A KAGL product's views in every language of ``languages`` (language -> its term table; None for English)."""
+    return multilingual_views({
+        lang: product_views(row, synonym_field) if lang == "en" else _COMPOSERS[lang][0](row, terms, synonym_field)
+        for lang, terms in languages.items()
+    })  # fmt: skip
+
+
+def garment_views_in(label: str, languages: dict, synonym_field: bool = False) -> dict[str, list[str]]:
+    """A street-photo garment's views in every language of ``languages`` (as :func:`product_views_in`)."""
+    return multilingual_views({
+        lang: garment_views(label, synonym_field) if lang == "en" else _COMPOSERS[lang][1](label, terms, synonym_field)
+        for lang, terms in languages.items()
+    })  # fmt: skip

@@ -21,7 +21,7 @@ from vestis.data.split import is_validation
 from vestis.errors import ImageError
 from vestis.models.preprocess import ImageConfig, load_image, resize_and_crop
 from vestis.progress import progress_bar
-from vestis.train.captions import garment_views, product_views
+from vestis.train.captions import garment_views_in, product_views_in
 
 
 @dataclass
@@ -59,8 +59,14 @@ def kagl_items(
     split: str,
     quiet: bool = False,
     synonym_field: bool = False,
+    languages: dict | None = None,
 ):
-    """Yield (id, uint8 image at the model's input size, views, articleType) for the KAGL rows of ``split``."""
+    """Yield (id, uint8 image at the model's input size, views, articleType) for the KAGL rows of ``split``.
+
+    ``languages`` (:func:`~vestis.train.captions.caption_languages`; default English only): the
+    languages whose captions the views hold.
+    """
+    languages = languages or {"en": None}
     table = read_catalog(path)
     ids = table.column("id").to_pylist()
     keep = [i for i, x in enumerate(ids) if is_validation(x, val_fraction) == (split == "val")]
@@ -74,7 +80,7 @@ def kagl_items(
                 arr = resize_and_crop(load_image(data), cfg)
             except ImageError:
                 continue
-            yield str(ids[i]), arr, product_views(row, synonym_field), row["articleType"] or ""
+            yield str(ids[i]), arr, product_views_in(row, languages, synonym_field), row["articleType"] or ""
 
 
 def ccp_items(
@@ -85,20 +91,23 @@ def ccp_items(
     quiet: bool = False,
     synonym_field: bool = False,
     holdout: bool = False,
+    languages: dict | None = None,
 ):
     """Garments cropped from Clothing Co-Parsing photos by their pixel masks.
 
     Each garment gives its crop from the street photo and, with ``cutout``, the
     same garment cut out by its mask onto white (the catalog look).  ``holdout``
-    leaves out the held-out photos (the real-photo validation set).
+    leaves out the held-out photos (the real-photo validation set). ``languages`` as for
+    :func:`kagl_items`.
     """
+    languages = languages or {"en": None}
     photos = list(read_photos(path, "train" if holdout else "all", pixel_only=True))
     with progress_bar(len(photos), "cropping street-photo garments", quiet=quiet) as advance:
         for photo in photos:
             advance(1)
             pixels = np.asarray(photo.image)
             for g in garment_crops(photo, min_side):
-                views = garment_views(g.label, synonym_field)
+                views = garment_views_in(g.label, languages, synonym_field)
                 yield f"ccp-{photo.id}-{g.label}", resize_and_crop(photo.image.crop(g.box), cfg), views, g.label
                 if cutout:
                     # the garment alone on white, as a catalog photographs it
