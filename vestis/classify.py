@@ -14,6 +14,9 @@ from vestis.errors import InputError
 from vestis.models.base import Encoder, l2_normalize
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+#: Default prompt templates per label language: Chinese as vestis-mini's Chinese training
+#: captions phrase a photo of something (一张…的照片; vestis.train.captions).
+LANGUAGE_TEMPLATES = {"en": DEFAULT_TEMPLATES, "zh": ("一张{}的照片",)}
 
 
 def label_embeddings(

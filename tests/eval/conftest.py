@@ -1,4 +1,4 @@
-"""A transparent toy encoder: images embed as their mean colour, texts as the colour they name."""
+"""A transparent toy encoder: images embed as their mean colour, texts as the colour they name (English or Chinese)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from vestis.models.base import Encoder, l2_normalize
 from vestis.models.preprocess import load_image
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+#: The same colours as the Chinese term table names them (红色, 绿色, 蓝色), for the Chinese tasks.
+COLOURS_ZH = {"红": COLOURS["red"], "绿": COLOURS["green"], "蓝": COLOURS["blue"]}
 
 
 class ColourEncoder(Encoder):
@@ -41,7 +43,8 @@ class ColourEncoder(Encoder):
 
     def encode_texts(self, texts, *, batch_size=None):
         self.calls += 1
-        vecs = [next((np.array(c, np.float32) for name, c in COLOURS.items() if name in t.lower()), np.ones(3))
+        named = {**COLOURS, **COLOURS_ZH}
+        vecs = [next((np.array(c, np.float32) for name, c in named.items() if name in t.lower()), np.ones(3))
                 for t in texts]  # fmt: skip
         return l2_normalize(np.array(vecs).reshape(-1, 3) + 1e-3)
 

@@ -21,6 +21,8 @@ class LabelledImages:
     description: str
     #: The dataset's own class list, in its order (None: the labels present).
     classes: list[str] | None = None
+    #: The catalog field the labels are values of (a term table's field: articleType, ccp, ...), if any.
+    field: str | None = None
 
 
 def fashion_mnist(limit: int | None = None) -> LabelledImages:
@@ -49,6 +51,7 @@ def ccp_val(limit: int | None = None) -> LabelledImages:
         list(images),
         list(labels),
         f"Clothing Co-Parsing held-out photos ({HELDOUT_FRACTION:.0%} by photo id): {len(images)} garment crops",
+        field="ccp",
     )
 
 
@@ -63,6 +66,7 @@ def from_parquet(
         table.column(image_column).to_pylist(),
         table.column(label_column).to_pylist(),
         f"{Path(path).name}: {label_column} ({'' if split == 'all' else split + ' split, '}{table.num_rows} rows)",
+        field=label_column,
     )
 
 
@@ -102,3 +106,32 @@ def labelled_images(
     if not label_column:
         raise InputError("--label-column is required for a parquet catalog")
     return from_parquet(path, image_column, label_column, limit, split)
+
+
+def in_language(
+    data: LabelledImages, lang: str, labels: list[str] | None = None
+) -> tuple[LabelledImages, list[str] | None, dict[str, str]]:
+    """``data`` with its labels named in ``lang``, the candidate ``labels`` likewise, and the names given.
+
+    The names come from the term table (:meth:`~vestis.data.terms.Terms.labels`: one distinct
+    name per value, over the values present and the candidates), so the classes and the items
+    are the same as in English: only the words change. English returns ``data`` as it is.
+    """
+    if lang == "en":
+        return data, labels, {}
+    from vestis.data.terms import load_terms
+
+    terms = load_terms(lang)
+    if data.field is None or data.field not in terms.fields():
+        raise InputError(
+            f"{data.description}: its labels are no field of the {lang} term table "
+            f"({', '.join(terms.fields())}), so they have no {lang} names"
+        )
+    values = {str(v) for v in data.labels if v is not None and str(v).strip()}
+    values = sorted(values | set(labels or []) | set(data.classes or []))
+    names = terms.labels(data.field, values)
+    translated = [names[str(v)] if v is not None and str(v).strip() else v for v in data.labels]
+    classes = [names[c] for c in data.classes] if data.classes else None
+    described = f"{data.description}, labels in {lang}"
+    out = LabelledImages(data.images, translated, described, classes=classes, field=data.field)
+    return out, [names[c] for c in labels] if labels else None, names

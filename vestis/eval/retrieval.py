@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,44 @@ def rules_ground_truth(path: str | Path, catalog: pa.Table, id_column: str = "id
     return qrels
 
 
+def caption_ground_truth(
+    catalog: pa.Table, fields: Sequence[str], lang: str = "en", id_column: str = "id"
+) -> dict[str, dict[str, int]]:
+    """Queries composed from the catalog's values, each relevant to every item that has all of them.
+
+    One query per combination of ``fields`` values present ("black t-shirt" for baseColour and
+    articleType; in Chinese the term table's names joined as shop titles join them, "黑色T恤"),
+    so that two languages are measured on the same items with the same relevance: only the
+    words differ. Items missing a value give no query; combinations that read the same share one.
+    """
+    from vestis.data.terms import load_terms, natural_name
+
+    fields = list(fields)
+    if not fields:
+        raise InputError("captions needs at least one catalog field")
+    for column in fields:
+        if column not in catalog.column_names:
+            raise InputError(f"captions: the catalog has no column {column!r}")
+    columns = {f: [str(v).strip() if v is not None else "" for v in catalog.column(f).to_pylist()] for f in fields}
+    terms = None if lang == "en" else load_terms(lang)
+    names: dict[str, dict[str, str]] = {}
+    for f in fields:
+        values = sorted({v for v in columns[f] if v})
+        if terms is not None:
+            names[f] = terms.labels(f, values)
+        else:
+            names[f] = {v: natural_name(v) if f == "articleType" else v.lower() for v in values}
+    joiner = " " if terms is None else ""
+    ids = [str(x) for x in catalog.column(id_column).to_pylist()]
+    qrels: dict[str, dict[str, int]] = {}
+    for n, item in enumerate(ids):
+        values = [columns[f][n] for f in fields]
+        if all(values):
+            query = joiner.join(names[f][v] for f, v in zip(fields, values))
+            qrels.setdefault(query, {})[item] = 1
+    return qrels
+
+
 def restrict_to_corpus(qrels: dict[str, dict[str, int]], corpus: set[str]) -> tuple[dict[str, dict[str, int]], dict]:
     """Drop judged ids that are not in the corpus, and queries left with no relevant id."""
     kept: dict[str, dict[str, int]] = {}
@@ -130,7 +168,7 @@ def document_embeddings(
 def evaluate_retrieval(
     encoder: Encoder,
     catalog: pa.Table,
-    ground_truth: str | Path,
+    ground_truth: str | Path | Mapping[str, Mapping[str, int]],
     *,
     id_column: str = "id",
     image_column: str = "image",
@@ -145,9 +183,11 @@ def evaluate_retrieval(
     """Run one retrieval task on ``catalog`` and score it against ``ground_truth``.
 
     ``ground_truth``: Marqo's JSON, or a YAML file of queries with label rules
-    (:func:`rules_ground_truth`), whose results also list each query's P@10.
+    (:func:`rules_ground_truth`), whose results also list each query's P@10, or the
+    ``{query: {item_id: relevance}}`` mapping itself (:func:`caption_ground_truth`).
     """
-    fields = tuple(doc_fields) if doc_fields else doc_fields_from_name(ground_truth)
+    given = isinstance(ground_truth, Mapping)
+    fields = tuple(doc_fields) if doc_fields else ("image",) if given else doc_fields_from_name(ground_truth)
     if not set(fields) <= {"image", "text"} or "image" not in fields:
         raise InputError(f"document fields must be image or image+text, got {'+'.join(fields)}")
     if len(fields) == 2 and len(weights) != 2:
@@ -155,8 +195,13 @@ def evaluate_retrieval(
     for col in (id_column, image_column) + ((title_column,) if "text" in fields else ()):
         if col not in catalog.column_names:
             raise InputError(f"catalog has no column {col!r}; it has {', '.join(catalog.column_names)}")
-    by_rules = Path(ground_truth).suffix in (".yaml", ".yml")
-    qrels_all = rules_ground_truth(ground_truth, catalog, id_column) if by_rules else load_ground_truth(ground_truth)
+    by_rules = not given and Path(ground_truth).suffix in (".yaml", ".yml")
+    if given:
+        qrels_all = {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in ground_truth.items()}
+    elif by_rules:
+        qrels_all = rules_ground_truth(ground_truth, catalog, id_column)
+    else:
+        qrels_all = load_ground_truth(ground_truth)
     ids = [str(x) for x in catalog.column(id_column).to_pylist()]
     if len(set(ids)) != len(ids):
         raise InputError(f"column {id_column!r} has duplicate ids")
@@ -176,7 +221,8 @@ def evaluate_retrieval(
 
     qrels, dropped = restrict_to_corpus(qrels_all, set(corpus_ids))
     if not qrels:
-        raise InputError(f"{ground_truth}: the ground truth names no item of this catalog (by {id_column!r})")
+        source = "the queries" if given else ground_truth
+        raise InputError(f"{source}: the ground truth names no item of this catalog (by {id_column!r})")
     queries = list(qrels)
     query_vectors = cached_text_embeddings(encoder, [query_prefix + q for q in queries], cache, quiet=quiet)
     ranked = top_k(query_vectors, docs, max(ks))

@@ -11,6 +11,13 @@ CONFIG (YAML)::
       - {kind: retrieval, name: my task, data: x.parquet, ground_truth: gt.json}
       - {kind: classify, name: Fashion-MNIST, dataset: fashion-mnist, published: fashion-mnist}
       - {kind: classify, name: KAGL articleType, data: "{data}/kagl", label_column: articleType}
+      - {kind: classify, name: KAGL articleType (zh), data: "{data}/kagl", label_column: articleType, language: zh}
+      - {kind: retrieval, name: colour+type (zh), data: x.parquet, captions: [baseColour, articleType], language: zh}
+
+``language`` (default ``en``): a classify task names its classes in that language (the term
+table's names, :mod:`vestis.data.terms`) with that language's prompt template; a retrieval
+task's queries are in it -- composed from the catalog's values (``captions``, the same
+items and relevance in every language) or read from a query file written in it.
 
 ``{data}`` is the shared data folder (``$VESTIS_DATA_DIR`` or ../shared/data).
 Embeddings are cached on disk, keyed by model and data, so a second run is fast.
@@ -27,16 +34,17 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from vestis.classify import LANGUAGE_TEMPLATES
 from vestis.data import shared_data_dir
 from vestis.data.catalog import read_catalog
 from vestis.data.split import select_split
 from vestis.embed import EmbeddingCache
 from vestis.errors import InputError
 from vestis.eval.classification import evaluate_zero_shot, plot_confusion
-from vestis.eval.datasets import labelled_images
+from vestis.eval.datasets import in_language, labelled_images
 from vestis.eval.published import PUBLISHED
 from vestis.eval.results import EvalResult
-from vestis.eval.retrieval import MARQO_KAGL_TASKS, evaluate_retrieval
+from vestis.eval.retrieval import MARQO_KAGL_TASKS, caption_ground_truth, evaluate_retrieval
 from vestis.models import load_encoder
 
 RETRIEVAL_COLUMNS = (
@@ -78,6 +86,19 @@ def expand_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif kind in ("retrieval", "classify"):
             if "name" not in task:
                 raise InputError(f"suite task needs a name: {task}")
+            lang = task.get("language", "en")
+            if lang not in LANGUAGE_TEMPLATES:
+                raise InputError(f"{task['name']}: language must be one of {list(LANGUAGE_TEMPLATES)}, not {lang!r}")
+            if kind == "retrieval":
+                if ("captions" in task) == ("ground_truth" in task):
+                    raise InputError(f"{task['name']}: a retrieval task needs ground_truth or captions (one of them)")
+                if (
+                    lang != "en"
+                    and "ground_truth" in task
+                    and Path(task["ground_truth"]).suffix not in (".yaml", ".yml")
+                ):
+                    raise InputError(f"{task['name']}: queries in {lang} come from captions: [fields] or a query "
+                                     f"file (YAML) written in {lang}, not {task['ground_truth']}")  # fmt: skip
             out.append(task)
         else:
             raise InputError(f"unknown suite task kind {kind!r} (use retrieval, classify or marqo-kagl)")
@@ -85,11 +106,15 @@ def expand_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_task(encoder, task: dict[str, Any], cache: EmbeddingCache, out_dir: Path, quiet: bool) -> EvalResult:
+    lang = task.get("language", "en")
     if task["kind"] == "retrieval":
         catalog = select_split(read_catalog(task["data"]), task.get("split", "all"))
+        truth = caption_ground_truth(catalog, task["captions"], lang) if task.get("captions") else task["ground_truth"]
         result = evaluate_retrieval(
-            encoder, catalog, task["ground_truth"], query_prefix=task.get("query_prefix", ""), cache=cache, quiet=quiet
+            encoder, catalog, truth, query_prefix=task.get("query_prefix", ""), cache=cache, quiet=quiet
         )
+        if task.get("captions"):
+            result["captions"] = list(task["captions"])
     else:
         data = labelled_images(
             data=task.get("data"),
@@ -99,20 +124,25 @@ def run_task(encoder, task: dict[str, Any], cache: EmbeddingCache, out_dir: Path
             limit=task.get("limit"),
             split=task.get("split", "all"),
         )
-        kwargs = {"templates": task["templates"]} if task.get("templates") else {}
+        data, labels, names = in_language(data, lang, task.get("labels") or data.classes)
         result = evaluate_zero_shot(
             encoder,
             data.images,
             data.labels,
-            labels=task.get("labels") or data.classes,
+            labels=labels,
+            templates=task.get("templates") or LANGUAGE_TEMPLATES[lang],
             cache=cache,
             quiet=quiet,
-            **kwargs,
         )
+        if names:
+            result["label_names"] = names
         png = out_dir / f"{slug(encoder.name)}__{slug(task['name'])}-confusion.png"
-        plot_confusion(result, png, title=f"{encoder.name}: {task['name']} (wF1 {result['weighted_f1']:.3f})")
+        english = {name: value for value, name in names.items()}  # the plot's font may lack the language's script
+        shown = {**result, "labels": [english[lbl] for lbl in result["labels"]]} if names else result
+        plot_confusion(shown, png, title=f"{encoder.name}: {task['name']} (wF1 {result['weighted_f1']:.3f})")
         result["confusion_png"] = png.name
         result["data"] = data.description
+    result["language"] = lang
     return result
 
 
@@ -153,7 +183,8 @@ def run_suite(config_path: str | Path, *, quiet: bool = False, console: Console 
             console.print(f"[bold]{encoder.name}[/] · {task['name']}")
             result = run_task(encoder, task, cache, out_dir, quiet)
             record = {"model": encoder.name, "runtime": encoder.runtime, "task": task["name"], "kind": task["kind"],
-                      "published": task.get("published"), "result": result.to_dict()}  # fmt: skip
+                      "language": task.get("language", "en"), "published": task.get("published"),
+                      "result": result.to_dict()}  # fmt: skip
             (out_dir / f"{slug(encoder.name)}__{slug(task['name'])}.json").write_text(json.dumps(record, indent=2))
             results.append(record)
     summary = {"suite": name, "date": dt.date.today().isoformat(), "results": results}
