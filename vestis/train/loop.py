@@ -27,21 +27,27 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from vestis.classify import DEFAULT_TEMPLATES
+from vestis.classify import DEFAULT_TEMPLATES, LANGUAGE_TEMPLATES
 from vestis.data import shared_data_dir
 from vestis.errors import InputError
 from vestis.eval.metrics import classification_metrics
 from vestis.models.preprocess import ImageConfig
 from vestis.models.registry import cache_root
-from vestis.models.vestis_mini import MiniConfig
+from vestis.models.vestis_mini import TEXT_TOWERS, MiniConfig
 from vestis.progress import progress_bar
 from vestis.train.augment import AugmentConfig, normalize
-from vestis.train.captions import COLOUR_FIELDS, DEFAULT_FIELD_WEIGHTS
+from vestis.train.captions import (
+    COLOUR_FIELDS,
+    DEFAULT_FIELD_WEIGHTS,
+    caption_languages,
+    check_languages,
+    field_key,
+)
 from vestis.train.composite import background_bank, product_alphas
 from vestis.train.data import TrainingSet, build_training_set, ccp_items, ccp_val_items, kagl_items
 from vestis.train.loss import field_loss
 from vestis.train.models import Trainable, build_trainable
-from vestis.train.views import ViewMaker, cache_key, cached_trunk_features
+from vestis.train.views import ViewMaker, array_digest, cache_key, cached_array, cached_trunk_features
 
 
 @dataclass
@@ -69,6 +75,10 @@ class TrainConfig:
     backbone_lr: float = 1.0  # learning-rate multiplier of the trainable pretrained blocks
     cache_views: int = 0  # with freeze_blocks: render N augmented views per item once, cache the frozen blocks' output
     ccp_holdout: bool = False  # leave out the held-out CCP photos (vestis.data.ccp); validate on them each epoch
+    # Chinese-CLIP's stage 1 (LiT; issue #21): init's image tower locked, a text head trained over a new text tower
+    text_tower: str | None = None  # give init's vestis-mini this frozen text tower (multilingual-e5-small), new head
+    languages: list[str] = field(default_factory=lambda: ["en"])  # caption languages: en, zh (each field draws one)
+    lock_image: bool = False  # image tower fixed; cache_views views (at least 1) of each item embedded once
     threads: int | None = None
     keep_epochs: list[int] = field(default_factory=list)  # also save the model after these epochs
     fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
@@ -79,6 +89,11 @@ class TrainConfig:
         # Checked here, not only in from_yaml, so a config built in code is held to it too.
         if self.fields.get("synonym", 0) > 0 and not self.synonym_field:
             raise InputError("a 'synonym' field weight needs synonym_field: true")
+        self.languages = list(check_languages(self.languages))
+        if self.lock_image and self.freeze_blocks:
+            raise InputError("lock_image fixes the whole image tower; freeze_blocks is for a partly trained one")
+        if self.text_tower is not None and self.text_tower not in TEXT_TOWERS:
+            raise InputError(f"text_tower must be one of {list(TEXT_TOWERS)}, not {self.text_tower!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -134,13 +149,14 @@ def load_data(
                 return
             yield item
 
-    syn = cfg.synonym_field
-    sources = [("kagl", limited(kagl_items(kagl, image_config, cfg.val_fraction, "train", quiet, synonym_field=syn)))]
+    syn, langs = cfg.synonym_field, caption_languages(cfg.languages)
+    kagl_train = kagl_items(kagl, image_config, cfg.val_fraction, "train", quiet, synonym_field=syn, languages=langs)
+    sources = [("kagl", limited(kagl_train))]
     ccp = _resolve(cfg.ccp)
     real_val = None
     if ccp and Path(ccp).is_file():
         items = ccp_items(ccp, image_config, cutout=cfg.ccp_cutout, quiet=quiet, synonym_field=syn,
-                          holdout=cfg.ccp_holdout)  # fmt: skip
+                          holdout=cfg.ccp_holdout, languages=langs)  # fmt: skip
         sources.append(("ccp", limited(items)))
         if cfg.ccp_holdout:
             real_val = build_training_set([("ccp-val", limited(ccp_val_items(ccp, image_config, quiet)))], quiet)
@@ -168,16 +184,31 @@ def view_maker(cfg: TrainConfig, train_set: TrainingSet, image_config: ImageConf
 
 
 @torch.inference_mode()
-def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[str], prefix: str = "val_article"):
+def plain_image_embeddings(model: Trainable, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """Unit embeddings of un-augmented images (uint8 (n, S, S, 3)), fp32, as validation sees them."""
+    was_training = model.training
+    model.eval()
+    cfg = model.image_config
+    feats = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float().div(255)
+        feats.append(F.normalize(model.encode_images(normalize(x, cfg.mean, cfg.std)), dim=-1))
+    model.train(was_training)
+    return torch.cat(feats) if feats else torch.zeros(0, 0)
+
+
+@torch.inference_mode()
+def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[str], prefix: str = "val_article",
+                 image_emb: torch.Tensor | None = None):  # fmt: skip
+    """Zero-shot weighted F1 of ``val`` among ``labels``, whose prompts (in any language) ``label_bank`` holds in
+    the same order. ``image_emb``: the unit embeddings of every ``val`` item, when computed already."""
     model.eval()
     index = {lbl: i for i, lbl in enumerate(labels)}
     keep = [i for i, lbl in enumerate(val.labels) if lbl in index]
-    cfg = model.image_config
-    feats = []
-    for start in range(0, len(keep), 256):
-        x = torch.from_numpy(val.images[keep[start : start + 256]]).permute(0, 3, 1, 2).float().div(255)
-        feats.append(F.normalize(model.encode_images(normalize(x, cfg.mean, cfg.std)), dim=-1))
-    image = torch.cat(feats)
+    if image_emb is None:
+        image = plain_image_embeddings(model, val.images[keep])
+    else:
+        image = image_emb[keep]
     text = F.normalize(model.encode_texts(label_bank, torch.arange(len(labels))), dim=-1)
     pred = (image @ text.T).argmax(dim=1).numpy()
     truth = np.array([index[val.labels[i]] for i in keep])
@@ -191,49 +222,61 @@ def zero_shot_f1(model: Trainable, val: TrainingSet, label_bank, labels: list[st
 # ------------------------------------------------------------------ the loop
 
 
-def _options(item_views: dict[str, list[int]], field_name: str, colourless: bool) -> list[int] | None:
-    """The captions of ``field_name`` that are true of an item as augmented (none if colour is gone)."""
+def _options(item_views: dict[str, list[int]], field_name: str, colourless: bool, lang: str = "en") -> list[int] | None:
+    """The captions of ``field_name`` in ``lang`` that are true of an item as augmented (none if colour is gone)."""
     if colourless:
         if field_name in COLOUR_FIELDS:
             return None
         if field_name == "composed":
             field_name = "composed_plain"
-    return item_views.get(field_name)
+    return item_views.get(field_key(field_name, lang))
 
 
-def _draw(views: list[dict[str, list[int]]], idx: np.ndarray, field_name: str, colourless: np.ndarray, rng):
-    """One caption index per item for ``field_name`` (-1 where the item has none)."""
+def _draw(views: list[dict[str, list[int]]], idx: np.ndarray, field_name: str, colourless: np.ndarray, rng,
+          languages: tuple[str, ...] = ("en",)):  # fmt: skip
+    """One caption index per item for ``field_name`` (-1 where the item has none).
+
+    Each item draws a language among those with captions for the field, then a caption in
+    it, so every language gets an equal share whatever its number of phrasings. (An item with
+    captions in one language draws no language: English-only runs draw exactly as v1-v6 did.)
+    """
     out = np.full(len(idx), -1, dtype=np.int64)
     for j, i in enumerate(idx):
-        options = _options(views[i], field_name, colourless[j])
-        if options:
-            out[j] = options[rng.integers(len(options))]
+        per_language = [o for o in (_options(views[i], field_name, colourless[j], lang) for lang in languages) if o]
+        if not per_language:
+            continue
+        options = per_language[0] if len(per_language) == 1 else per_language[rng.integers(len(per_language))]
+        out[j] = options[rng.integers(len(options))]
     return out
 
 
-def _positives(views, idx: np.ndarray, field_name: str, colourless: np.ndarray, columns: np.ndarray) -> np.ndarray:
+def _positives(views, idx: np.ndarray, field_name: str, colourless: np.ndarray, columns: np.ndarray,
+               languages: tuple[str, ...] = ("en",)) -> np.ndarray:  # fmt: skip
     """(len(idx), len(columns)) bool: which of the batch's caption columns are true of each item.
 
     A caption that leaves the colour out ("a t-shirt for casual wear") is true of the
-    coloured product too, so a coloured item's composed positives include those.
+    coloured product too, so a coloured item's composed positives include those. A caption
+    is true of an item in every language it has (连衣裙 beside "a photo of a dress.").
     """
     rows = []
     for i, c in zip(idx, colourless):
-        true = list(_options(views[i], field_name, c) or [])
-        if field_name == "composed" and not c:
-            true += views[i].get("composed_plain", [])
+        true = []
+        for lang in languages:
+            true += _options(views[i], field_name, c, lang) or []
+            if field_name == "composed" and not c:
+                true += views[i].get(field_key("composed_plain", lang), [])
         rows.append(np.isin(columns, true))
     return np.stack(rows)
 
 
 def batch_loss(model: Trainable, image_emb: torch.Tensor, views, idx: np.ndarray, colourless: np.ndarray, captions,
                weights: dict[str, float], rng: np.random.Generator, *, label_aware: bool = False,
-               bf16: bool = False) -> torch.Tensor:  # fmt: skip
+               bf16: bool = False, languages: tuple[str, ...] = ("en",)) -> torch.Tensor:  # fmt: skip
     """The weighted multi-field loss of one batch, given its unit image embeddings."""
     scale = model.temperature.exp()
     total, weight_sum = 0.0, 0.0
     for name, w in weights.items():
-        cols = _draw(views, idx, name, colourless, rng)
+        cols = _draw(views, idx, name, colourless, rng, languages)
         valid = cols >= 0
         if valid.sum() < 2:
             continue
@@ -243,7 +286,7 @@ def batch_loss(model: Trainable, image_emb: torch.Tensor, views, idx: np.ndarray
         text_emb = F.normalize(text_emb.float(), dim=-1)
         positives = None
         if label_aware:
-            positives = torch.from_numpy(_positives(views, idx[valid], name, colourless[valid], unique))
+            positives = torch.from_numpy(_positives(views, idx[valid], name, colourless[valid], unique, languages))
         loss = field_loss(image_emb[torch.from_numpy(valid)], text_emb, torch.from_numpy(inverse), scale, positives)
         total = total + w * loss
         weight_sum += w
@@ -263,6 +306,39 @@ def _param_groups(model: Trainable, weight_decay: float, lr: float, backbone_lr:
     order = [(True, False), (False, False), (True, True), (False, True)]  # v1-v6 had the first two only
     return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0,
              "lr": lr * (backbone_lr if k[1] else 1.0)} for k in order if k in groups]  # fmt: skip
+
+
+def validation_checks(model: Trainable, cfg: TrainConfig, val: TrainingSet, real_val: TrainingSet | None,
+                      cache_dir: Path, quiet: bool) -> list[tuple]:  # fmt: skip
+    """The zero-shot checks each epoch ends with, as :func:`zero_shot_f1`'s arguments after the model.
+
+    KAGL validation products (``val_article``) and held-out street-photo garments (``val_real``),
+    prompted in English and, when training on Chinese captions, in Chinese as well (``_zh``: the
+    term table's names, :meth:`~vestis.data.terms.Terms.labels`). With the image tower locked, the
+    items' embeddings are computed once (cached on disk by the tower's weights and the images).
+    """
+    sets = [("val_article", val, "articleType")] + ([] if real_val is None else [("val_real", real_val, "ccp")])
+    languages = caption_languages(cfg.languages)
+    checks = []
+    for prefix, items, field_name in sets:
+        labels = sorted({lbl for lbl in items.labels if lbl})
+        emb = None
+        if model.image_locked:
+            key = cache_key({"image_tower": model.image_digest(), "images": array_digest(items.images)})
+
+            def embed(images: np.ndarray = items.images) -> np.ndarray:
+                return plain_image_embeddings(model, images).numpy()
+
+            emb = torch.from_numpy(cached_array(cache_dir / f"val-images-{key}.npy", embed))
+        for lang in ("en", *(lang for lang in languages if lang != "en")):
+            if lang == "en":
+                prompts = [DEFAULT_TEMPLATES[0].format(lbl) for lbl in labels]
+            else:
+                names = languages[lang].labels(field_name, labels)
+                prompts = [LANGUAGE_TEMPLATES[lang][0].format(names[lbl]) for lbl in labels]
+            bank = model.text_bank(prompts, cache_dir, quiet)
+            checks.append((items, bank, labels, prefix if lang == "en" else f"{prefix}_{lang}", emb))
+    return checks
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -288,7 +364,8 @@ def train(
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     t0 = time.time()
-    model = build_trainable(cfg.init, cfg.model, pretrained=cfg.pretrained, freeze_blocks=cfg.freeze_blocks)
+    model = build_trainable(cfg.init, cfg.model, pretrained=cfg.pretrained, freeze_blocks=cfg.freeze_blocks,
+                            text_tower=cfg.text_tower, lock_image=cfg.lock_image)  # fmt: skip
     model.train()
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
@@ -296,20 +373,26 @@ def train(
     train_set, val_set, real_val = load_data(cfg, image_config, quiet)
     cache_dir = cache_root() / "train"
     captions = model.text_bank(train_set.strings, cache_dir, quiet)
-    labels = sorted({lbl for lbl in val_set.labels if lbl})
-    label_bank = model.text_bank([DEFAULT_TEMPLATES[0].format(lbl) for lbl in labels], cache_dir, quiet)
-    if real_val is not None:
-        real_labels = sorted(set(real_val.labels))
-        real_bank = model.text_bank([DEFAULT_TEMPLATES[0].format(lbl) for lbl in real_labels], cache_dir, quiet)
     log(f"data: {len(train_set)} training items ({sum(s == 'ccp' for s in train_set.source)} street-photo "
         f"garments), {len(val_set)} validation products, "
         f"{0 if real_val is None else len(real_val)} held-out street-photo garments, "
-        f"{len(train_set.strings)} unique captions [{time.time() - t0:.0f} s]")  # fmt: skip
+        f"{len(train_set.strings)} unique captions ({'+'.join(cfg.languages)}) [{time.time() - t0:.0f} s]")  # fmt: skip
+    checks = validation_checks(model, cfg, val_set, real_val, cache_dir, quiet)
     views = view_maker(cfg, train_set, image_config, quiet)
-    cached = None
-    if cfg.cache_views:
+    cached, n_views = None, cfg.cache_views
+    if cfg.lock_image:
+        n_views = max(1, cfg.cache_views)
+        key = cache_key({"image_tower": model.image_digest(), "images": array_digest(train_set.images),
+                         "ids": train_set.ids, "augment": asdict(cfg.augment), "seed": cfg.seed, "bf16": cfg.bf16,
+                         "channels_last": cfg.channels_last,
+                         "scenes": [cfg.ccp, cfg.ccp_holdout] if cfg.augment.composite else None})  # fmt: skip
+        cached = cached_trunk_features(model.encode_images, views, len(train_set), n_views, cfg.seed, key, cache_dir,
+                                       dtype=np.float32, bf16=cfg.bf16, memory_format=memory_format, quiet=quiet,
+                                       prefix="images")  # fmt: skip
+        log(f"embedded {n_views} view(s) of every item with the locked image tower [{time.time() - t0:.0f} s]")
+    elif cfg.cache_views:
         if not cfg.freeze_blocks:
-            raise InputError("cache_views needs freeze_blocks (only frozen blocks' output can be cached)")
+            raise InputError("cache_views needs freeze_blocks or lock_image (only frozen blocks' output can be cached)")
         key = cache_key({"config": asdict(cfg.model), "augment": asdict(cfg.augment), "seed": cfg.seed,
                          "freeze_blocks": cfg.freeze_blocks, "pretrained": cfg.pretrained, "init": cfg.init,
                          "ids": train_set.ids, "bf16": cfg.bf16})  # fmt: skip
@@ -339,13 +422,14 @@ def train(
         log(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
     weights = {f: w for f, w in cfg.fields.items() if w > 0}
+    languages = tuple(cfg.languages)
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start_epoch, last_epoch):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         order = rng.permutation(len(train_set))
         if cached is not None:  # which cached view each item shows this epoch (its own generator)
-            view_of = np.random.default_rng(cfg.seed * 1000 + 700 + epoch).integers(cfg.cache_views, size=len(order))
+            view_of = np.random.default_rng(cfg.seed * 1000 + 700 + epoch).integers(n_views, size=len(order))
         losses = []
         t_epoch = time.time()
         with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet) as advance:
@@ -362,13 +446,16 @@ def train(
                 else:
                     feats, lost = cached
                     pick = view_of[idx]
-                    f = torch.from_numpy(feats[pick, idx]).float().contiguous(memory_format=memory_format)
+                    f = torch.from_numpy(feats[pick, idx]).float()
                     colourless = lost[pick, idx]
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                        image_emb = model.encode_features(f)
+                    if model.image_locked:  # the cached embeddings themselves
+                        image_emb = f
+                    else:
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                            image_emb = model.encode_features(f.contiguous(memory_format=memory_format))
                 image_emb = F.normalize(image_emb.float(), dim=-1)
                 loss = batch_loss(model, image_emb, train_set.views, idx, colourless, captions, weights, rng,
-                                  label_aware=cfg.label_aware, bf16=cfg.bf16)  # fmt: skip
+                                  label_aware=cfg.label_aware, bf16=cfg.bf16, languages=languages)  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -383,9 +470,8 @@ def train(
         metrics = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_loss": losses[0],
                    "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
                    "logit_scale": float(model.temperature.detach().exp())}  # fmt: skip
-        metrics.update(zero_shot_f1(model, val_set, label_bank, labels))
-        if real_val is not None:
-            metrics.update(zero_shot_f1(model, real_val, real_bank, real_labels, prefix="val_real"))
+        for check in checks:
+            metrics.update(zero_shot_f1(model, *check))
         history.append(metrics)
         log(json.dumps(metrics))
         with open(out / "log.jsonl", "a") as f:

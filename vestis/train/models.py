@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,39 @@ class Trainable(nn.Module):
     """The interface the loop trains; subclasses hold the model."""
 
     image_config: ImageConfig
+    #: set by :meth:`lock_image`: the image tower is fixed (no gradient, eval mode), so its
+    #: embeddings may be computed once (Chinese-CLIP's stage 1, LiT)
+    image_locked: bool = False
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def image_modules(self) -> list[nn.Module]:
+        """The modules that make the image embedding."""
+        raise NotImplementedError
+
+    def lock_image(self) -> None:
+        """Fix the image tower: no gradients, and eval mode (BatchNorm statistics, no dropout) even in training."""
+        self.image_locked = True
+        for module in self.image_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True) -> Trainable:
+        super().train(mode)
+        if self.image_locked:
+            for module in self.image_modules():
+                module.eval()
+        return self
+
+    def image_digest(self) -> str:
+        """A digest of the image tower's weights and buffers (what cached image embeddings depend on)."""
+        h = hashlib.sha256()
+        for module in self.image_modules():
+            for name, t in module.state_dict().items():
+                h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+                h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:32]
 
     def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
         """Whatever :meth:`encode_texts` needs to embed any of ``strings`` by index."""
@@ -108,6 +139,9 @@ class MiniTrainable(Trainable):
         if self.freeze_blocks:
             self._frozen().eval()
         return self
+
+    def image_modules(self) -> list[nn.Module]:
+        return [self.model.image_tower]
 
     def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen blocks' output (no gradient)."""
@@ -167,6 +201,9 @@ class HFTrainable(Trainable):
 
         return _features(self.model.get_image_features(pixel_values=x))
 
+    def image_modules(self) -> list[nn.Module]:
+        return [self.model.vision_model, self.model.visual_projection]
+
     def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
         return TokenBank(strings, self.tokenizer)
 
@@ -202,15 +239,50 @@ class HFTrainable(Trainable):
         return out
 
 
+def with_text_tower(model: MiniModel, tower: str) -> MiniModel:
+    """``model``'s image tower and temperature under a new, untrained text side of ``tower``.
+
+    The image tower fixes the target space; a head trained for one sentence encoder means
+    nothing over another's embeddings, so the text side starts afresh (the same ``tower``:
+    ``model`` itself, its head kept).
+    """
+    if tower == model.cfg.text_tower:
+        return model
+    new = MiniModel(replace(model.cfg, text_tower=tower))
+    new.image_tower.load_state_dict(model.image_tower.state_dict())
+    with torch.no_grad():
+        new.logit_scale.copy_(model.logit_scale)
+    return new
+
+
 def build_trainable(
-    init: str | None, model_cfg: MiniConfig, *, pretrained: bool = True, freeze_blocks: int = 0
+    init: str | None,
+    model_cfg: MiniConfig,
+    *,
+    pretrained: bool = True,
+    freeze_blocks: int = 0,
+    text_tower: str | None = None,
+    lock_image: bool = False,
 ) -> Trainable:
     """A fresh vestis-mini (``init`` None), or the checkpoint ``init`` names, ready to train.
 
     A fresh vestis-mini with an EfficientNet-Lite image tower starts from its ImageNet
     weights (``pretrained``) and keeps its first ``freeze_blocks`` blocks fixed.
+    ``text_tower`` gives a vestis-mini ``init`` that text tower with a new head
+    (:func:`with_text_tower`); ``lock_image`` fixes the image tower (:meth:`Trainable.lock_image`).
     """
+    trainable = _build(init, model_cfg, pretrained=pretrained, freeze_blocks=freeze_blocks, text_tower=text_tower)
+    if lock_image:
+        trainable.lock_image()
+    return trainable
+
+
+def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, freeze_blocks: int,
+           text_tower: str | None) -> Trainable:  # fmt: skip
     if init is None:
+        if text_tower is not None:
+            raise InputError("text_tower replaces the text tower of the model init names; a new vestis-mini "
+                             "takes its text tower from model: text_tower")  # fmt: skip
         model = MiniModel(model_cfg)
         if isinstance(model.image_tower, PretrainedImageTower) and pretrained:
             from vestis.models.efficientnet import load_imagenet_weights
@@ -227,7 +299,9 @@ def build_trainable(
         raise type(exc)(f"cannot fine-tune {init}: {exc}") from None
     if isinstance(enc, VestisMiniEncoder):
         model = enc.model.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-        return MiniTrainable(model, freeze_blocks)
+        return MiniTrainable(with_text_tower(model, text_tower or model.cfg.text_tower), freeze_blocks)
+    if text_tower is not None:
+        raise InputError(f"text_tower replaces a vestis-mini's text tower; {init} is not a vestis-mini")
     if isinstance(enc, TorchEncoder):
         return HFTrainable(enc.model, enc.tokenizer, enc.image_config, token_type_ids=enc._token_type_ids,
                            open_clip_config=enc.open_clip_config)  # fmt: skip

@@ -7,7 +7,9 @@ a pretrained image tower are frozen, :func:`cached_trunk_features` renders a fix
 number of such views per item once, runs them through the frozen blocks and keeps
 the result (float16 on disk, by content key), so an epoch costs only the trainable
 blocks.  A view's features are the frozen blocks' output for exactly the pixels
-the uncached path would have made with the same generator.
+the uncached path would have made with the same generator.  With the whole image tower
+locked (Chinese-CLIP's stage 1) the same cache holds the views' embeddings, and an epoch
+costs only the text side.
 """
 
 from __future__ import annotations
@@ -85,17 +87,36 @@ def render_view(trunk, views: ViewMaker, n: int, view: int, seed: int, batch_siz
     return feats, lost
 
 
+def array_digest(array: np.ndarray) -> str:
+    """A digest of an array's shape, type and bytes (the decoded training images: what a cache depends on)."""
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{a.shape}:{a.dtype}".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:32]
+
+
+def cached_array(path: Path, compute) -> np.ndarray:
+    """The array saved at ``path``, or ``compute()`` saved there first."""
+    if path.is_file():
+        return np.load(path)
+    array = compute()
+    _save_atomic(array, path)
+    return array
+
+
 def cached_trunk_features(trunk, views: ViewMaker, n: int, n_views: int, seed: int, key: str, cache_dir: Path,
                           batch_size: int = 256, dtype=np.float16, bf16: bool = True,
-                          memory_format=torch.contiguous_format, quiet: bool = False):  # fmt: skip
+                          memory_format=torch.contiguous_format, quiet: bool = False,
+                          prefix: str = "trunk"):  # fmt: skip
     """(features (V, n, ...), colourless (V, n)) for ``n_views`` views of each item, each view cached on disk.
 
     ``key`` names what the views depend on (data, augmentation, seed, trunk); a run
-    that stops while caching resumes at the first view not yet written.
+    that stops while caching resumes at the first view not yet written. ``trunk`` may be
+    a whole locked image tower (``prefix`` "images"): then the features are the embeddings.
     """
     feats, lost = [], []
     for v in range(n_views):
-        fpath, lpath = cache_dir / f"trunk-{key}-v{v}.npy", cache_dir / f"trunk-{key}-v{v}-colourless.npy"
+        fpath, lpath = cache_dir / f"{prefix}-{key}-v{v}.npy", cache_dir / f"{prefix}-{key}-v{v}-colourless.npy"
         if fpath.is_file() and lpath.is_file():
             f, c = np.load(fpath, mmap_mode="r"), np.load(lpath)
         else:
