@@ -19,6 +19,13 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 LANGUAGE_TEMPLATES = {"en": DEFAULT_TEMPLATES, "zh": ("一张{}的照片",)}
 
 
+def language_templates(lang: str) -> tuple[str, ...]:
+    """The default prompt templates of labels in ``lang``, or an error naming the languages known."""
+    if lang not in LANGUAGE_TEMPLATES:
+        raise InputError(f"label language must be one of {', '.join(LANGUAGE_TEMPLATES)}, not {lang!r}")
+    return LANGUAGE_TEMPLATES[lang]
+
+
 def label_embeddings(
     encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
 ) -> np.ndarray:

@@ -62,6 +62,14 @@ def eval_classify(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N items.")] = None,
     split: SplitOpt = "all",
+    language: Annotated[
+        str,
+        typer.Option(
+            "--language",
+            help="Name the classes in this language (zh: the term table's names of the label column's values) "
+            "and prompt with its template.",
+        ),
+    ] = "en",
     confusion: Annotated[Path | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")] = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -69,21 +77,24 @@ def eval_classify(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Zero-shot classification scored as FashionCLIP reports it (weighted macro F1)."""
-    from vestis.classify import DEFAULT_TEMPLATES
+    from vestis.classify import language_templates
     from vestis.eval.classification import evaluate_zero_shot, plot_confusion
-    from vestis.eval.datasets import labelled_images
+    from vestis.eval.datasets import in_language, labelled_images
     from vestis.models import load_encoder
 
+    templates = template or language_templates(language)
     items = labelled_images(
         data=data, dataset=dataset, image_column=image_column, label_column=label_column, limit=limit, split=split
     )
     candidates = [x.strip() for x in labels.split(",") if x.strip()] if labels else items.classes
+    items, candidates, names = in_language(items, language, candidates)
     enc = load_encoder(model)
     result = evaluate_zero_shot(
-        enc, items.images, items.labels, labels=candidates, templates=template or DEFAULT_TEMPLATES,
-        cache=_cache(no_cache), quiet=quiet,
+        enc, items.images, items.labels, labels=candidates, templates=templates, cache=_cache(no_cache), quiet=quiet,
     )  # fmt: skip
-    result.update(model=enc.name, data=items.description)
+    result.update(model=enc.name, data=items.description, language=language)
+    if names:
+        result["label_names"] = names
     if confusion:
         result["confusion_png"] = str(plot_confusion(result, confusion))
     keys = ["weighted_f1", "accuracy", "macro_f1", "n", "skipped_unlabelled", "skipped_other_label",

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from vestis.classify import LANGUAGE_TEMPLATES
+from vestis.classify import language_templates
 from vestis.data import shared_data_dir
 from vestis.data.catalog import read_catalog
 from vestis.data.split import select_split
@@ -87,8 +87,10 @@ def expand_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if "name" not in task:
                 raise InputError(f"suite task needs a name: {task}")
             lang = task.get("language", "en")
-            if lang not in LANGUAGE_TEMPLATES:
-                raise InputError(f"{task['name']}: language must be one of {list(LANGUAGE_TEMPLATES)}, not {lang!r}")
+            try:
+                language_templates(lang)
+            except InputError as exc:
+                raise InputError(f"{task['name']}: {exc}") from None
             if kind == "retrieval":
                 if ("captions" in task) == ("ground_truth" in task):
                     raise InputError(f"{task['name']}: a retrieval task needs ground_truth or captions (one of them)")
@@ -130,7 +132,7 @@ def run_task(encoder, task: dict[str, Any], cache: EmbeddingCache, out_dir: Path
             data.images,
             data.labels,
             labels=labels,
-            templates=task.get("templates") or LANGUAGE_TEMPLATES[lang],
+            templates=task.get("templates") or language_templates(lang),
             cache=cache,
             quiet=quiet,
         )
