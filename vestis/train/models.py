@@ -124,6 +124,7 @@ class MiniTrainable(Trainable):
         self.model = model
         self.image_config = model.cfg.image_config()
         self.freeze_blocks = freeze_blocks
+        self._sentence_encoders: dict = {}  # the frozen encoder, loaded once for every bank (not a submodule)
         if freeze_blocks:
             if not isinstance(model.image_tower, PretrainedImageTower):
                 raise InputError("freeze_blocks needs a pretrained image tower (model: image_tower: efficientnet-...)")
@@ -166,7 +167,7 @@ class MiniTrainable(Trainable):
         cfg = self.model.cfg
         if cfg.text_tower == "scratch":
             return TokenBank(strings, sentence_tokenizer(cfg.context_length, cfg.text_model))
-        return sentence_embeddings(strings, cfg, cache_dir, quiet)
+        return sentence_embeddings(strings, cfg, cache_dir, quiet, memo=self._sentence_encoders)
 
     def encode_texts(self, bank: Any, idx: torch.Tensor) -> torch.Tensor:
         if isinstance(bank, TokenBank):
@@ -309,16 +310,26 @@ def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, freeze_
                      "CLIP/Chinese-CLIP, an open_clip ViT checkpoint or vestis-mini can)")  # fmt: skip
 
 
-def sentence_embeddings(texts: list[str], cfg: MiniConfig, cache_dir: Path, quiet: bool) -> torch.Tensor:
-    """Frozen sentence-encoder embeddings of ``texts`` (cached on disk by content)."""
+def sentence_embeddings(
+    texts: list[str], cfg: MiniConfig, cache_dir: Path, quiet: bool, memo: dict | None = None
+) -> torch.Tensor:
+    """Frozen sentence-encoder embeddings of ``texts`` (cached on disk by content).
+
+    ``memo`` keeps the encoder once loaded, for the next call (multilingual-e5-small takes
+    seconds to dequantise).
+    """
     # the MiniLM key is the one caches were written under before there was a second tower
     tower = [] if cfg.text_tower == "minilm" else [cfg.text_tower]
     key = hashlib.sha256(json.dumps([cfg.text_model, cfg.context_length, texts, *tower]).encode()).hexdigest()[:24]
     path = cache_dir / f"sentences-{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))
-    encoder = SentenceEncoder(cfg.text_model, cfg.text_tower)
-    tokenizer = sentence_tokenizer(cfg.context_length, cfg.text_model, cfg.text_tower)
+    memo = {} if memo is None else memo
+    which = (cfg.text_model, cfg.text_tower, cfg.context_length)
+    if which not in memo:
+        memo[which] = (SentenceEncoder(cfg.text_model, cfg.text_tower),
+                       sentence_tokenizer(cfg.context_length, cfg.text_model, cfg.text_tower))  # fmt: skip
+    encoder, tokenizer = memo[which]
     out = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
     order = np.argsort([len(t) for t in texts])
     with progress_bar(len(texts), "embedding captions", quiet=quiet) as advance, torch.inference_mode():
