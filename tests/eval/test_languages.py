@@ -4,6 +4,7 @@ queries with the same items and relevance in both languages (issue #21)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,3 +111,35 @@ def test_chinese_query_file_runs_and_language_errors_are_named(colour_catalog, c
 
 def test_parquet_labels_know_their_field(colour_catalog):
     assert labelled_images(data=colour_catalog, label_column="baseColour").field == "baseColour"
+
+
+def test_the_bilingual_suite_config_pairs_every_chinese_task_with_its_english_twin(monkeypatch, tmp_path):
+    import yaml
+
+    monkeypatch.setenv("VESTIS_DATA_DIR", str(tmp_path))
+    config = Path(__file__).resolve().parents[2] / "configs" / "eval-zh.yaml"
+    tasks = expand_tasks(yaml.safe_load(config.read_text())["tasks"])
+    chinese = [t for t in tasks if t.get("language") == "zh"]
+    assert len(chinese) == 4
+    for task in chinese:
+        (twin,) = [t for t in tasks if t["name"] == task["name"].removesuffix(" (zh)")]
+        same = {k: v for k, v in task.items() if k not in ("name", "language", "ground_truth")}
+        assert same == {k: v for k, v in twin.items() if k not in ("name", "language", "ground_truth")}
+
+
+def test_eval_classify_takes_a_language_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    from vestis.data import demo_catalog_path
+
+    args = ["eval", "classify", "--data", str(demo_catalog_path()), "--label-column", "masterCategory",
+            "--model", "vestis-tiny-random", "--json", "--no-cache", "-q"]  # fmt: skip
+    cmd = [sys.executable, "-m", "vestis", *args]
+    proc = subprocess.run([*cmd, "--language", "zh"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["language"] == "zh" and "服装" in res["labels"] and res["label_names"]["Apparel"] == "服装"
+    assert res["templates"] == ["一张{}的照片"]
+    proc = subprocess.run([*cmd, "--language", "fr"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 2 and "label language must be one of" in proc.stderr and "Traceback" not in proc.stderr

@@ -36,3 +36,13 @@ def test_street_garments_have_chinese_views():
     zh = garment_views_zh("sneakers", load_terms("zh"))
     assert "运动鞋" in zh["article"] and "球鞋" in zh["article"]
     assert garment_views_zh("no-such-label", load_terms("zh")) == {}
+
+
+def test_chinese_synonyms_may_be_a_field_of_their_own():
+    terms = load_terms("zh")
+    mixed, split = product_views_zh(ROW, terms), product_views_zh(ROW, terms, synonym_field=True)
+    assert "裙子" in mixed["article"] and "synonym" not in mixed
+    assert "裙子" not in split["article"] and {"裙子", "一张裙子的照片"} <= set(split["synonym"])
+    assert split["composed"] == mixed["composed"]  # only the article names move
+    sneakers = garment_views_zh("sneakers", terms, synonym_field=True)
+    assert "球鞋" in sneakers["synonym"] and "球鞋" not in sneakers["article"]
