@@ -266,11 +266,15 @@ def _ffn_down_projections(model: Any) -> list[str]:
     return out
 
 
-def quantize_tower(path: Path, *, calibration: np.ndarray | None = None) -> list[dict[str, str]]:
+def quantize_tower(
+    path: Path, *, calibration: np.ndarray | None = None, embeddings: bool = False
+) -> list[dict[str, str]]:
     """Write the int8 candidates of one tower beside ``path``, fastest first.
 
     Transformer towers (dynamic quantisation): per-tensor, per-channel, and
-    per-channel with the MLP down-projections in fp32.  Convolutional towers
+    per-channel with the MLP down-projections in fp32; with ``embeddings`` the
+    embedding tables (``Gather`` of an initializer) are stored in int8 too, which
+    makes the file smaller, not faster (a web page's download).  Convolutional towers
     with ``calibration`` pixels (static QDQ, u8 activations): per-tensor, per-channel.
     Returns ``[{"file": ..., "method": ...}, ...]``.
     """
@@ -326,12 +330,12 @@ def quantize_tower(path: Path, *, calibration: np.ndarray | None = None) -> list
             quantize_dynamic(
                 str(path),
                 str(name(tag)),
-                op_types_to_quantize=["MatMul", "Gemm"],
+                op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if embeddings else [])],
                 per_channel=per_channel,
                 nodes_to_exclude=exclude,
                 weight_type=QuantType.QInt8,
             )
-            out.append({"file": name(tag).name, "method": method})
+            out.append({"file": name(tag).name, "method": method + (", int8 embeddings" if embeddings else "")})
     return out
 
 
