@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vestis.models.mini_config import text_model_dir
-from vestis.site.tokenizer import read_tokenizer
+from vestis.site.tokenizer import char_tables, read_tokenizer
 
 HERE = Path(__file__).resolve().parent
 WORDPIECE_JS = HERE.parents[1] / "vestis" / "site" / "static" / "wordpiece.js"
@@ -42,7 +42,8 @@ HARD = [
     "a [MASK] dress [CLS] and [SEP] [PAD] [UNK] [cls] [MASK",
     "[MASK][MASK]x[SEP]",
     "Ｆｕｌｌｗｉｄｔｈ ＴＳＨＩＲＴ",
-    "combining: e\u0301 a\u0308 n\u0303 i\u0307 \u0301alone",
+    "combining: e\u0301 a\u0308 n\u0303 i\u0307 \u0301alone \U0001d165\u0301x",
+    "한국어 드레스 각 힣 ㄱ",
     "ﬁne ﬂower ǅ Ǆ ǆ ß ẞ",
     "Arabic فستان أحمر and Hebrew שמלה",
     "Hindi कुर्ता Thai ชุดเดรส",
@@ -52,12 +53,14 @@ HARD = [
 
 
 @pytest.fixture(scope="session")
-def tokenizer_files(tmp_path_factory) -> tuple[Path, Path]:
+def tokenizer_files(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The files the page reads, made by the functions the export calls."""
     vocab, config = read_tokenizer(text_model_dir() / "tokenizer.json", CONTEXT)
     folder = tmp_path_factory.mktemp("wordpiece")
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     (folder / "config.json").write_text(json.dumps(config))
-    return folder / "vocab.txt", folder / "config.json"
+    (folder / "chars.json").write_text(json.dumps(char_tables(text_model_dir() / "tokenizer.json")))
+    return folder / "vocab.txt", folder / "config.json", folder / "chars.json"
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +72,14 @@ def python_ids():
     return tok._token_lists
 
 
-def js_ids(files: tuple[Path, Path], texts: list[str], tmp_path: Path) -> list[list[int]]:
+def js_ids(files: tuple[Path, Path, Path], texts: list[str], tmp_path: Path) -> list[list[int]]:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (apt-get install nodejs)")
     path = tmp_path / "texts.json"
     path.write_text(json.dumps(texts), encoding="utf-8")
     run = subprocess.run(
-        [node, str(HERE / "run_wordpiece.js"), str(files[0]), str(files[1]), str(path)],
+        [node, str(HERE / "run_wordpiece.js"), *map(str, files), str(path)],
         capture_output=True,
         env={"WORDPIECE_JS": str(WORDPIECE_JS), "PATH": "/usr/bin:/bin"},
         timeout=600,

@@ -9,6 +9,9 @@ catalog images and titles, prints the table and saves it as ``DIR/parity.json``.
 ``vestis export text-tower [MODEL]`` writes vestis-mini's text tower into the model's
 own folder (:func:`vestis.export.export_text_tower`), which then runs by default.
 
+``vestis export site INDEX --out site/`` writes a catalog as a static folder that searches
+itself in the browser (:func:`vestis.site.export_site`).
+
 With ``--json`` the report is one JSON object on the last line of stdout.
 """
 
@@ -20,7 +23,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vestis.cli.options import DownloadOpt, JsonOpt, QuietOpt, ThreadsOpt
+from vestis.cli.options import DownloadOpt, IndexArg, JsonOpt, QuietOpt, StoreOpt, ThreadsOpt, store_location
 from vestis.cli.output import note, print_json
 from vestis.cli.output import wide as out
 from vestis.errors import InputError
@@ -171,3 +174,60 @@ def export_text_tower_command(
         f"{report['out']}: text cos min {p['text_cos_min']:.6f}, zero-shot top-1 agreement "
         f"{p['top1_agreement']:.1%} on {report['parity_data']}: {verdict}"
     )
+
+
+@export_app.command("site")
+def export_site_command(
+    index: IndexArg = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder to write the site to: new, empty, or an earlier site (replaced)."),
+    ] = None,
+    text_precision: Annotated[
+        str,
+        typer.Option(
+            "--text-precision", help="auto: the int8 text tower where it passes parity, else fp32; or int8, fp32."
+        ),
+    ] = "auto",
+    parity_images: Annotated[
+        int, typer.Option("--parity-images", min=8, help="Catalog images for the int8 zero-shot agreement check.")
+    ] = 500,
+    parity_texts: Annotated[
+        int, typer.Option("--parity-texts", min=1, help="Product titles to measure int8 parity on.")
+    ] = 500,
+    store: StoreOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write INDEX as a static web site that searches the catalog by words in the browser, with no server.
+
+    The folder holds the page, the text tower (ONNX, int8 where it passes parity), the vectors
+    (float16), the items and their thumbnails, and onnxruntime-web; serve it from any static host.
+    """
+    from vestis.site import export_site
+
+    if out_dir is None:
+        raise typer.BadParameter("give the folder to write the site to", param_hint="'--out'")
+    location, shifted = store_location(index, store)
+    if shifted:
+        raise typer.BadParameter(f"unexpected argument {index!r}", param_hint="'INDEX'")
+
+    def log(line: str) -> None:
+        if not quiet:
+            note(line)
+
+    report = export_site(
+        location, out_dir, text_precision=text_precision, parity=(parity_images, parity_texts), threads=threads, log=log
+    )
+    if as_json:
+        print_json(report.to_dict())
+        return
+    sizes = report.sizes_mb
+    out.print(
+        f"{report.out}: {report.items} items, text tower {report.text_precision} ({report.text_method}), "
+        f"vectors {report.vectors}; {sizes['total']:.1f} MB, {sizes['first_load']:.1f} MB before the first "
+        f"result (thumbnails {sizes.get('thumbnails', 0):.1f} MB, fetched as results show them)",
+        highlight=False,
+    )
+    out.print(f"serve it from any static host, e.g. python -m http.server -d {report.out}", highlight=False)

@@ -5,6 +5,7 @@ Layout of a site folder (``vestis export site DIR --out site/``)::
     index.html, site.js, wordpiece.js, style.css   the page (static/), its tokenizer
     vestis-site.json      what the page needs to know: model, tokenizer settings, files, parity
     vocab.txt             the text tower's WordPiece vocabulary (one token per line, id = line)
+    chars.json            what the tokenizer does to each code point (:func:`vestis.site.tokenizer.char_tables`)
     model/text_model.onnx the query (text) tower: int8 where it passes parity, else fp32
     vectors.f16           the catalog's document vectors, float16, row-major (n x dim)
     items.json            ids, per-field values (dictionary-encoded) and thumbnail types, in vector order
@@ -78,16 +79,17 @@ def export_site(
     out: str | Path,
     *,
     text_precision: str = "auto",
-    parity: Any = None,
+    parity: Any = (500, 500),
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SiteReport:
     """Write the catalog at ``location`` (an index directory or store URL) as a static site in ``out``.
 
     ``text_precision``: ``"auto"`` (int8 where it passes parity, else fp32), ``"int8"`` (an
-    error when no int8 variant passes) or ``"fp32"``.  ``parity`` is the
-    :class:`~vestis.models.parity.ParityData` to measure int8 on (default: 500 KAGL images and
-    titles, as ``vestis export``).  ``out`` must be absent, empty, or an earlier site (replaced).
+    error when no int8 variant passes) or ``"fp32"``.  ``parity``: the
+    :class:`~vestis.models.parity.ParityData` to measure int8 on, or (images, titles) to take
+    from KAGL (default 500 and 500, as ``vestis export``; read only when no choice is cached).
+    ``out`` must be absent, empty, or an earlier site (replaced).
     """
     from vestis.search import Catalog
 
@@ -120,8 +122,12 @@ def export_site(
                 "fingerprint": info.fingerprint,
                 "dim": info.dim,
                 "count": n,
-                "vectors": {"file": "vectors.f16", "dtype": "float16", "shape": [n, info.dim],
-                            "lossless": lossless},  # fmt: skip
+                "vectors": {
+                    "file": "vectors.f16",
+                    "dtype": "float16",
+                    "shape": [n, info.dim],
+                    "lossless": lossless,
+                },  # fmt: skip
                 "items": "items.json",
                 "thumbs": {"pattern": "thumbs/{folder}/{i}.{ext}", "per_folder": THUMBS_PER_FOLDER},
                 "text_model": {
@@ -214,9 +220,28 @@ def _write_tokenizer(staging: Path, model_dir: Path, context_length: int) -> tup
     from vestis.models.mini_text_onnx import _config
     from vestis.site.tokenizer import read_tokenizer
 
-    vocab, config = read_tokenizer(text_model_dir(_config(model_dir).text_model) / "tokenizer.json", context_length)
+    spec = text_model_dir(_config(model_dir).text_model) / "tokenizer.json"
+    vocab, config = read_tokenizer(spec, context_length)
     (staging / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return vocab, config
+    shutil.copyfile(_char_tables(spec), staging / "chars.json")
+    return vocab, {**config, "chars": "chars.json"}
+
+
+def _char_tables(spec: Path) -> Path:
+    """chars.json for the tokenizer file ``spec`` (:func:`vestis.site.tokenizer.char_tables`), cached."""
+    import tokenizers
+
+    from vestis.models.registry import file_digest
+    from vestis.site.tokenizer import char_tables
+
+    key = hashlib.sha256(f"{file_digest(spec)} {tokenizers.__version__}".encode()).hexdigest()[:20]
+    path = _site_cache() / f"chars-{key}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(path.name + f".{os.getpid()}.tmp")
+        staged.write_text(json.dumps(char_tables(spec), separators=(",", ":"), ensure_ascii=False), encoding="utf-8")
+        staged.replace(path)
+    return path
 
 
 def _query_rules() -> dict[str, Any]:
@@ -347,7 +372,7 @@ def site_text_graph(
     model_dir: Path,
     precision: str = "auto",
     *,
-    parity: Any = None,
+    parity: Any = (500, 500),
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -356,13 +381,9 @@ def site_text_graph(
 
     say = log or (lambda _msg: None)
     record = read_record(model_dir)
-    if parity is None and precision != "fp32":
-        from vestis.models.parity import parity_data
-
-        parity = parity_data(500, 500, 0)
-    described = parity.describe() if parity is not None else ""
+    sample = list(parity) if isinstance(parity, tuple) else [len(parity.images), len(parity.titles), parity.source]
     key = hashlib.sha256(
-        json.dumps([record.get("weights_sha256"), record.get("external", {}).get("sha256"), described, _ort()])
+        json.dumps([record.get("weights_sha256"), record.get("external", {}).get("sha256"), sample, _ort()])
         .encode()
     ).hexdigest()[:20]  # fmt: skip
     folder = _site_cache() / key
@@ -378,6 +399,10 @@ def site_text_graph(
         if (folder / choice["file"]).is_file():
             say("text tower: the cached int8 choice")
             return _chosen(folder, choice, precision)
+    if isinstance(parity, tuple):
+        from vestis.models.parity import parity_data
+
+        parity = parity_data(*parity, 0)
     choice = _choose_int8(model_dir, fp32, parity, threads, say)
     choice_file.write_text(json.dumps(choice, indent=1))
     return _chosen(folder, choice, precision)
@@ -404,15 +429,21 @@ def _ort() -> str:
 def _inline_text_graph(model_dir: Path, target: Path) -> None:
     """The verified text-tower graph with its MiniLM weights copied in from the package (one file)."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model
+    from onnx import TensorProto
 
-    from vestis.models.mini_text_onnx import EXTERNAL_NAME, GRAPH_FILE, TEXT_ONNX_DIR, _minilm_file, read_record
+    from vestis.models.mini_text_onnx import GRAPH_FILE, TEXT_ONNX_DIR, _minilm_file, read_record
 
     graph_file = model_dir / TEXT_ONNX_DIR / read_record(model_dir).get("graph", GRAPH_FILE)
     model = onnx.load(str(graph_file), load_external_data=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        os.symlink(_minilm_file(model_dir), Path(tmp) / EXTERNAL_NAME)
-        load_external_data_for_model(model, tmp)
+    with open(_minilm_file(model_dir), "rb") as f:
+        for init in model.graph.initializer:
+            if init.data_location != TensorProto.EXTERNAL:
+                continue
+            where = {e.key: e.value for e in init.external_data}
+            f.seek(int(where["offset"]))
+            init.raw_data = f.read(int(where["length"]))
+            init.data_location = TensorProto.DEFAULT
+            del init.external_data[:]
     staged = target.with_name(target.name + ".tmp")
     onnx.save(model, str(staged))
     staged.replace(target)

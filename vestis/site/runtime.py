@@ -94,7 +94,8 @@ def unpack(tarball: bytes, target: Path) -> Path:
             meta = json.loads(tar.extractfile("package/package.json").read())
         if meta.get("version") != VERSION or meta.get("license") != "MIT":
             raise InputError(f"{PACKAGE}: unexpected package.json (version {meta.get('version')})")
-        (staging / LICENSE_FILE).write_text(MIT_LICENSE.format(version=VERSION, package=PACKAGE, files=", ".join(FILES)))
+        licence = MIT_LICENSE.format(version=VERSION, package=PACKAGE, files=", ".join(FILES))
+        (staging / LICENSE_FILE).write_text(licence)
         if target.exists():
             shutil.rmtree(target)
         staging.replace(target)

@@ -1,8 +1,9 @@
-"""The site's tokenizer files: the vocabulary and the settings ``static/wordpiece.js`` runs with.
+"""The site's tokenizer files: the vocabulary, the settings and the character tables ``static/wordpiece.js`` runs with.
 
-Both are read from the model's own ``tokenizer.json`` (the file the Python side tokenises
-with), so the page and ``encode_texts`` cannot drift apart: a tokenizer of another kind
-than BERT's WordPiece (normaliser, pre-tokenizer, model, post-processor) is refused.
+All are read from the model's own ``tokenizer.json`` (the file the Python side tokenises
+with) or probed from the tokenizer it makes, so the page and ``encode_texts`` cannot drift
+apart: a tokenizer of another kind than BERT's WordPiece (normaliser, pre-tokenizer, model,
+post-processor) is refused.
 """
 
 from __future__ import annotations
@@ -33,11 +34,7 @@ def read_tokenizer(tokenizer_json: Path, max_length: int) -> tuple[list[str], di
     vocab = sorted(model["vocab"].items(), key=lambda kv: kv[1])
     if [i for _, i in vocab] != list(range(len(vocab))):
         raise InputError(f"{tokenizer_json}: the vocabulary's ids are not 0..n-1")
-    lowercase = bool(norm.get("lowercase"))
-    strip = norm.get("strip_accents")
     config = {
-        "lowercase": lowercase,
-        "stripAccents": lowercase if strip is None else bool(strip),
         "unk_token": model["unk_token"],
         "continuing_subword_prefix": model["continuing_subword_prefix"],
         "max_input_chars_per_word": int(model["max_input_chars_per_word"]),
@@ -53,3 +50,61 @@ def read_tokenizer(tokenizer_json: Path, max_length: int) -> tuple[list[str], di
     if any("\n" in t for t in tokens):
         raise InputError(f"{tokenizer_json}: a token holds a newline (vocab.txt is one token per line)")
     return tokens, config
+
+
+def char_tables(tokenizer_json: Path) -> dict[str, Any]:
+    """What the tokenizer does to each code point, probed from the tokenizer itself, for the page.
+
+    A browser's Unicode tables (its ``\\p{...}`` classes, ``toLowerCase``, ``normalize``) are
+    newer or older than the ones the ``tokenizers`` library was built with, so the page asks
+    none of them: it reads, per code point, what the Python side's normaliser makes of it
+    (removed, a space, a CJK character padded with spaces, or another string: lower-cased,
+    accents stripped) and how its pre-tokenizer treats it (a separator, or punctuation).
+    Code points are in ranges ``[lo, hi, lo, hi, ...]``; ``map`` holds the other changes, but
+    for Hangul syllables whose change is their algorithmic decomposition (:func:`hangul_nfd`).
+    About 30 s once per tokenizer file (cached by the caller).
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    norm, pre = tok.normalizer, tok.pre_tokenizer
+    sets: dict[str, list[int]] = {"remove": [], "space": [], "pad": [], "split": [], "punct": []}
+    mapped: dict[str, str] = {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        ch = chr(cp)
+        r = norm.normalize_str(ch)
+        if r == "":
+            sets["remove"].append(cp)
+        elif r == " ":
+            sets["space"].append(cp)
+        elif r == f" {ch} ":
+            sets["pad"].append(cp)
+        elif r != ch and r != hangul_nfd(ch):  # Hangul syllables: decomposed by formula in the page
+            mapped[str(cp)] = r
+        pieces = len(pre.pre_tokenize_str(f"a{ch}b"))
+        if pieces == 2:
+            sets["split"].append(cp)
+        elif pieces == 3:
+            sets["punct"].append(cp)
+    return {**{k: _ranges(v) for k, v in sets.items()}, "map": mapped}
+
+
+def _ranges(cps: list[int]) -> list[int]:
+    out: list[int] = []
+    for cp in cps:
+        if out and out[-1] == cp - 1:
+            out[-1] = cp
+        else:
+            out += [cp, cp]
+    return out
+
+
+def hangul_nfd(ch: str) -> str:
+    """A precomposed Hangul syllable's canonical decomposition into jamo (Unicode's formula, ch. 3.12)."""
+    s = ord(ch) - 0xAC00
+    if not 0 <= s < 11172:
+        return ch
+    lead, vowel, tail = 0x1100 + s // 588, 0x1161 + (s % 588) // 28, s % 28
+    return chr(lead) + chr(vowel) + (chr(0x11A7 + tail) if tail else "")

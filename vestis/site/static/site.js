@@ -1,6 +1,6 @@
 // The static catalog search page made by `vestis export site`: everything runs here.
 //
-// At load: vestis-site.json (what to fetch and how), the vocabulary, the text tower (ONNX, on
+// At load: vestis-site.json (what to fetch and how), the vocabulary and character tables, the text tower (ONNX, on
 // onnxruntime-web's WebAssembly build, vendored beside the page), the float16 vectors and the
 // items. A query is read as `vestis search` reads it (comma-separated terms, "-term" negative,
 // "term:w" weighted), each term tokenised (wordpiece.js) and embedded, the weighted sum
@@ -50,8 +50,9 @@
     const base = new URL(".", location.href);
     ort.env.wasm.wasmPaths = new URL(site.runtime.dir + "/", base).href;
     ort.env.wasm.numThreads = 1; // a static host sends no cross-origin isolation headers: no threads
-    const [vocab, items, vectors, session] = await Promise.all([
+    const [vocab, chars, items, vectors, session] = await Promise.all([
       fetchOk(site.tokenizer.vocab, "text"),
+      fetchOk(site.tokenizer.chars, "json"),
       fetchOk(site.items, "json"),
       fetchOk(site.vectors.file, "bytes"),
       fetchOk(site.text_model.file, "bytes").then((bytes) =>
@@ -68,7 +69,7 @@
       dim,
       items,
       session,
-      tokenizer: VestisWordPiece.WordPiece.fromText(vocab, site.tokenizer),
+      tokenizer: VestisWordPiece.WordPiece.fromText(vocab, site.tokenizer, chars),
       vectors: toFloat32(vectors, n, dim),
     };
     timings.ready = performance.now();

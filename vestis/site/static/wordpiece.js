@@ -1,100 +1,107 @@
 // BERT's uncased WordPiece tokenizer (all-MiniLM-L6-v2's), as Hugging Face `tokenizers` runs it.
 //
-// The steps and their order follow tokenizers' BertNormalizer, BertPreTokenizer, WordPiece model
-// and TemplateProcessing post-processor, configured by the `tokenizer` section of the site's
-// vestis-site.json (made from the model's tokenizer.json) and the vocabulary in vocab.txt:
+// The steps follow tokenizers' BertNormalizer, BertPreTokenizer, WordPiece model and
+// TemplateProcessing post-processor, configured by the `tokenizer` section of the site's
+// vestis-site.json (made from the model's tokenizer.json), the vocabulary (vocab.txt) and the
+// character tables (chars.json, see vestis/site/tokenizer.py: char_tables):
 //
 //   1. special tokens written in the text ("[MASK]", exactly as in the vocabulary) are kept whole;
-//   2. clean: drop NUL, U+FFFD and control/format/unassigned characters (not \t \n \r),
-//      turn every whitespace character into a space;
-//   3. put spaces around CJK ideographs (each becomes a word of its own);
-//   4. strip accents: NFD, then drop non-spacing marks (Mn);
-//   5. lower-case each character on its own (as Rust's char::to_lowercase: no final-sigma rule);
-//   6. split on whitespace, then isolate each punctuation character (ASCII punctuation and
-//      Unicode P*) as a word;
-//   7. WordPiece each word: longest vocabulary prefix first, continuations with "##"; a word
+//   2. normalise each code point as the tables say: removed (NUL, U+FFFD, control and format
+//      characters), a space (whitespace), padded with spaces (CJK ideographs: a word each), or
+//      replaced (lower-cased, accents stripped: NFD without non-spacing marks; Hangul syllables
+//      decompose by Unicode's formula);
+//   3. split on separators, then isolate each punctuation character as a word;
+//   4. WordPiece each word: longest vocabulary prefix first, continuations with "##"; a word
 //      longer than max_input_chars_per_word characters, or with a piece not in the vocabulary,
 //      becomes [UNK];
-//   8. truncate to max_length - 2 and add [CLS] ... [SEP].
+//   5. truncate to max_length - 2 and add [CLS] ... [SEP].
 //
+// The tables are probed from the Python tokenizer at export, so the page does not depend on
+// the browser's own Unicode version (its \p{...} classes, toLowerCase, normalize).
 // tests/site/test_wordpiece.py checks this token for token against the Python tokenizer on every
-// KAGL title, hard strings, and every Unicode code point on its own.
+// KAGL title, hard strings, and code points of every plane on their own.
 (function (root) {
   "use strict";
 
-  const CJK_RANGES = [
-    [0x4e00, 0x9fff], [0x3400, 0x4dbf], [0x20000, 0x2a6df], [0x2a700, 0x2b73f], [0x2b740, 0x2b81f],
-    [0x2b920, 0x2ceaf], [0xf900, 0xfaff], [0x2f800, 0x2fa1f],
-  ];
-  const CONTROL = /^[\p{Cc}\p{Cf}\p{Cn}\p{Co}\p{Cs}]$/u;
-  // Rust's char::is_whitespace (the Unicode White_Space property)
-  const WHITESPACE = /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]$/u;
-  const PUNCTUATION = /^[\p{P}!-\/:-@\[-`{-~]$/u;
-  const NONSPACING_MARK = /\p{Mn}/gu;
-
-  function isCjk(cp) {
-    for (const [lo, hi] of CJK_RANGES) if (cp >= lo && cp <= hi) return true;
+  // Whether cp lies in one of the ranges [lo, hi, lo, hi, ...] (sorted): binary search.
+  function inRanges(ranges, cp) {
+    let lo = 0;
+    let hi = ranges.length / 2 - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (cp < ranges[2 * mid]) hi = mid - 1;
+      else if (cp > ranges[2 * mid + 1]) lo = mid + 1;
+      else return true;
+    }
     return false;
   }
 
-  function isControl(ch) {
-    return ch !== "\t" && ch !== "\n" && ch !== "\r" && CONTROL.test(ch);
+  function hangul(cp) {
+    const s = cp - 0xac00;
+    if (s < 0 || s >= 11172) return null;
+    const tail = s % 28;
+    return String.fromCodePoint(0x1100 + Math.floor(s / 588), 0x1161 + Math.floor((s % 588) / 28)) +
+      (tail ? String.fromCodePoint(0x11a7 + tail) : "");
   }
 
-  // Steps 2-5 on a piece of text that holds no special token.
-  function normalize(text, options) {
-    let out = "";
-    for (const ch of text) {
-      const cp = ch.codePointAt(0);
-      if (cp === 0 || cp === 0xfffd || isControl(ch)) continue;
-      if (WHITESPACE.test(ch)) out += " ";
-      else if (isCjk(cp)) out += " " + ch + " ";
-      else out += ch;
+  class Chars {
+    constructor(tables) {
+      this.t = tables;
+      this.map = new Map(Object.entries(tables.map).map(([cp, s]) => [Number(cp), s]));
     }
-    if (options.stripAccents) out = out.normalize("NFD").replace(NONSPACING_MARK, "");
-    if (options.lowercase) {
-      let lowered = "";
-      for (const ch of out) lowered += ch.toLowerCase();
-      out = lowered;
-    }
-    return out;
-  }
 
-  // Step 6: words, punctuation isolated.
-  function preTokenize(text) {
-    const words = [];
-    let word = "";
-    for (const ch of text) {
-      if (WHITESPACE.test(ch)) {
-        if (word) words.push(word);
-        word = "";
-      } else if (PUNCTUATION.test(ch)) {
-        if (word) words.push(word);
-        words.push(ch);
-        word = "";
-      } else {
-        word += ch;
+    // Step 2 on a piece of text that holds no special token.
+    normalize(text) {
+      let out = "";
+      for (const ch of text) {
+        const cp = ch.codePointAt(0);
+        if (inRanges(this.t.remove, cp)) continue;
+        if (inRanges(this.t.space, cp)) out += " ";
+        else if (inRanges(this.t.pad, cp)) out += " " + ch + " ";
+        else if (this.map.has(cp)) out += this.map.get(cp);
+        else out += hangul(cp) ?? ch;
       }
+      return out;
     }
-    if (word) words.push(word);
-    return words;
+
+    // Step 3: words, punctuation isolated.
+    words(text) {
+      const words = [];
+      let word = "";
+      for (const ch of text) {
+        const cp = ch.codePointAt(0);
+        if (inRanges(this.t.split, cp)) {
+          if (word) words.push(word);
+          word = "";
+        } else if (inRanges(this.t.punct, cp)) {
+          if (word) words.push(word);
+          words.push(ch);
+          word = "";
+        } else {
+          word += ch;
+        }
+      }
+      if (word) words.push(word);
+      return words;
+    }
   }
 
   class WordPiece {
-    // vocab: the tokens in id order; config: the site's tokenizer section.
-    constructor(vocab, config) {
+    // vocab: the tokens in id order; config: the site's tokenizer section; tables: chars.json.
+    constructor(vocab, config, tables) {
       this.ids = new Map(vocab.map((token, id) => [token, id]));
       this.config = config;
+      this.chars = new Chars(tables);
       this.unk = this.id(config.unk_token);
       this.cls = this.id(config.cls_token);
       this.sep = this.id(config.sep_token);
       this.specials = [...config.special_tokens].sort((a, b) => b.length - a.length);
     }
 
-    static fromText(vocabText, config) {
+    static fromText(vocabText, config, tables) {
       const vocab = vocabText.split("\n");
       if (vocab.length && vocab[vocab.length - 1] === "") vocab.pop();
-      return new WordPiece(vocab, config);
+      return new WordPiece(vocab, config, tables);
     }
 
     id(token) {
@@ -103,7 +110,7 @@
       return id;
     }
 
-    // Step 7 for one word.
+    // Step 4 for one word.
     wordIds(word) {
       const chars = Array.from(word);
       if (chars.length > this.config.max_input_chars_per_word) return [this.unk];
@@ -137,8 +144,7 @@
           out.push(this.id(part.text));
           continue;
         }
-        const normalized = normalize(part.text, this.config);
-        for (const word of preTokenize(normalized)) out.push(...this.wordIds(word));
+        for (const word of this.chars.words(this.chars.normalize(part.text))) out.push(...this.wordIds(word));
       }
       return out;
     }
@@ -168,14 +174,14 @@
       return parts;
     }
 
-    // Step 8: the model's input ids.
+    // Step 5: the model's input ids.
     encode(text) {
       const content = this.contentIds(text).slice(0, Math.max(0, this.config.max_length - 2));
       return [this.cls, ...content, this.sep];
     }
   }
 
-  const api = { WordPiece, normalize, preTokenize };
+  const api = { WordPiece };
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   else root.VestisWordPiece = api;
 })(typeof globalThis !== "undefined" ? globalThis : this);
