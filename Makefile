@@ -8,13 +8,13 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --disable-pip-version-check -qq -c requirements/constraints.txt
 REQS   := pyproject.toml requirements/constraints.txt requirements/test.txt requirements/vocab.txt
 
-.PHONY: demo test lint venv clean system-packages
+.PHONY: demo test lint venv clean system-packages site-runtime
 
 demo: $(VENV)/.installed
 	$(BIN)/vestis demo
 
 # System packages first, so that what cannot be installed is said on the first line.
-test: system-packages $(VENV)/.installed $(REF)/.installed
+test: system-packages $(VENV)/.installed $(REF)/.installed site-runtime
 	$(BIN)/ruff check vestis tests benchmarks scripts
 	$(BIN)/ruff format --check vestis tests benchmarks scripts
 	$(BIN)/python -m pytest -q
@@ -22,6 +22,11 @@ test: system-packages $(VENV)/.installed $(REF)/.installed
 # Installs requirements/system.txt where it can (root + apt-get), else says what is skipped.
 system-packages:
 	@bash scripts/system-packages.sh
+
+# onnxruntime-web for `vestis export site`: npm pack of the pinned version, integrity-checked, into
+# ~/.cache/vestis/npm/ (once; the export then copies it offline). Without npm the site tests skip.
+site-runtime: $(VENV)/.installed
+	@$(BIN)/python scripts/fetch_onnxruntime_web.py || echo "onnxruntime-web not fetched: the static-site tests will be skipped"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check vestis tests benchmarks scripts
