@@ -21,6 +21,7 @@ Zero-shot labels: :func:`tag_catalog` (a :class:`TagReport`), :func:`classify` (
 :class:`Classification`), :func:`parse_labels` and :class:`Taxonomy`.
 Evaluation: :func:`evaluate_zero_shot` (a :class:`ZeroShotResult`) and
 :func:`evaluate_retrieval` (a :class:`RetrievalResult`).
+A catalog as a static site that searches itself in the browser: :func:`export_site` (a :class:`SiteReport`).
 Results have ``to_dict()`` and ``to_pandas()`` (pandas installed).  Errors a user
 can cause are :class:`VestisError` subclasses with a message that says what to fix.
 
@@ -68,6 +69,8 @@ _LAZY = {
     "evaluate_zero_shot": "vestis.eval.classification",
     "ZeroShotResult": "vestis.eval.results",
     "evaluate_retrieval": "vestis.eval.retrieval",
+    "export_site": "vestis.site",
+    "SiteReport": "vestis.site",
     "RetrievalResult": "vestis.eval.results",
 }
 
@@ -98,6 +101,8 @@ __all__ = [
     "ZeroShotResult",
     "evaluate_retrieval",
     "RetrievalResult",
+    "export_site",
+    "SiteReport",
 ]
 
 

@@ -112,7 +112,9 @@ def test_user_search_matches_the_cli_and_stays_offline(browser, served, site_ind
     assert "300 items" in page.inner_text("#catalog-info")
     page.fill("#q", query)
     page.press("#q", "Enter")
-    expect(page.locator("#status")).to_have_text(re.compile(r"^10 results for “black formal shoes” in \d+ ms"))
+    expect(page.locator("#status")).to_have_text(
+        re.compile(r"^10 results for “black formal shoes” in \d+ ms"), timeout=60_000
+    )
     ids = page.locator("#results li.card").evaluate_all("cards => cards.map(c => c.dataset.id)")
     run = subprocess.run(
         [sys.executable, "-m", "vestis", "search", str(site_index), query, "--k", "10", "--json"],
@@ -126,7 +128,7 @@ def test_user_search_matches_the_cli_and_stays_offline(browser, served, site_ind
         .first.locator("dd")
         .evaluate_all("dds => dds.map(d => [d.dataset.field, d.textContent])")
     )
-    assert shown and all(str(cli[0].get(field)) == text for field, text in shown), (shown, cli[0])
+    assert shown and all(str(cli[0]["metadata"].get(field)) == text for field, text in shown), (shown, cli[0])
     page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.naturalWidth > 0)")
     assert "q=black+formal+shoes" in page.url
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,7 @@ def test_user_search_matches_the_cli_and_stays_offline(browser, served, site_ind
     expect(page.locator("#status")).to_have_text("Type a few words to search for.")
     # a shared link runs its search
     page.goto(served.url + "/?q=jeans&k=20")
-    expect(page.locator("#status")).to_have_text(re.compile(r"^20 results for “jeans”"))
+    expect(page.locator("#status")).to_have_text(re.compile(r"^20 results for “jeans”"), timeout=180_000)
     page.close()
     assert not refused, refused
     assert not problems, problems
