@@ -41,7 +41,8 @@ def test_export_site_writes_a_complete_folder(site_index, tmp_path, mini):
         assert (out / "thumbs" / str(i // 1000) / f"{i}.{ext}").read_bytes() == rec.thumbnail
     kinds = items["fields"]["articleType"]
     demo = {r["id"]: r["articleType"] for r in pq.read_table(demo_catalog_path()).to_pylist()}
-    assert [kinds["values"][c] for c in kinds["codes"]] == [demo[i] for i in items["ids"]]
+    assert [kinds["values"][c] if c >= 0 else "" for c in kinds["codes"]] == [demo[i] for i in items["ids"]]
+    assert -1 in kinds["codes"]  # an empty value is missing, never a value
     assert report["sizes_mb"]["first_load"] < report["sizes_mb"]["total"]
 
     # an earlier site is replaced; the table output names the sizes
