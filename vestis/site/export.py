@@ -394,7 +394,7 @@ def site_text_graph(
     if not fp32.is_file():
         _inline_text_graph(model_dir, fp32)
     if precision == "fp32":
-        return {"path": fp32, "precision": "fp32", "method": "fp32 (asked for)", "parity": None}
+        return {"path": fp32, "precision": "fp32", "method": "asked for", "parity": None}
     choice_file = folder / "choice.json"
     if choice_file.is_file():
         choice = json.loads(choice_file.read_text())
@@ -498,7 +498,7 @@ def _choose_int8(model_dir: Path, fp32: Path, data: Any, threads: int | None, sa
         if choice is None or cand["file"] != choice["file"]:
             fp32.with_name(cand["file"]).unlink(missing_ok=True)
     if choice is None:
-        choice = {"file": fp32.name, "precision": "fp32", "method": "fp32 (no int8 variant passed parity)",
+        choice = {"file": fp32.name, "precision": "fp32", "method": "no int8 variant passed parity",
                   "parity": None}  # fmt: skip
     choice["tried"] = tried
     return choice
