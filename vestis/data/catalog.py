@@ -226,45 +226,84 @@ class CatalogReader:
         return reader
 
     def batches(self, size: int = 256) -> Iterator[list[CatalogItem]]:
-        if self.kind == "rows":
-            for s in range(0, len(self._rows), size):
-                yield [self._row_item(dict(r), Path.cwd()) for r in self._rows[s : s + size]]
-            return
-        if self.kind == "images":
-            for s in range(0, len(self._files), size):
-                yield [self._image_file_item(f) for f in self._files[s : s + size]]
-            return
-        if self.kind == "parquet":
+        if self.kind == "parquet":  # streamed: a row group at a time, never a whole file
             for f in self._files:
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=size):
-                    yield [self._row_item(r, f.parent) for r in batch.to_pylist()]
+                    yield [_row_item(r, f.parent, self.id_column, self.image_column) for r in batch.to_pylist()]
             return
-        for s in range(0, self._table.num_rows, size):
-            yield [self._row_item(r, self.path.parent) for r in self._table.slice(s, size).to_pylist()]
+        for shard in self.shards(size):
+            yield shard.read()
 
-    def _image_file_item(self, f: Path) -> CatalogItem:
-        rel = f.relative_to(self.path).as_posix()
-        folder = f.parent.relative_to(self.path).as_posix()
-        return CatalogItem(rel, f, {"path": rel, "folder": "" if folder == "." else folder}, image_ref=str(f))
+    def shards(self, size: int = 256) -> list[CatalogShard]:
+        """The catalog in parts that workers read by themselves, in catalog order: ``size`` rows
+        or image files each, or one parquet row group (read where the part is, not here)."""
+        if self.kind == "parquet":
+            return [
+                CatalogShard("parquet", f.parent, self.id_column, self.image_column, source=f, row_group=g)
+                for f in self._files
+                for g in range(pq.ParquetFile(f).metadata.num_row_groups)
+            ]
+        if self.kind == "images":
+            return [
+                CatalogShard("images", self.path, source=tuple(self._files[s : s + size]))
+                for s in range(0, len(self._files), size)
+            ]
+        if self.kind == "rows":
+            rows, base = self._rows, Path.cwd()
+        else:
+            rows, base = self._table.to_pylist(), self.path.parent
+        return [
+            CatalogShard("rows", base, self.id_column, self.image_column, source=tuple(rows[s : s + size]))
+            for s in range(0, len(rows), size)
+        ]
 
-    def _row_item(self, row: dict, base: Path) -> CatalogItem:
-        value = row.pop(self.image_column, None)
-        item_id = row.get(self.id_column)
-        meta = {k: _jsonable(v) for k, v in row.items()}
-        if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes": ..., "path": ...}
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, (bytes, bytearray)) and value:
-            return CatalogItem(item_id, bytes(value), meta)
-        if isinstance(value, str) and value.strip():
-            ref = value.strip()
-            if ref.startswith(("http://", "https://")):
-                return CatalogItem(item_id, None, meta, ref, "remote image URLs are not fetched; download them first")
-            path = Path(ref.removeprefix("file://")).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.is_file():
-                return CatalogItem(item_id, None, meta, ref, f"image file not found: {path}")
-            return CatalogItem(item_id, path, meta, ref)
-        return CatalogItem(item_id, None, meta, None, "no image")
+
+@dataclass(frozen=True)
+class CatalogShard:
+    """A part of a catalog (:meth:`CatalogReader.shards`) that reads itself, anywhere: a parquet
+    row group, some files of an image folder, or some rows of a CSV, JSONL or in-memory catalog."""
+
+    kind: str  # "parquet", "images" or "rows"
+    base: Path  # the image folder; else the folder relative image paths start from
+    id_column: str = "id"
+    image_column: str = "image"
+    source: Path | tuple = ()  # the parquet file, the image files, or the rows
+    row_group: int = 0
+
+    def read(self) -> list[CatalogItem]:
+        if self.kind == "images":
+            return [_image_file_item(f, self.base) for f in self.source]
+        if self.kind == "parquet":
+            rows = pq.ParquetFile(self.source).read_row_group(self.row_group).to_pylist()
+        else:
+            rows = [dict(r) for r in self.source]
+        return [_row_item(r, self.base, self.id_column, self.image_column) for r in rows]
+
+
+def _image_file_item(f: Path, root: Path) -> CatalogItem:
+    rel = f.relative_to(root).as_posix()
+    folder = f.parent.relative_to(root).as_posix()
+    return CatalogItem(rel, f, {"path": rel, "folder": "" if folder == "." else folder}, image_ref=str(f))
+
+
+def _row_item(row: dict, base: Path, id_column: str, image_column: str) -> CatalogItem:
+    value = row.pop(image_column, None)
+    item_id = row.get(id_column)
+    meta = {k: _jsonable(v) for k, v in row.items()}
+    if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes": ..., "path": ...}
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)) and value:
+        return CatalogItem(item_id, bytes(value), meta)
+    if isinstance(value, str) and value.strip():
+        ref = value.strip()
+        if ref.startswith(("http://", "https://")):
+            return CatalogItem(item_id, None, meta, ref, "remote image URLs are not fetched; download them first")
+        path = Path(ref.removeprefix("file://")).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            return CatalogItem(item_id, None, meta, ref, f"image file not found: {path}")
+        return CatalogItem(item_id, path, meta, ref)
+    return CatalogItem(item_id, None, meta, None, "no image")
 
 
 def _read_text_table(path: Path, kind: str) -> pa.Table:

@@ -59,6 +59,8 @@ class BuildReport:
     unreadable_images: list[dict] = field(default_factory=list)  # {"id", "reason", "indexed_by_title"}
     not_indexed: list[dict] = field(default_factory=list)  # no image and no title: nothing to embed
     total_items: int = 0
+    engine: str = "local"  # "ray": embedded by the workers of a Ray cluster (vestis.index.distributed)
+    workers: dict[str, int] = field(default_factory=dict)  # ray: items embedded by each worker (host:pid)
     seconds: float = 0.0
     items_per_second: float = 0.0
     finished_at: str = ""  # ISO 8601, UTC
@@ -112,6 +114,117 @@ def resolve_title_column(columns: Sequence[str], title_column: str | None) -> st
     return next((c for c in TITLE_COLUMNS if c in columns), None)
 
 
+#: What a build does with one catalog row (:func:`plan_item`): the first two and the skips are
+#: counted in the report, ``metadata`` re-stores an item without embedding, ``embed`` embeds it.
+ACTIONS = ("missing_id", "bad_id", "skip_existing", "skip_missing", "unchanged", "metadata", "embed")
+
+
+@dataclass
+class Plan:
+    """What to do with one catalog row, decided from the row and the index's content hash for its id."""
+
+    item: CatalogItem
+    action: str  # one of ACTIONS
+    key: str = ""  # the id as text ('' when the row has no usable id)
+    title: str = ""
+    content_hash: str = ""  # "<hash of image and title>.<hash of the other columns>"
+    is_new: bool = True  # no item with this id in the index
+    image: bytes | None = None  # the image, read once when hashed; kept only for ``embed``
+    reason: str = ""  # why an id was refused
+
+
+def plan_item(item: CatalogItem, existing: Mapping[str, str], mode: str, title_col: str | None) -> Plan:
+    """The fate of one row: ``existing`` maps the index's ids to their content hashes
+    (:meth:`Store.content_hashes`). Duplicate ids are the caller's to find (:func:`tally`)."""
+    if item.id is None or (isinstance(item.id, str) and not item.id.strip()):
+        return Plan(item, "missing_id")
+    try:
+        item.id = normalize_id(item.id)
+    except InputError as exc:
+        return Plan(item, "bad_id", reason=str(exc))
+    key = str(item.id)
+    old = existing.get(key)
+    if mode == "add" and old is not None:
+        return Plan(item, "skip_existing", key)
+    if mode == "update" and old is None:
+        return Plan(item, "skip_missing", key)
+    title = str(item.metadata.get(title_col) or "").strip() if title_col else ""
+    image = _image_bytes(item)
+    embed_hash = _digest(image or b"", title.encode())
+    content_hash = f"{embed_hash}.{_digest(json.dumps(item.metadata, sort_keys=True, default=str).encode())}"
+    if old == content_hash:
+        action = "unchanged"
+    elif old is not None and old.split(".")[0] == embed_hash:
+        action = "metadata"
+    else:
+        action = "embed"
+    return Plan(item, action, key, title, content_hash, old is None, image if action == "embed" else None)
+
+
+def tally(report: BuildReport, plan: Plan, seen: set[str]) -> bool:
+    """Count one planned row (in catalog order) in the report; True when it has work left
+    (``embed`` or ``metadata``). A later row with an id in ``seen`` is a duplicate."""
+    report.seen += 1
+    if plan.action == "missing_id":
+        report.missing_id += 1
+        return False
+    if plan.action == "bad_id":
+        report.bad_ids.append({"id": _shown(plan.item.id), "reason": plan.reason})
+        return False
+    if plan.key in seen:
+        report.duplicate_ids.append(plan.key)
+        return False
+    seen.add(plan.key)
+    if plan.action == "skip_existing":
+        report.skipped_existing.append(plan.key)
+    elif plan.action == "skip_missing":
+        report.skipped_missing.append(plan.key)
+    elif plan.action == "unchanged":
+        report.unchanged += 1
+    return plan.action in ("metadata", "embed")
+
+
+def check_build_args(out: str | Path, mode: str, weights: tuple[float, float]) -> None:
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
+    if len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0:
+        raise InputError(f"weights must be two non-negative numbers (image, title), got {weights}")
+    if mode != "build" and not store_exists(out):
+        raise InputError(f"{out} is not a vestis index; create it with `vestis index build`")
+
+
+def finish_report(store: Store, report: BuildReport, start: float, write_report: bool) -> BuildReport:
+    """Count the store's items, time the build (``start``: its ``time.perf_counter()``) and keep the
+    report in the store (``write_report``)."""
+    report.total_items = store.count()
+    report.seconds = round(time.perf_counter() - start, 3)
+    report.items_per_second = round(report.seen / report.seconds, 1) if report.seconds else 0.0
+    report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if write_report:
+        store.save_report(report.to_dict())
+    return report
+
+
+def open_catalog(
+    catalog: str | Path | Sequence[Mapping], id_column: str, image_column: str
+) -> tuple[CatalogReader, str]:
+    """The reader of a catalog file or folder, or of products in memory, and how to name it in the report."""
+    if isinstance(catalog, (str, Path)):
+        return CatalogReader.open(catalog, id_column=id_column, image_column=image_column), str(catalog)
+    reader = CatalogReader.from_rows(catalog, id_column=id_column, image_column=image_column)
+    return reader, f"{reader.total} items in memory"
+
+
+def resolve_encoder(out: str | Path, model: str | None) -> Encoder:
+    """``model``, or when none is named and ``out`` is an index, the encoder it was built with."""
+    from vestis.models import load_encoder
+
+    if model is None and store_exists(out):
+        with open_store(out) as existing:
+            return load_index_encoder(existing.info)
+    return load_encoder(model)
+
+
 def open_or_create(out: str | Path, encoder: Encoder, weights: tuple[float, float], ann: AnnConfig | None):
     settings = {
         "weights": list(weights),
@@ -152,27 +265,10 @@ def build_index(
     longer in the catalog. ``write_report`` keeps the report in the store (an index folder's
     ``reports/``, a database's ``reports`` table), where ``vestis index info`` shows the latest.
     """
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
-    if len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0:
-        raise InputError(f"weights must be two non-negative numbers (image, title), got {weights}")
-    if mode != "build" and not store_exists(out):
-        raise InputError(f"{out} is not a vestis index; create it with `vestis index build`")
-    in_memory = not isinstance(catalog, (str, Path))
-    if in_memory:
-        reader = CatalogReader.from_rows(catalog, id_column=id_column, image_column=image_column)
-    else:
-        reader = CatalogReader.open(catalog, id_column=id_column, image_column=image_column)
-    source = f"{reader.total} items in memory" if in_memory else str(catalog)
+    check_build_args(out, mode, weights)
+    reader, source = open_catalog(catalog, id_column, image_column)
     title_col = resolve_title_column(reader.columns, title_column)
-    if encoder is None:
-        from vestis.models import load_encoder
-
-        if model is None and store_exists(out):
-            with open_store(out) as existing:
-                encoder = load_index_encoder(existing.info)
-        else:
-            encoder = load_encoder(model)
+    encoder = encoder or resolve_encoder(out, model)
     start = time.perf_counter()
     report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source, notes=list(reader.notes))
     store = open_or_create(out, encoder, weights, ann)
@@ -181,49 +277,20 @@ def build_index(
         with store.writer():
             existing = store.content_hashes()
             seen: set[str] = set()
-            pending: list[tuple[CatalogItem, str, str, bool, bytes | None]] = []
-            restored: list[tuple[CatalogItem, str, str]] = []
+            pending: list[Plan] = []
+            restored: list[Plan] = []
             with progress_bar(reader.total, f"indexing {Path(source).name}", quiet=quiet) as advance:
                 for batch in reader.batches(batch_size):
                     for item in batch:
-                        report.seen += 1
-                        if item.id is None or (isinstance(item.id, str) and not item.id.strip()):
-                            report.missing_id += 1
-                            continue
-                        try:
-                            item.id = normalize_id(item.id)
-                        except InputError as exc:
-                            report.bad_ids.append({"id": _shown(item.id), "reason": str(exc)})
-                            continue
-                        key = str(item.id)
-                        if key in seen:
-                            report.duplicate_ids.append(key)
-                            continue
-                        seen.add(key)
-                        old = existing.get(key)
-                        if mode == "add" and old is not None:
-                            report.skipped_existing.append(key)
-                            continue
-                        if mode == "update" and old is None:
-                            report.skipped_missing.append(key)
-                            continue
-                        title = str(item.metadata.get(title_col) or "").strip() if title_col else ""
-                        image = _image_bytes(item)
-                        embed_hash = _digest(image or b"", title.encode())
-                        meta_hash = _digest(json.dumps(item.metadata, sort_keys=True, default=str).encode())
-                        if old == f"{embed_hash}.{meta_hash}":
-                            report.unchanged += 1
-                            continue
-                        if old is not None and old.split(".")[0] == embed_hash:
-                            restored.append((item, title, f"{embed_hash}.{meta_hash}"))
-                            continue
-                        pending.append((item, title, f"{embed_hash}.{meta_hash}", old is None, image))
+                        plan = plan_item(item, existing, mode, title_col)
+                        if tally(report, plan, seen):
+                            (restored if plan.action == "metadata" else pending).append(plan)
                     if restored:
-                        _restore_metadata(store, restored, title_col)
+                        restore_metadata(store, restored, title_col)
                         report.metadata_updated += len(restored)
                         restored = []
                     if pending:
-                        _embed_and_store(store, encoder, pending, weights, title_col, report, quiet=True)
+                        store_embedded(store, embed_plans(encoder, pending, weights, title_col), report)
                         pending = []
                     advance(len(batch))
                     if on_batch is not None:
@@ -232,15 +299,9 @@ def build_index(
                 gone = [i for i in existing if i not in seen]
                 report.pruned = len(store.delete(gone))
             store.refresh()
-            report.total_items = store.count()
-            report.seconds = round(time.perf_counter() - start, 3)
-            report.items_per_second = round(report.seen / report.seconds, 1) if report.seconds else 0.0
-            report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-            if write_report:
-                store.save_report(report.to_dict())
+            return finish_report(store, report, start, write_report)
     finally:
         store.close()
-    return report
 
 
 def _shown(value: object) -> str:
@@ -263,48 +324,51 @@ def _record(item: CatalogItem, title: str, title_col: str | None, content_hash: 
     )  # fmt: skip
 
 
-def _restore_metadata(store: Store, items: list[tuple[CatalogItem, str, str]], title_col: str | None) -> None:
+def restore_metadata(store: Store, plans: Sequence[Plan], title_col: str | None) -> None:
     """Store new metadata for items whose image and title did not change, keeping their vectors
     (one read and one transaction for the batch)."""
-    olds = store.get([str(item.id) for item, _, _ in items], vectors=True, thumbnails=True)
+    olds = store.get([plan.key for plan in plans], vectors=True, thumbnails=True)
     records = []
-    for item, title, content_hash in items:
-        old = olds[str(item.id)]
-        rec = _record(item, title, title_col, content_hash, vector=old.vector)
+    for plan in plans:
+        old = olds[plan.key]
+        rec = _record(plan.item, plan.title, title_col, plan.content_hash, vector=old.vector)
         rec.image_vector, rec.text_vector, rec.thumbnail = old.image_vector, old.text_vector, old.thumbnail
         rec.image_hash, rec.image_error = old.image_hash, old.image_error
         records.append(rec)
     store.upsert(records)
 
 
-def _embed_and_store(
-    store: Store,
-    encoder: Encoder,
-    pending: list[tuple[CatalogItem, str, str, bool, bytes | None]],
-    weights: tuple[float, float],
-    title_col: str | None,
-    report: BuildReport,
-    *,
-    quiet: bool,
-) -> None:
-    """Embed one batch (images, then titles) and commit it as one transaction."""
-    images = [p[4] for p in pending]  # read once, when the item was hashed
+@dataclass
+class Embedded:
+    """One planned item after embedding: its record, or none when there was nothing to embed."""
+
+    plan: Plan
+    record: Record | None
+    problem: str | None = None  # why the image was not used (the title stands in), or why nothing was indexed
+
+
+def embed_plans(
+    encoder: Encoder, plans: Sequence[Plan], weights: tuple[float, float], title_col: str | None
+) -> list[Embedded]:
+    """Embed a batch of planned items (images, then titles) into records; a pure step that the
+    local build runs in-process and the distributed one (:mod:`vestis.index.distributed`) in workers."""
+    images = [p.image for p in plans]  # read once, when the item was hashed
     readable = [i for i, b in enumerate(images) if b]
     img_vecs: dict[int, np.ndarray] = {}
-    errors: dict[int, str] = {i: pending[i][0].image_problem or "no image" for i, b in enumerate(images) if not b}
+    errors: dict[int, str] = {i: plans[i].item.image_problem or "no image" for i, b in enumerate(images) if not b}
     if readable:
-        result = embed_images(encoder, [images[i] for i in readable], quiet=quiet)
+        result = embed_images(encoder, [images[i] for i in readable], quiet=True)
         bad = dict(result.failed)
         for j, i in enumerate(readable):
             if j in bad:
                 errors[i] = bad[j]
             else:
                 img_vecs[i] = result.vectors[j]
-    titled = [i for i, p in enumerate(pending) if p[1]]
-    txt_vecs = dict(zip(titled, encoder.encode_texts([pending[i][1] for i in titled]))) if titled else {}
+    titled = [i for i, p in enumerate(plans) if p.title]
+    txt_vecs = dict(zip(titled, encoder.encode_texts([plans[i].title for i in titled]))) if titled else {}
     w_img, w_txt = weights
-    records = []
-    for i, (item, title, content_hash, is_new, _) in enumerate(pending):
+    out = []
+    for i, plan in enumerate(plans):
         img, txt = img_vecs.get(i), txt_vecs.get(i)
         if img is not None and txt is not None and w_img > 0 and w_txt > 0:
             doc = l2_normalize((w_img * img + w_txt * txt)[None, :])[0]
@@ -313,21 +377,33 @@ def _embed_and_store(
         elif txt is not None:
             doc = txt
         else:
-            # nothing to embed: a new item is not indexed; an existing one keeps its previous version
-            report.not_indexed.append({"id": str(item.id), "reason": errors.get(i, "nothing to embed")})
+            out.append(Embedded(plan, None, errors.get(i, "nothing to embed")))
             continue
-        if i in errors:
-            report.unreadable_images.append({"id": str(item.id), "reason": errors[i], "indexed_by_title": True})
-        if is_new:
-            report.added += 1
-        else:
-            report.updated += 1
-        rec = _record(item, title, title_col, content_hash, vector=np.asarray(doc, np.float32))
+        rec = _record(plan.item, plan.title, title_col, plan.content_hash, vector=np.asarray(doc, np.float32))
         rec.image_vector, rec.text_vector = img, txt
         rec.image_error = errors.get(i)
         image = images[i]
         rec.thumbnail = thumbnail(image) if image and img is not None else None
-        records.append(rec)
+        out.append(Embedded(plan, rec, errors.get(i)))
+    return out
+
+
+def store_embedded(store: Store, embedded: Sequence[Embedded], report: BuildReport) -> None:
+    """Count a batch of embedded items in the report and commit their records as one transaction.
+
+    An item with nothing to embed is not indexed; one already in the index keeps its previous version."""
+    records = []
+    for e in embedded:
+        if e.record is None:
+            report.not_indexed.append({"id": e.plan.key, "reason": e.problem})
+            continue
+        if e.problem:
+            report.unreadable_images.append({"id": e.plan.key, "reason": e.problem, "indexed_by_title": True})
+        if e.plan.is_new:
+            report.added += 1
+        else:
+            report.updated += 1
+        records.append(e.record)
     store.upsert(records)
 
 
