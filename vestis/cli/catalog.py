@@ -90,6 +90,9 @@ def _print_report(report, as_json: bool) -> None:
             table.add_row(name, str(n))
     out.print(table)
     out.print(f"{data['seconds']:.1f} s, {data['items_per_second']:.0f} items/s")
+    if data.get("engine") == "ray":
+        shares = ", ".join(f"{name} {n}" for name, n in sorted(data["workers"].items()))
+        out.print(f"embedded on Ray by {len(data['workers'])} worker process(es){': ' + shares if shares else ''}")
     for text in data.get("notes", []):
         note(f"note: {text}")
     problems = data["bad_ids"] + data["unreadable_images"] + data["not_indexed"]
@@ -143,17 +146,43 @@ def index_build(
     quantizer: Annotated[
         str | None, typer.Option("--quantizer", help="Vectors in the HNSW graph: float32, float16 or int8.")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="Where decoding and embedding run: local (this process) or ray (workers of a Ray cluster)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="--engine ray: the cluster (auto, or ray://head:10001); by default a local Ray is started.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="--engine ray: embedding workers (one encoder and CPU each).")
+    ] = 2,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a catalog: skips items already embedded, resumes after an interruption."""
     if quantizer not in (None, "float32", "float16", "int8"):
         raise typer.BadParameter(f"float32, float16 or int8, not {quantizer!r}", param_hint="--quantizer")
-    _build(
-        "build", catalog, out_dir, model=model, id_column=id_column, image_column=image_column,
-        title_column=title_column, weights=parse_weights(weights), prune=prune, batch_size=batch_size,
-        ann=_ann(ann_threshold, quantizer), quiet=quiet, as_json=as_json,
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"local or ray, not {engine!r}", param_hint="--engine")
+    if engine == "local" and address is not None:
+        raise typer.BadParameter("only with --engine ray", param_hint="--address")
+    kw = dict(
+        model=model, id_column=id_column, image_column=image_column, title_column=title_column,
+        weights=parse_weights(weights), prune=prune, batch_size=batch_size, ann=_ann(ann_threshold, quantizer),
+        quiet=quiet,
     )  # fmt: skip
+    if engine == "ray":
+        from vestis.index.distributed import build_index_ray
+
+        _print_report(build_index_ray(catalog, out_dir, address=address, workers=workers, **kw), as_json)
+        return
+    _build("build", catalog, out_dir, as_json=as_json, **kw)
 
 
 def _incremental(mode: str, doc: str):

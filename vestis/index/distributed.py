@@ -1,0 +1,301 @@
+"""Catalog -> index on a Ray cluster: decode and embed spread over workers, one writer.
+
+The same build as :func:`vestis.index.build.build_index`, with its steps placed on Ray:
+
+* Ray Data reads the catalog: the catalog is cut into parts (:meth:`CatalogReader.shards`: a
+  parquet row group, some image files, some CSV rows) and each part is read, hashed and planned
+  (:func:`~vestis.index.build.plan_item`) by a Ray task, against the store's content hashes as
+  they were when the build started;
+* ``map_batches`` on a pool of actors, each holding one encoder (loaded once per actor, with the
+  same model, precision and fingerprint as the store), decodes and embeds the items to embed
+  (:func:`~vestis.index.build.embed_plans`) and passes the others through;
+* the driver writes the records to the store (an index folder or ``postgresql://``) in batches,
+  one transaction each, in catalog order (a later row with an id seen before is a duplicate, as
+  in the local build), and counts everything in the same :class:`BuildReport`.
+
+Exactly-once in effect: an item already stored with the same content hash is skipped, so a
+build that stopped half-way resumes where its last committed batch ended. A worker that dies
+mid-job is restarted by Ray and its batch run again (``max_restarts``/``max_task_retries``); the
+driver takes each catalog row once (rows arrive in catalog order, a row seen before is a re-run's
+copy and is dropped), and upserts are keyed by id, so nothing is lost and nothing doubled.
+
+On a laptop :func:`build_index_ray` starts a small local Ray (``num_cpus`` = workers, a small
+object store, no dashboard) and stops it afterwards; with ``address`` (``"auto"`` or
+``"ray://head:10001"``) it joins a running cluster, whose nodes need vestis (same version)
+installed and the catalog's files at the same paths. Within a process that already called
+``ray.init()`` the build uses that Ray and leaves it running.
+
+Ray is imported here lazily and initialised before anything else of the build is loaded
+(encoders, stores): some native libraries abort when imported before ``ray.init()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vestis.errors import InputError, VestisError
+from vestis.index.build import (
+    DEFAULT_WEIGHTS,
+    BuildReport,
+    Embedded,
+    Plan,
+    check_build_args,
+    embed_plans,
+    finish_report,
+    open_catalog,
+    open_or_create,
+    plan_item,
+    resolve_encoder,
+    resolve_title_column,
+    restore_metadata,
+    store_embedded,
+    tally,
+)
+from vestis.index.store import StoreInfo, load_index_encoder
+from vestis.index.vectors import AnnConfig
+from vestis.models.base import Encoder
+from vestis.progress import progress_bar
+
+#: Object store of a local Ray started by the build: batches in flight, not the catalog.
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
+#: Ray restarts a dead worker this many times, and runs a batch whose worker died this many
+#: times more, before the build fails (an item that kills every worker stops it, not loops it).
+MAX_RESTARTS = 3
+
+
+def build_index_ray(
+    catalog: str | Path | Sequence[Mapping],
+    out: str | Path,
+    *,
+    encoder: Encoder | None = None,
+    model: str | None = None,
+    id_column: str = "id",
+    image_column: str = "image",
+    title_column: str | None = None,
+    weights: tuple[float, float] = DEFAULT_WEIGHTS,
+    mode: str = "build",
+    prune: bool = False,
+    batch_size: int = 256,
+    ann: AnnConfig | None = None,
+    address: str | None = None,
+    workers: int = 2,
+    worker_batch_size: int = 32,
+    shard_size: int = 256,
+    quiet: bool = False,
+    on_commit: Callable[[BuildReport], None] | None = None,
+    write_report: bool = True,
+) -> BuildReport:
+    """Index ``catalog`` into ``out`` as :func:`~vestis.index.build.build_index` does, on Ray.
+
+    ``address``: ``None`` starts a local Ray with ``workers`` CPUs (or uses the one this process
+    already started); ``"auto"`` or ``"ray://host:10001"`` joins a cluster. ``workers``: the
+    actors that decode and embed, one encoder and one CPU each. ``worker_batch_size``: items per
+    batch sent to an actor; ``shard_size``: rows or image files per reading task; ``batch_size``:
+    items per committed transaction. ``encoder``: its model is what the workers load (by name,
+    checked against its fingerprint). ``on_commit`` is called with the report so far after each
+    committed batch. Returns the report, with ``engine="ray"`` and the items each worker embedded.
+    """
+    check_build_args(out, mode, weights)
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    with _ray(address, workers) as ray:
+        reader, source = open_catalog(catalog, id_column, image_column)
+        title_col = resolve_title_column(reader.columns, title_column)
+        encoder = encoder or resolve_encoder(out, model)
+        start = time.perf_counter()
+        report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source, notes=list(reader.notes))
+        report.engine = "ray"
+        store = open_or_create(out, encoder, weights, ann)
+        weights = tuple(store.info.settings.get("weights", weights))
+        try:
+            with store.writer():
+                existing = store.content_hashes()
+                rows = _pipeline(
+                    ray, reader.shards(shard_size), existing, mode=mode, title_col=title_col,
+                    worker=_EmbedWorkerArgs(model or store.info.model, store.info, weights, title_col),
+                    workers=workers, worker_batch_size=worker_batch_size, batch_size=batch_size,
+                )  # fmt: skip
+                seen = _write(store, rows, report, reader.total, title_col, batch_size, quiet, on_commit, source)
+                if prune and mode == "build":
+                    report.pruned = len(store.delete([i for i in existing if i not in seen]))
+                store.refresh()
+            report.total_items = store.count()
+        finally:
+            store.close()
+    return finish_report(report, start, write_report)
+
+
+# ------------------------------------------------------------------------------ Ray
+
+
+@contextlib.contextmanager
+def _ray(address: str | None, workers: int) -> Iterator[object]:
+    """Ray, initialised: the one this process already runs, a cluster at ``address``, or a small
+    local one (stopped on the way out). Progress bars and logs of Ray itself stay off: the build
+    shows its own progress."""
+    try:
+        import ray
+    except ImportError:
+        raise VestisError("--engine ray needs Ray: pip install 'vestis[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        kw = dict(log_to_driver=False, logging_level=logging.WARNING)
+        address = address or os.environ.get("RAY_ADDRESS")  # Ray's own way to name a cluster
+        if address is None:  # "local": a new one, even where `ray start` left one running
+            kw.update(num_cpus=workers, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
+        try:
+            ray.init(address=address or "local", **kw)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise VestisError(f"cannot connect to Ray at {address or 'a new local cluster'}: {exc}") from None
+        started = True
+    from ray.data import DataContext
+
+    data_log = logging.getLogger("ray.data")
+    ctx = DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.execution_options.preserve_order)
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)  # its notes on progress bars and backpressure are not the user's
+    ctx.enable_progress_bars = ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = True  # catalog order: the first row of an id wins, retries are seen
+    try:
+        yield ray
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.execution_options.preserve_order = saved
+        data_log.setLevel(level)
+        if started:
+            ray.shutdown()
+
+
+class _EmbedWorkerArgs:
+    """What an embedding actor needs to load the store's encoder (picklable, small)."""
+
+    def __init__(self, model: str, info: StoreInfo, weights: tuple[float, float], title_col: str | None) -> None:
+        self.model, self.info, self.weights, self.title_col = model, info, weights, title_col
+
+
+class EmbedWorker:
+    """A Ray Data actor: one encoder, loaded once; embeds the batches' items planned ``embed``.
+
+    The encoder is the store's model in its precision, and must have its fingerprint: vectors of
+    another model (or weights) are refused before any is made. Each output row says which worker
+    (``host:pid``) embedded it, for the report."""
+
+    def __init__(self, args: _EmbedWorkerArgs) -> None:
+        info = StoreInfo(args.model, args.info.fingerprint, args.info.dim, args.info.settings)
+        self.encoder = load_index_encoder(info, threads=1)
+        if self.encoder.fingerprint != args.info.fingerprint:
+            raise VestisError(
+                f"worker on {socket.gethostname()} loaded {args.model} with fingerprint {self.encoder.fingerprint}, "
+                f"the index holds vectors of {args.info.fingerprint}: install the same model files on every node"
+            )
+        self.args = args
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        plans: list[Plan] = [pickle.loads(blob) for blob in batch["plan"]]
+        todo = [p for p in plans if p.action == "embed"]
+        done = iter(embed_plans(self.encoder, todo, self.args.weights, self.args.title_col) if todo else ())
+        results = [next(done) if p.action == "embed" else p for p in plans]
+        return {
+            "shard": list(batch["shard"]),
+            "pos": list(batch["pos"]),
+            "result": [pickle.dumps(r) for r in results],
+            "worker": [self.name if p.action == "embed" else "" for p in plans],
+        }
+
+
+def _plan_shard(row: dict, *, existing: list, mode: str, title_col: str | None) -> list[dict]:
+    """A Ray task: read one catalog part and plan its rows against the store's content hashes.
+    Items not to embed travel without their image."""
+    import ray
+
+    hashes = ray.get(existing[0])
+    out = []
+    for pos, item in enumerate(pickle.loads(row["part"]).read()):
+        plan = plan_item(item, hashes, mode, title_col)
+        if plan.action != "embed":
+            plan.item.image = None
+        out.append({"shard": row["shard"], "pos": pos, "plan": pickle.dumps(plan)})
+    return out
+
+
+def _pipeline(
+    ray, shards, existing: dict[str, str], *, mode, title_col, worker, workers, worker_batch_size, batch_size
+) -> Iterator[tuple[int, int, Plan | Embedded, str]]:
+    """The Ray Data pipeline: ``(shard, position, result, worker)`` for every catalog row, in catalog order.
+
+    Catalog parts and plans travel pickled: Arrow would infer a column type from each part's
+    rows, and metadata columns vary from catalog to catalog."""
+    parts = ray.data.from_items([{"shard": i, "part": pickle.dumps(s)} for i, s in enumerate(shards)])
+    # Reading and hashing reserve no CPU: the embedding actors hold one each, and a reading task
+    # waiting for a CPU that they hold would wait for ever (a local Ray has exactly one per worker).
+    planned = parts.flat_map(
+        _plan_shard, fn_kwargs={"existing": [ray.put(existing)], "mode": mode, "title_col": title_col}, num_cpus=0
+    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes an actor's restart budget only as a (deprecated) remote argument, and
+        # its own default is unbounded: an item that kills its worker would be retried for ever.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        embedded = planned.map_batches(
+            EmbedWorker,
+            fn_constructor_args=(worker,),
+            batch_size=worker_batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS,
+        )
+    for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        for shard, pos, blob, name in zip(batch["shard"], batch["pos"], batch["result"], batch["worker"]):
+            yield int(shard), int(pos), pickle.loads(blob), str(name)
+
+
+def _write(
+    store, rows, report: BuildReport, total: int, title_col, batch_size: int, quiet: bool, on_commit, source: str
+) -> set[str]:
+    """Take the pipeline's rows once each, in catalog order, and commit them ``batch_size`` at a
+    time; returns the ids seen (for ``prune``)."""
+    seen: set[str] = set()
+    last = (-1, -1)
+    embedded: list[Embedded] = []
+    restored: list[Plan] = []
+
+    def commit() -> None:
+        if restored:
+            restore_metadata(store, restored, title_col)
+            report.metadata_updated += len(restored)
+            restored.clear()
+        if embedded:
+            store_embedded(store, embedded, report)
+            embedded.clear()
+        if on_commit is not None:
+            on_commit(report)
+
+    with progress_bar(total, f"indexing {Path(source).name} on Ray", quiet=quiet) as advance:
+        for shard, pos, result, worker in rows:
+            if (shard, pos) <= last:  # a re-run batch's copy of a row already taken
+                continue
+            last = (shard, pos)
+            plan = result.plan if isinstance(result, Embedded) else result
+            if tally(report, plan, seen):
+                if plan.action == "metadata":
+                    restored.append(plan)
+                else:
+                    embedded.append(result)
+                    report.workers[worker] = report.workers.get(worker, 0) + 1
+            advance(1)
+            if len(embedded) + len(restored) >= batch_size:
+                commit()
+        commit()
+    return seen
