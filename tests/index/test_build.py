@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from vestis.data.catalog import CatalogReader
 from vestis.errors import InputError
 from vestis.index.build import build_index, delete_items
 from vestis.index.local import LocalStore
@@ -135,6 +137,34 @@ def test_csv_jsonl_and_image_folder_catalogs(tmp_path, tiny):
     with pytest.raises(InputError, match="unknown catalog format"):
         (tmp_path / "cat.txt").write_text("x")
         build_index(tmp_path / "cat.txt", tmp_path / "idx-y", encoder=tiny, quiet=True)
+
+
+def test_catalog_parts_cover_the_catalog_in_order(tmp_path):
+    """CatalogReader.shards (what Ray's reading tasks get, pickled): parquet row groups, parts of an
+    image folder, of CSV rows and of products in memory, read anywhere, give every row once, in order."""
+    rows = kagl_rows(10).to_pylist()
+    photo = {str(r["id"]): r["image"] for r in rows}
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "cat.parquet", row_group_size=4)
+    (tmp_path / "photos").mkdir()
+    for r in rows:
+        (tmp_path / "photos" / f"{r['id']}.jpg").write_bytes(r["image"])
+    lines = [f'{r["id"]},photos/{r["id"]}.jpg,"{r["productDisplayName"]}"' for r in rows]
+    (tmp_path / "cat.csv").write_text("\n".join(["id,image,productDisplayName", *lines]))
+    ids = [r["id"] for r in rows]
+    cases = [
+        (CatalogReader.open(tmp_path / "cat.parquet"), 3, ids),  # row groups of 4, 4 and 2
+        (CatalogReader.open(tmp_path / "photos"), 4, sorted(f"{i}.jpg" for i in ids)),
+        (CatalogReader.open(tmp_path / "cat.csv"), 4, [str(i) for i in ids]),
+        (CatalogReader.from_rows(rows), 4, ids),
+    ]
+    for reader, parts, want in cases:
+        shards = reader.shards(3)
+        assert len(shards) == parts
+        items = [item for s in shards for item in pickle.loads(pickle.dumps(s)).read()]
+        assert [i.id for i in items] == want
+        for item in items:
+            data = item.image if isinstance(item.image, bytes) else item.image.read_bytes()
+            assert data == photo[str(item.id).removesuffix(".jpg")]
 
 
 def test_kill_during_build_leaves_a_consistent_index_that_resumes(tmp_path):
