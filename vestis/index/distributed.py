@@ -16,17 +16,20 @@ The same build as :func:`vestis.index.build.build_index`, with its steps placed 
 Exactly-once in effect: an item already stored with the same content hash is skipped, so a
 build that stopped half-way resumes where its last committed batch ended. A worker that dies
 mid-job is restarted by Ray and its batch run again (``max_restarts``/``max_task_retries``); the
-driver takes each catalog row once (rows arrive in catalog order, a row seen before is a re-run's
-copy and is dropped), and upserts are keyed by id, so nothing is lost and nothing doubled.
+driver takes each catalog row once (by its part and position: a re-run batch's copy is dropped),
+checks that every row came back, and upserts by id, so nothing is lost and nothing doubled.
 
-On a laptop :func:`build_index_ray` starts a small local Ray (``num_cpus`` = workers, a small
-object store, no dashboard) and stops it afterwards; with ``address`` (``"auto"`` or
+On a laptop :func:`build_index_ray` starts a small local Ray (a CPU per worker and one for Ray
+Data's reading and re-blocking tasks, which wait for ever when the actors hold every CPU; a small
+object store; no dashboard) and stops it afterwards; with ``address`` (``"auto"`` or
 ``"ray://head:10001"``) it joins a running cluster, whose nodes need vestis (same version)
 installed and the catalog's files at the same paths. Within a process that already called
 ``ray.init()`` the build uses that Ray and leaves it running.
 
-Ray is imported here lazily and initialised before anything else of the build is loaded
-(encoders, stores): some native libraries abort when imported before ``ray.init()``.
+Ray is imported lazily (``import vestis`` never pulls it in) and started before the encoder is
+loaded or the store created: some native libraries (usearch) abort the process when imported
+before ``ray.init()``. ``tests/index/test_distributed.py`` runs the CLI in a subprocess, as a
+user does.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +101,7 @@ def build_index_ray(
 ) -> BuildReport:
     """Index ``catalog`` into ``out`` as :func:`~vestis.index.build.build_index` does, on Ray.
 
-    ``address``: ``None`` starts a local Ray with ``workers`` CPUs (or uses the one this process
+    ``address``: ``None`` starts a local Ray with ``workers + 1`` CPUs (or uses the one this process
     already started); ``"auto"`` or ``"ray://host:10001"`` joins a cluster. ``workers``: the
     actors that decode and embed, one encoder and one CPU each. ``worker_batch_size``: items per
     batch sent to an actor; ``shard_size``: rows or image files per reading task; ``batch_size``:
@@ -152,12 +156,21 @@ def _ray(address: str | None, workers: int) -> Iterator[object]:
         kw = dict(log_to_driver=False, logging_level=logging.WARNING)
         address = address or os.environ.get("RAY_ADDRESS")  # Ray's own way to name a cluster
         if address is None:  # "local": a new one, even where `ray start` left one running
-            kw.update(num_cpus=workers, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
+            kw.update(num_cpus=workers + 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
         try:
             ray.init(address=address or "local", **kw)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise VestisError(f"cannot connect to Ray at {address or 'a new local cluster'}: {exc}") from None
         started = True
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if workers >= cpus:
+        if started:
+            ray.shutdown()
+        fewer = f": use --workers {cpus - 1} or fewer" if cpus > 1 else ""
+        raise InputError(
+            f"{workers} worker(s) need {workers + 1} CPUs on the Ray cluster (one each, and one for reading "
+            f"the catalog); it has {cpus}{fewer}"
+        )
     from ray.data import DataContext
 
     data_log = logging.getLogger("ray.data")
@@ -176,11 +189,14 @@ def _ray(address: str | None, workers: int) -> Iterator[object]:
             ray.shutdown()
 
 
+@dataclass(frozen=True)
 class _EmbedWorkerArgs:
-    """What an embedding actor needs to load the store's encoder (picklable, small)."""
+    """What an embedding actor needs: the store's model (by name or path) and how documents are made."""
 
-    def __init__(self, model: str, info: StoreInfo, weights: tuple[float, float], title_col: str | None) -> None:
-        self.model, self.info, self.weights, self.title_col = model, info, weights, title_col
+    model: str
+    info: StoreInfo
+    weights: tuple[float, float]
+    title_col: str | None
 
 
 class EmbedWorker:
@@ -237,11 +253,12 @@ def _pipeline(
     Catalog parts and plans travel pickled: Arrow would infer a column type from each part's
     rows, and metadata columns vary from catalog to catalog."""
     parts = ray.data.from_items([{"shard": i, "part": pickle.dumps(s)} for i, s in enumerate(shards)])
-    # Reading and hashing reserve no CPU: the embedding actors hold one each, and a reading task
-    # waiting for a CPU that they hold would wait for ever (a local Ray has exactly one per worker).
     planned = parts.flat_map(
-        _plan_shard, fn_kwargs={"existing": [ray.put(existing)], "mode": mode, "title_col": title_col}, num_cpus=0
+        _plan_shard, fn_kwargs={"existing": [ray.put(existing)], "mode": mode, "title_col": title_col}
     )
+    # A part (a parquet row group: thousands of rows) in blocks of one actor batch each, streamed: the
+    # actors share the work evenly, and a worker that dies takes one small batch with it, not a part.
+    planned = planned.repartition(target_num_rows_per_block=worker_batch_size)
     with warnings.catch_warnings():
         # Ray 2.60 takes an actor's restart budget only as a (deprecated) remote argument, and
         # its own default is unbounded: an item that kills its worker would be retried for ever.
@@ -265,9 +282,10 @@ def _write(
     store, rows, report: BuildReport, total: int, title_col, batch_size: int, quiet: bool, on_commit, source: str
 ) -> set[str]:
     """Take the pipeline's rows once each, in catalog order, and commit them ``batch_size`` at a
-    time; returns the ids seen (for ``prune``)."""
+    time; returns the ids seen (for ``prune``). Every catalog row must come back, or the build
+    fails (after committing what it has: a re-run resumes from there)."""
     seen: set[str] = set()
-    last = (-1, -1)
+    taken: dict[int, bytearray] = {}  # per catalog part, a byte per row: 1 once the row is taken
     embedded: list[Embedded] = []
     restored: list[Plan] = []
 
@@ -284,9 +302,11 @@ def _write(
 
     with progress_bar(total, f"indexing {Path(source).name} on Ray", quiet=quiet) as advance:
         for shard, pos, result, worker in rows:
-            if (shard, pos) <= last:  # a re-run batch's copy of a row already taken
+            flags = taken.setdefault(shard, bytearray())
+            if pos < len(flags) and flags[pos]:  # a re-run batch's copy of a row already taken
                 continue
-            last = (shard, pos)
+            flags.extend(bytes(max(0, pos + 1 - len(flags))))
+            flags[pos] = 1
             plan = result.plan if isinstance(result, Embedded) else result
             if tally(report, plan, seen):
                 if plan.action == "metadata":
@@ -298,4 +318,6 @@ def _write(
             if len(embedded) + len(restored) >= batch_size:
                 commit()
         commit()
+    if report.seen != total:
+        raise VestisError(f"Ray returned {report.seen:,} of the catalog's {total:,} rows; build again to resume")
     return seen
