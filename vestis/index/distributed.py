@@ -159,7 +159,7 @@ def _ray(address: str | None, workers: int) -> Iterator[object]:
             kw.update(num_cpus=workers + 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
         try:
             ray.init(address=address or "local", **kw)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # Ray raises a plain Exception when its local node does not start
             raise VestisError(f"cannot connect to Ray at {address or 'a new local cluster'}: {exc}") from None
         started = True
     cpus = int(ray.cluster_resources().get("CPU", 0))
