@@ -133,10 +133,9 @@ def build_index_ray(
                 if prune and mode == "build":
                     report.pruned = len(store.delete([i for i in existing if i not in seen]))
                 store.refresh()
-            report.total_items = store.count()
+                return finish_report(store, report, start, write_report)
         finally:
             store.close()
-    return finish_report(report, start, write_report)
 
 
 # ------------------------------------------------------------------------------ Ray
