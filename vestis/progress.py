@@ -29,15 +29,18 @@ def _interval() -> float:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, description: str, *, quiet: bool = False) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``: a bar on a terminal, periodic lines on a pipe, nothing when quiet or nested."""
+def progress_bar(
+    total: int, description: str, *, quiet: bool = False, unit: str = "items"
+) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``: a bar on a terminal, periodic lines on a pipe, nothing when quiet or nested.
+    ``unit`` names what is counted in the rate ("items/s", "steps/s")."""
     if quiet or _active.get():
         yield lambda n: None
         return
     token = _active.set(True)
     try:
-        display = _progress_lines(total, description, _interval()) if not sys.stderr.isatty() else None
-        with display or _progress_bar(total, description) as advance:
+        display = _progress_lines(total, description, _interval(), unit) if not sys.stderr.isatty() else None
+        with display or _progress_bar(total, description, unit) as advance:
             yield advance
     finally:
         _active.reset(token)
@@ -48,7 +51,9 @@ def _seconds(s: float) -> str:
 
 
 @contextlib.contextmanager
-def _progress_lines(total: int, description: str, interval: float) -> Iterator[Callable[[int], None]]:
+def _progress_lines(
+    total: int, description: str, interval: float, unit: str = "items"
+) -> Iterator[Callable[[int], None]]:
     start = time.monotonic()
     state = {"done": 0, "last": start, "printed": False}
 
@@ -65,7 +70,7 @@ def _progress_lines(total: int, description: str, interval: float) -> Iterator[C
         done, elapsed = state["done"], now - start
         rate = done / elapsed if elapsed > 0 else 0.0
         left = f", ~{_seconds((total - done) / rate)} left" if rate > 0 else ""
-        say(f"{description}: {done:,}/{total:,} ({done / max(total, 1):.0%}), {rate:,.0f} items/s{left}")
+        say(f"{description}: {done:,}/{total:,} ({done / max(total, 1):.0%}), {rate:,.0f} {unit}/s{left}")
 
     yield advance
     if state["printed"]:
@@ -73,7 +78,7 @@ def _progress_lines(total: int, description: str, interval: float) -> Iterator[C
 
 
 @contextlib.contextmanager
-def _progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
+def _progress_bar(total: int, description: str, unit: str = "items") -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -91,6 +96,6 @@ def _progress_bar(total: int, description: str) -> Iterator[Callable[[int], None
             progress.advance(task, n)
             speed = progress.tasks[0].speed
             if speed:
-                progress.update(task, rate=f"{speed:,.0f} items/s")
+                progress.update(task, rate=f"{speed:,.0f} {unit}/s")
 
         yield advance

@@ -432,7 +432,7 @@ def train(
             view_of = np.random.default_rng(cfg.seed * 1000 + 700 + epoch).integers(n_views, size=len(order))
         losses = []
         t_epoch = time.time()
-        with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet) as advance:
+        with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet, unit="steps") as advance:
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 if len(idx) < 2:
