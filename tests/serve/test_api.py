@@ -99,10 +99,16 @@ def test_thumbnails(http):
     assert_openai_error(http.get("/v1/catalogs/shop/items/nope/thumbnail"), 404)
 
 
-def test_catalog_info_items_and_facets(http, rows, catalog_table):
+def test_catalog_info_items_and_facets(http, rows, catalog_table, index_dir):
     cats = http.get("/v1/catalogs").json()["data"]
     assert [c["name"] for c in cats] == ["shop"] and cats[0]["items"] == catalog_table.num_rows
-    assert "articleType" in http.get("/v1/catalogs/shop").json()["fields"]
+    info = http.get("/v1/catalogs/shop").json()
+    assert "articleType" in info["fields"]
+    # the last build's report, as `vestis index info` shows it (the same library call serves both)
+    from vestis.index.stores import open_store
+
+    with open_store(index_dir) as store:
+        assert info["last_build"] == store.reports(1)[0] and info["last_build"]["mode"] == "build"
     item = http.get(f"/v1/catalogs/shop/items/{rows[0]['id']}").json()
     assert item["id"] == rows[0]["id"] and item["metadata"]["articleType"] == rows[0]["articleType"]
     facets = {f["field"]: f for f in http.get("/v1/catalogs/shop/facets").json()["facets"]}

@@ -260,18 +260,14 @@ def index_info(
     as_json: JsonOpt = False,
 ) -> None:
     """What an index holds: model, size, fields, consistency, and value counts of fields."""
-    from vestis.index.stores import open_store
+    from vestis.index.stores import describe, open_store
 
     given = index
     index, shifted = store_location(index, store_opt)
     if shifted:
         _shifted(given, "options")
     with open_store(index) as store:
-        info = {
-            "index": str(index), "model": store.info.model, "dim": store.info.dim, "items": store.count(),
-            "fields": store.fields(), "settings": store.info.settings, "check": store.check(),
-            "facets": {f: store.facets(f) for f in facets or []}, "last_build": next(iter(store.reports(1)), None),
-        }  # fmt: skip
+        info = {"index": str(index), "facets": {}, **describe(store, facets=facets or (), check=True)}
     if as_json:
         print_json(info)
         return

@@ -60,3 +60,19 @@ def store_name(location: str | Path) -> str:
 
         return catalog_label(_url(location))
     return Path(location).resolve().name
+
+
+def describe(store, *, facets=(), check: bool = False) -> dict:
+    """What a catalog holds, as ``vestis index info`` and ``GET /v1/catalogs/{name}`` both report
+    it: model, size, fields, generation, settings and the last build's report (None before any);
+    with ``check`` the store's consistency check, with ``facets`` the value counts of those fields."""
+    info = {
+        "model": store.info.model, "dim": store.info.dim, "items": store.count(), "fields": store.fields(),
+        "generation": store.generation(), "settings": store.info.settings,
+        "last_build": next(iter(store.reports(1)), None),
+    }  # fmt: skip
+    if check:
+        info["check"] = store.check()
+    if facets:
+        info["facets"] = {f: store.facets(f) for f in facets}
+    return info

@@ -8,7 +8,7 @@ than silently ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -356,6 +356,9 @@ class CatalogInfo(BaseModel):
     items: int
     fields: list[str]
     generation: int
+    last_build: dict[str, Any] | None = Field(
+        None, description="The report of the last build, add or update written to this catalog (None before any)."
+    )
 
 
 class CatalogList(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import Field
 from vestis.data.catalog import INT64_MAX, INT64_MIN, normalize_id
 from vestis.errors import InputError
 from vestis.index.build import build_index, delete_items
+from vestis.index.stores import describe
 from vestis.serve import schemas as S
 from vestis.serve.media import decode_image_string, image_mime, prepare_request_image
 from vestis.serve.routes.search import thumbnail_url
@@ -29,9 +30,7 @@ REPORT_FIELDS = ("mode", "added", "updated", "metadata_updated", "unchanged", "s
 
 
 def _info(name: str, cat) -> dict:
-    store = cat.store
-    return {"name": name, "model": store.info.model, "dim": store.info.dim, "items": store.count(),
-            "fields": store.fields(), "generation": store.generation()}  # fmt: skip
+    return {"name": name, **describe(cat.store)}
 
 
 @router.get("/v1/catalogs", response_model=S.CatalogList)
