@@ -10,8 +10,8 @@ is small, an exact scan over it is both faster and exact, so that is used instea
 Exact scans over the whole snapshot (no filter, or one that allows most of it) read the
 vectors as float16 through faiss' scalar quantizer when every vector is a float16 value
 (format-2 stores hold them so; a check on first use decides): the same scores (to float32
-rounding) from half the memory traffic, about 1.6x faster than numpy's float32 product
-at 40k x 256 (``benchmarks/search.py``).
+rounding) from half the memory traffic, 1.75x less CPU than numpy's float32 product
+at 40k x 256 (``benchmarks/search.py --parts scan``).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class VectorSet:
                 return self._faiss_search(half, query, k, mask, None)
             if mask is None:
                 pos, scores = _top_k(np.asarray(self.vectors) @ query, k)
-            elif n_allowed * 3 >= 2 * len(self.rows):  # most allowed: score all, drop the rest (no gather)
+            elif whole:  # most allowed: score all, drop the rest (no gather)
                 every = np.asarray(self.vectors) @ query
                 every[~mask] = -np.inf
                 pos, scores = _top_k(every, k)
@@ -159,8 +159,9 @@ class VectorSet:
         """faiss' flat fp16 index over this snapshot's vectors when they are all float16 values
         and there are at least :data:`HALF_SCAN_MIN` of them (else None); built once."""
         if self._half is None:
-            self._half = _flat_half(np.asarray(self.vectors)) or False
-        return self._half or None
+            index = _flat_half(np.asarray(self.vectors))
+            self._half = False if index is None else index
+        return None if self._half is False else self._half
 
 
 def _flat_half(vectors: np.ndarray, chunk: int = 65536):
