@@ -73,12 +73,17 @@ def test_demo_builds_searches_and_writes_a_page(tmp_path):
     assert "zero-shot tags for" in proc.stdout and "more like item" in proc.stdout
     html = (tmp_path / "results.html").read_text()
     assert (tmp_path / "results.html").stat().st_mode & 0o044  # readable by the user's browser, not 0600
-    assert html.count("<section>") == 11 and "data:image/jpeg;base64," in html
+    assert html.count("<section>") == 13 and "data:image/jpeg;base64," in html
     # the street photo is searched whole and by the garment found in it (a held-out CCP photo of a dress)
     assert "street photo ccp-street-129.jpg, whole" in proc.stdout
     assert "street photo ccp-street-129.jpg, by its dress at" in proc.stdout
-    again = run("demo", "--quiet", "--out", str(tmp_path))  # the index is reused, nothing re-embedded
-    assert again.returncode == 0 and "0 new" in again.stdout
+    # one Chinese query with the bilingual sibling model
+    assert "Chinese text (vestis-mini-zh): '男士运动鞋'" in proc.stdout
+    again = run("demo", "--json", "--out", str(tmp_path))  # the indexes are reused, nothing re-embedded
+    assert again.returncode == 0 and "0 new" in again.stderr
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["chinese"]["男士运动鞋"][:3].count("Sports Shoes") >= 2, summary["chinese"]
+    assert "Dresses" in summary["chinese"]["红色连衣裙"][:3], summary["chinese"]
 
 
 # ------------------------------------------------------------------ usage errors and help

@@ -25,6 +25,7 @@ from vestis.search import Catalog
 from vestis.tag import parse_labels, tag_vectors
 
 N_SHARED = 500
+CHINESE_MODEL = "vestis-mini-zh"
 
 
 def _catalog(workdir: Path) -> tuple[str, Path]:
@@ -46,6 +47,26 @@ def _print(console: Console, title: str, results, fields=("articleType", "baseCo
         title_text = str(h.metadata.get("productDisplayName") or "")[:40]
         table.add_row(str(h.id), f"{h.score:.3f}", *(str(h.metadata.get(f) or "") for f in fields), title_text)
     console.print(table)
+
+
+#: The Chinese part of the demo: queries a shopper types, with their meaning.
+CHINESE_QUERIES = (("红色连衣裙", "red dress"), ("男士运动鞋", "men's sports shoes"))
+
+
+def _chinese(catalog: Path, out: Path, console: Console, quiet: bool) -> list:
+    """The same catalog built with the bilingual sibling model and searched in Chinese."""
+    encoder = load_encoder(CHINESE_MODEL)
+    start = time.perf_counter()
+    build_index(catalog, out / "index-zh", encoder=encoder, quiet=quiet)
+    console.print(f"index {out / 'index-zh'} with {encoder.name} in {time.perf_counter() - start:.1f} s")
+    sections = []
+    with Catalog.open(out / "index-zh", encoder=encoder) as cat:
+        for query, meaning in CHINESE_QUERIES:
+            title = f"Chinese text ({encoder.name}): '{query}' ({meaning})"
+            results = cat.search(query, k=5, thumbnails=True)
+            _print(console, title, results)
+            sections.append((title, results))
+    return sections
 
 
 def run_demo(
@@ -99,6 +120,8 @@ def run_demo(
             sections.append((title, results))
         ids, vectors = cat.store.image_vectors()
         truth = {i: r.metadata.get("articleType") for i, r in cat.store.get(ids).items()}
+    chinese = _chinese(catalog, out, console, quiet)
+    sections += chinese
     taxonomies = parse_labels("articleType,baseColour,season,usage")
     tags = tag_vectors(encoder, vectors, taxonomies, k=1)
     accuracy = sum(p[0].label == truth[i] for i, p in zip(ids, tags["articleType"])) / max(1, len(ids))
@@ -110,4 +133,6 @@ def run_demo(
     page = write_html(out / "results.html", render_results(f"vestis demo · {encoder.name} · {source}", sections))
     console.print(f"result page: {page.resolve()}")
     return {"model": encoder.name, "items": report.total_items, "article_accuracy": accuracy, "html": str(page),
-            "street_garment": garment.to_dict() if garment else None}  # fmt: skip
+            "street_garment": garment.to_dict() if garment else None,
+            "chinese": {query: [h.metadata.get("articleType") for h in results.hits]
+                        for (query, _), (_, results) in zip(CHINESE_QUERIES, chinese)}}  # fmt: skip

@@ -1,7 +1,9 @@
 """Zero-shot tagging of whole catalogs against one or more taxonomies.
 
 A taxonomy is a named list of labels with prompt templates. Built-in ones come from
-the KAGL fields (``vestis/data/taxonomies/kagl.yaml``); others from a YAML/JSON file
+the KAGL fields (``vestis/data/taxonomies/kagl.yaml``): ``kagl`` (all of them) or a field's
+name (``articleType``), and the same in Chinese, ``kagl-zh`` or ``articleType-zh`` (labels from
+the term table ``vestis/data/terms_zh.yaml``, Chinese prompt templates); others from a YAML/JSON file
 (``{name: [labels]}`` or ``{name: {labels: [...], templates: [...]}}``), a text file
 (one label per line; the taxonomy takes the file's name) or a comma-separated list.
 Tagging an index reuses the image vectors it stores; tagging a catalog file embeds it.
@@ -22,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from vestis.classify import DEFAULT_TEMPLATES, Prediction, label_embeddings, top_labels
+from vestis.classify import DEFAULT_TEMPLATES, Prediction, label_embeddings, language_templates, top_labels
+from vestis.data.terms import LANGUAGES, load_terms
 from vestis.errors import InputError
 from vestis.models.base import Encoder
 from vestis.models.preprocess import ImageInput
@@ -40,9 +43,29 @@ class Taxonomy:
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
 
 
-def builtin_taxonomies() -> dict[str, Taxonomy]:
+def builtin_taxonomies(lang: str = "en") -> dict[str, Taxonomy]:
+    """The KAGL fields' taxonomies; in another language (``zh``) named ``<field>-<lang>``, labels and
+    templates in that language (one distinct name per label, :meth:`vestis.data.terms.Terms.labels`)."""
     text = resources.files("vestis.data").joinpath("taxonomies", "kagl.yaml").read_text()
-    return {name: _taxonomy(name, spec, "kagl.yaml") for name, spec in yaml.safe_load(text).items()}
+    english = {name: _taxonomy(name, spec, "kagl.yaml") for name, spec in yaml.safe_load(text).items()}
+    if lang == "en":
+        return english
+    terms, templates = load_terms(lang), language_templates(lang)
+    out = {}
+    for t in english.values():
+        name = f"{t.name}-{lang}"
+        out[name] = Taxonomy(name, tuple(terms.labels(t.name, list(t.labels)).values()), templates)
+    return out
+
+
+def builtin_groups() -> dict[str, dict[str, Taxonomy]]:
+    """Every built-in taxonomy, under the name that asks for all of a language's (``kagl``, ``kagl-zh``)."""
+    return {"kagl": builtin_taxonomies(), **{f"kagl-{lang}": builtin_taxonomies(lang) for lang in LANGUAGES}}
+
+
+def all_builtin_taxonomies() -> dict[str, Taxonomy]:
+    """Every built-in taxonomy by its own name, English first."""
+    return {name: t for group in builtin_groups().values() for name, t in group.items()}
 
 
 def _taxonomy(name: str, spec: object, source: str, *, limits: bool = False) -> Taxonomy:
@@ -71,16 +94,20 @@ def _taxonomy(name: str, spec: object, source: str, *, limits: bool = False) -> 
 
 def builtin_taxonomy(names: str | Sequence[str]) -> list[Taxonomy]:
     """Built-in taxonomies by name (``kagl``: all of them); an unknown name is an error naming them."""
-    builtin = builtin_taxonomies()
+    groups = builtin_groups()
+    builtin = {name: t for group in groups.values() for name, t in group.items()}
     out: list[Taxonomy] = []
     for name in [names] if isinstance(names, str) else names:
         name = name.strip()
-        if name == "kagl":
-            out += builtin.values()
+        if name in groups:
+            out += groups[name].values()
         elif name in builtin:
             out.append(builtin[name])
         else:
-            raise InputError(f"no built-in taxonomy {name!r}; they are: kagl, {', '.join(builtin)}")
+            english = ", ".join(["kagl", *groups["kagl"]])
+            others = ", ".join(f"-{lang}" for lang in LANGUAGES)
+            raise InputError(f"no built-in taxonomy {name!r}; they are: {english}, each also ending in {others} "
+                             f"for its labels in {'/'.join(LANGUAGES)} (kagl-zh, articleType-zh)")  # fmt: skip
     return out
 
 
@@ -93,7 +120,7 @@ def parse_labels(
 ) -> list[Taxonomy]:
     """Taxonomies from ``--labels`` values (see the module docstring); names must be unique.
 
-    A spec is a file, built-in names (``kagl``, ``articleType,usage``), a comma-separated list of
+    A spec is a file, built-in names (``kagl``, ``kagl-zh``, ``articleType,usage``), a comma-separated list of
     labels, or a mapping as a taxonomy file holds it (``{"colours": ["red", "blue"]}``).
     ``taxonomies``: built-in names only (an unknown one is an error, never a label). ``templates``
     replace every taxonomy's prompt templates. ``allow_files=False`` (specs from network clients)
@@ -101,8 +128,9 @@ def parse_labels(
     """
     specs = [specs] if isinstance(specs, (str, Mapping)) else list(specs)
     if not specs and not taxonomies:
-        raise InputError("give --labels: a file, built-in taxonomy names (kagl, articleType, ...) or a list")
-    builtin = builtin_taxonomies()
+        raise InputError("give --labels: a file, built-in taxonomy names (kagl, kagl-zh, articleType, ...) or a list")
+    groups = builtin_groups()
+    builtin = {name: t for group in groups.values() for name, t in group.items()}
     limits = not allow_files
     out: list[Taxonomy] = builtin_taxonomy(taxonomies) if taxonomies else []
     for spec in specs:
@@ -113,8 +141,8 @@ def parse_labels(
             continue
         spec = spec.strip()
         path = Path(spec).expanduser()
-        if spec == "kagl":
-            out += builtin.values()
+        if spec in groups:
+            out += groups[spec].values()
         elif allow_files and path.is_file():
             out += _from_file(path)
         elif spec and all(p.strip() in builtin for p in spec.split(",")):

@@ -128,3 +128,24 @@ def test_label_cache_embeds_each_label_set_once(mini):
     tag_vectors(enc, vectors, taxes[:1], k=2, labels=cache)
     assert enc.calls == 3  # size 1: the least recently used set was dropped
     assert np.allclose(cache(taxes[0]), cache(taxes[0]))
+
+
+def test_builtin_taxonomies_in_chinese():
+    from vestis.classify import language_templates
+    from vestis.data.terms import load_terms
+
+    english, chinese = builtin_taxonomies(), builtin_taxonomies("zh")
+    assert list(chinese) == [f"{name}-zh" for name in english]
+    terms = load_terms("zh")
+    for name, taxonomy in english.items():
+        zh = chinese[f"{name}-zh"]
+        # one distinct Chinese label per English one, in the same order, with Chinese prompts
+        assert len(zh.labels) == len(taxonomy.labels) == len(set(zh.labels))
+        assert zh.templates == language_templates("zh")
+        assert all(label in terms.names(name, value) for value, label in zip(taxonomy.labels, zh.labels))
+    assert "牛仔裤" in chinese["articleType-zh"].labels and "夏季" in chinese["season-zh"].labels
+    assert [t.name for t in parse_labels("kagl-zh")] == list(chinese)
+    assert [t.name for t in parse_labels("articleType-zh,baseColour")] == ["articleType-zh", "baseColour"]
+    assert [t.name for t in parse_labels((), taxonomies=["kagl-zh"])] == list(chinese)
+    with pytest.raises(InputError, match="kagl-zh"):
+        parse_labels((), taxonomies=["articleType-fr"])

@@ -116,7 +116,10 @@ MinScoreOpt = Annotated[
 LabelsOpt = Annotated[
     list[str],
     typer.Option(
-        "--labels", "-l", help="kagl, built-in names (articleType,baseColour), a YAML/JSON/txt file, or 'a,b,c'."
+        "--labels",
+        "-l",
+        help="kagl, kagl-zh (in Chinese), built-in names (articleType,baseColour-zh), "
+        "a YAML/JSON/txt file, or 'a,b,c'.",
     ),
 ]
 TopLabelsOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Labels kept per taxonomy.")]

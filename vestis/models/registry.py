@@ -122,6 +122,14 @@ REGISTRY: dict[str, ModelSpec] = {
             context_length=128,
         ),
         ModelSpec(
+            name="vestis-mini-zh",
+            format=VESTIS,
+            description="vestis-mini for Chinese and English: vestis-mini's image tower (locked) + a text head "
+            "trained over multilingual-e5-small (Chinese-CLIP's stage 1)",
+            files=(("vestis_config.json",), ("model.safetensors",)),
+            context_length=128,
+        ),
+        ModelSpec(
             name="vestis-tiny-random",
             format=BUILTIN,
             description="A tiny CLIP with seeded random weights, built in memory: plumbing and demos only",

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from vestis.serve import schemas as S
 from vestis.serve.bodies import body_doc, decode_images, read_body
 from vestis.serve.state import ApiError, State, in_thread
-from vestis.tag import builtin_taxonomies, parse_labels, tag_vectors
+from vestis.tag import all_builtin_taxonomies, parse_labels, tag_vectors
 
 router = APIRouter(tags=["classify"])
 MAX_IMAGES = 32
@@ -16,9 +16,9 @@ MAX_IMAGES = 32
 
 @router.get("/v1/taxonomies", response_model=S.TaxonomyList)
 async def taxonomies():
-    """The built-in taxonomies (the KAGL catalog fields) a classify request can name."""
+    """The built-in taxonomies (the KAGL catalog fields, in English and Chinese) a classify request can name."""
     return {"object": "list", "data": [{"name": t.name, "labels": list(t.labels), "templates": list(t.templates)}
-                                       for t in builtin_taxonomies().values()]}  # fmt: skip
+                                       for t in all_builtin_taxonomies().values()]}  # fmt: skip
 
 
 @router.post("/v1/classify", response_model=S.ClassifyResponse,
