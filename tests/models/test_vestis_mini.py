@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 import vestis
 from vestis.classify import label_embeddings
@@ -31,6 +32,20 @@ def test_is_the_default_and_small(mini):
     weights = BUNDLED_DIR / "vestis-mini" / "model.safetensors"
     assert weights.stat().st_size < 30 * 2**20
     assert mini.dim == 256 and mini.context_length == 128
+
+
+def test_the_chinese_sibling_shares_the_default_image_tower():
+    """vestis-mini-zh is a text head trained into vestis-mini's image space (its card): the image
+    tower is the default model's, bit for bit, so a retrained default must be followed by a re-run
+    of configs/vestis-mini-zh-stage1.yaml."""
+    from safetensors.torch import load_file
+
+    mini, zh = (load_file(str(BUNDLED_DIR / name / "model.safetensors")) for name in ("vestis-mini", "vestis-mini-zh"))
+    tower = [k for k in mini if k.startswith("image_tower.")]
+    assert tower and {k for k in zh if k.startswith("image_tower.")} == set(tower)
+    assert all(torch.equal(mini[k], zh[k]) for k in tower)
+    assert not torch.equal(mini["text_head.linear.weight"], zh["text_head.linear.weight"])  # its own text head
+    assert (BUNDLED_DIR / "vestis-mini-zh" / "model.safetensors").stat().st_size < 30 * 2**20
 
 
 def test_zero_shot_master_category_on_held_out_products(mini, held_out):
