@@ -68,13 +68,17 @@ def outside_rows(demo_table, catalog_table) -> list[dict]:
     return [r for r in demo_table.to_pylist() if r["id"] not in inside]
 
 
+def build_test_index(folder: Path, table: pa.Table, encoder) -> Path:
+    """``table`` written as a catalog in ``folder`` and built into ``folder/shop`` with ``encoder``."""
+    pq.write_table(table, folder / "catalog.parquet")
+    report = build_index(folder / "catalog.parquet", folder / "shop", encoder=encoder, quiet=True)
+    assert report.total_items == table.num_rows
+    return folder / "shop"
+
+
 @pytest.fixture(scope="session")
 def index_dir(tmp_path_factory, catalog_table, mini):
-    folder = tmp_path_factory.mktemp("serve-index")
-    pq.write_table(catalog_table, folder / "catalog.parquet")
-    report = build_index(folder / "catalog.parquet", folder / "shop", encoder=mini, quiet=True)
-    assert report.total_items == catalog_table.num_rows
-    return folder / "shop"
+    return build_test_index(tmp_path_factory.mktemp("serve-index"), catalog_table, mini)
 
 
 @pytest.fixture

@@ -18,13 +18,12 @@ import pytest
 from playwright.sync_api import expect
 
 from vestis.data.terms import load_terms
-from vestis.index.build import build_index
 from vestis.models import load_encoder
 from vestis.serve.app import ServeConfig, create_app
 from vestis.tag import builtin_taxonomies
 
 from ..test_cli import run
-from .conftest import ServerThread, data_url, png
+from .conftest import ServerThread, build_test_index, data_url, png
 from .test_browser import browser, settle  # noqa: F401  (the module-scoped Chromium fixture)
 
 #: Chinese queries and the KAGL article type each asks for.
@@ -49,11 +48,7 @@ def zh():
 
 @pytest.fixture(scope="module")
 def zh_index(tmp_path_factory, catalog_table, zh):
-    folder = tmp_path_factory.mktemp("zh-index")
-    pq.write_table(catalog_table, folder / "catalog.parquet")
-    report = build_index(folder / "catalog.parquet", folder / "shop", encoder=zh, quiet=True)
-    assert report.total_items == catalog_table.num_rows
-    return folder / "shop"
+    return build_test_index(tmp_path_factory.mktemp("zh-index"), catalog_table, zh)
 
 
 @pytest.fixture(scope="module")
