@@ -57,7 +57,7 @@ def views_of(rows, languages):
 def locked_trainable(seed: int = 0) -> MiniTrainable:
     torch.manual_seed(seed)
     model = MiniTrainable(with_text_tower(MiniModel(TINY), E5))
-    model.lock_image()
+    model.freeze(image=True)
     return model.train()
 
 

@@ -54,13 +54,25 @@ class TokenBank:
         return self.ids[idx, :width], mask[:, :width]
 
 
+def module_digest(modules: list[nn.Module]) -> str:
+    """A digest of ``modules``' weights and buffers (what features cached from them depend on)."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, t in module.state_dict().items():
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
 class Trainable(nn.Module):
     """The interface the loop trains; subclasses hold the model."""
 
     image_config: ImageConfig
-    #: set by :meth:`lock_image`: the image tower is fixed (no gradient, eval mode), so its
+    #: set by :meth:`freeze`: the image tower is fixed (no gradient, eval mode), so its
     #: embeddings may be computed once (Chinese-CLIP's stage 1, LiT)
     image_locked: bool = False
+    #: set by :meth:`freeze`: the text side (tower or head) is fixed
+    text_locked: bool = False
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -69,28 +81,41 @@ class Trainable(nn.Module):
         """The modules that make the image embedding."""
         raise NotImplementedError
 
-    def lock_image(self) -> None:
-        """Fix the image tower: no gradients, and eval mode (BatchNorm statistics, no dropout) even in training."""
-        self.image_locked = True
-        for module in self.image_modules():
+    def text_modules(self) -> list[nn.Module]:
+        """The trainable modules that make the text embedding (a frozen sentence encoder is not one)."""
+        raise NotImplementedError
+
+    def freeze(self, *, image: bool = False, text: bool = False, blocks: int = 0) -> None:
+        """Fix the image tower (``image``), the text side (``text``) or, where the image tower is a
+        pretrained ConvNet, its stem and first ``blocks`` blocks; whatever is not named is trained
+        again (one training stage's choice, made afresh for the next). Fixed modules have no
+        gradient and stay in eval mode (BatchNorm statistics, no dropout) even in training."""
+        if blocks:
+            raise InputError("freeze_blocks is for vestis-mini's pretrained image tower; this model has none")
+        self._fix(image, text)
+
+    def _fix(self, image: bool, text: bool) -> None:
+        self.image_locked, self.text_locked = image, text
+        for module in (*self.image_modules(), *self.text_modules()):
+            module.requires_grad_(True)
+        for module in self.fixed_modules():
             module.requires_grad_(False)
-            module.eval()
+        self.train(self.training)
+
+    def fixed_modules(self) -> list[nn.Module]:
+        """The modules :meth:`freeze` fixed."""
+        return [*(self.image_modules() if self.image_locked else []),
+                *(self.text_modules() if self.text_locked else [])]  # fmt: skip
 
     def train(self, mode: bool = True) -> Trainable:
         super().train(mode)
-        if self.image_locked:
-            for module in self.image_modules():
-                module.eval()
+        for module in self.fixed_modules():
+            module.eval()
         return self
 
     def image_digest(self) -> str:
         """A digest of the image tower's weights and buffers (what cached image embeddings depend on)."""
-        h = hashlib.sha256()
-        for module in self.image_modules():
-            for name, t in module.state_dict().items():
-                h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-                h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()[:32]
+        return module_digest(self.image_modules())
 
     def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
         """Whatever :meth:`encode_texts` needs to embed any of ``strings`` by index."""
@@ -123,26 +148,34 @@ class MiniTrainable(Trainable):
         super().__init__()
         self.model = model
         self.image_config = model.cfg.image_config()
-        self.freeze_blocks = freeze_blocks
+        self.freeze_blocks = 0
         self._sentence_encoders: dict = {}  # the frozen encoder, loaded once for every bank (not a submodule)
-        if freeze_blocks:
-            if not isinstance(model.image_tower, PretrainedImageTower):
-                raise InputError("freeze_blocks needs a pretrained image tower (model: image_tower: efficientnet-...)")
-            for p in self._frozen().parameters():
-                p.requires_grad_(False)
+        self.freeze(blocks=freeze_blocks)
+
+    def freeze(self, *, image: bool = False, text: bool = False, blocks: int = 0) -> None:
+        if blocks and not isinstance(self.model.image_tower, PretrainedImageTower):
+            raise InputError("freeze_blocks needs a pretrained image tower (model: image_tower: efficientnet-...)")
+        if blocks and image:
+            raise InputError("lock_image fixes the whole image tower; freeze_blocks is for a partly trained one")
+        self.freeze_blocks = blocks
+        self._fix(image, text)
 
     def _frozen(self) -> nn.Module:
         net = self.model.image_tower.net
         return nn.ModuleList([net.stem, *net.blocks[: self.freeze_blocks]])
 
-    def train(self, mode: bool = True) -> MiniTrainable:
-        super().train(mode)
-        if self.freeze_blocks:
-            self._frozen().eval()
-        return self
+    def fixed_modules(self) -> list[nn.Module]:
+        return [*super().fixed_modules(), *([self._frozen()] if self.freeze_blocks else [])]
+
+    def frozen_digest(self) -> str:
+        """A digest of the frozen blocks' weights (what their cached output depends on)."""
+        return module_digest([self._frozen()])
 
     def image_modules(self) -> list[nn.Module]:
         return [self.model.image_tower]
+
+    def text_modules(self) -> list[nn.Module]:
+        return [self.model.text_encoder if self.model.cfg.text_tower == "scratch" else self.model.text_head]
 
     def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen blocks' output (no gradient)."""
@@ -205,6 +238,9 @@ class HFTrainable(Trainable):
     def image_modules(self) -> list[nn.Module]:
         return [self.model.vision_model, self.model.visual_projection]
 
+    def text_modules(self) -> list[nn.Module]:
+        return [self.model.text_model, self.model.text_projection]
+
     def text_bank(self, strings: list[str], cache_dir: Path, quiet: bool) -> Any:
         return TokenBank(strings, self.tokenizer)
 
@@ -264,22 +300,21 @@ def build_trainable(
     freeze_blocks: int = 0,
     text_tower: str | None = None,
     lock_image: bool = False,
+    lock_text: bool = False,
 ) -> Trainable:
     """A fresh vestis-mini (``init`` None), or the checkpoint ``init`` names, ready to train.
 
     A fresh vestis-mini with an EfficientNet-Lite image tower starts from its ImageNet
     weights (``pretrained``) and keeps its first ``freeze_blocks`` blocks fixed.
     ``text_tower`` gives a vestis-mini ``init`` that text tower with a new head
-    (:func:`with_text_tower`); ``lock_image`` fixes the image tower (:meth:`Trainable.lock_image`).
+    (:func:`with_text_tower`); ``lock_image`` and ``lock_text`` fix a tower (:meth:`Trainable.freeze`).
     """
-    trainable = _build(init, model_cfg, pretrained=pretrained, freeze_blocks=freeze_blocks, text_tower=text_tower)
-    if lock_image:
-        trainable.lock_image()
+    trainable = _build(init, model_cfg, pretrained=pretrained, text_tower=text_tower)
+    trainable.freeze(image=lock_image, text=lock_text, blocks=freeze_blocks)
     return trainable
 
 
-def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, freeze_blocks: int,
-           text_tower: str | None) -> Trainable:  # fmt: skip
+def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, text_tower: str | None) -> Trainable:
     if init is None:
         if text_tower is not None:
             raise InputError("text_tower replaces the text tower of the model init names; a new vestis-mini "
@@ -289,7 +324,7 @@ def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, freeze_
             from vestis.models.efficientnet import load_imagenet_weights
 
             load_imagenet_weights(model.image_tower.net)
-        return MiniTrainable(model, freeze_blocks)
+        return MiniTrainable(model)
     from vestis.models.loading import load_encoder
     from vestis.models.torch_backend import TorchEncoder
     from vestis.models.vestis_mini import VestisMiniEncoder
@@ -300,7 +335,7 @@ def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, freeze_
         raise type(exc)(f"cannot fine-tune {init}: {exc}") from None
     if isinstance(enc, VestisMiniEncoder):
         model = enc.model.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-        return MiniTrainable(with_text_tower(model, text_tower or model.cfg.text_tower), freeze_blocks)
+        return MiniTrainable(with_text_tower(model, text_tower or model.cfg.text_tower))
     if text_tower is not None:
         raise InputError(f"text_tower replaces a vestis-mini's text tower; {init} is not a vestis-mini")
     if isinstance(enc, TorchEncoder):
