@@ -25,9 +25,14 @@ def train(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from the run's checkpoint.")] = True,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Override the number of epochs (of a config without stages).")
+    ] = None,
     stop_after: Annotated[
-        int | None, typer.Option("--stop-after", min=1, help="End this run after that epoch (resume later).")
+        int | None,
+        typer.Option(
+            "--stop-after", min=1, help="End this run after that epoch, counted over all stages (resume later)."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Override the config's seed (to measure across-seed noise).")
@@ -45,6 +50,10 @@ def train(
     if init:
         cfg.init = init
     if epochs:
+        if cfg.stages is not None:
+            from vestis.errors import InputError
+
+            raise InputError(f"--epochs: {config} sets the epochs of each of its stages; change them there")
         cfg.epochs = epochs
     if seed is not None:
         cfg.seed = seed

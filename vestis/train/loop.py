@@ -8,6 +8,10 @@ tower plus whatever text tower is trained.  Each epoch ends with a zero-shot
 check on the validation split (KAGL ``articleType``, weighted F1, the same
 protocol as ``vestis eval classify``) and an atomic checkpoint; ``--resume``
 continues from it with the same data order.
+
+``stages:`` splits a run into stages trained one after another, each with its own
+epochs, learning rate, warmup and frozen parts (Chinese-CLIP's recipe: the image tower
+locked while the text side learns, then both towers trained); see :class:`Stage`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,74 @@ from vestis.train.loss import field_loss
 from vestis.train.models import Trainable, build_trainable
 from vestis.train.views import ViewMaker, array_digest, cache_key, cached_array, cached_trunk_features
 
+#: what a stage may set: each a top-level setting it overrides (but ``name``), with its type
+STAGE_SETTINGS: dict[str, type] = {"name": str, "epochs": int, "batch_size": int, "lr": float, "backbone_lr": float,
+                                   "weight_decay": float, "warmup_steps": int, "lock_image": bool, "lock_text": bool,
+                                   "freeze_blocks": int, "cache_views": int}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: the top-level settings it may override, as it overrides them.
+
+    Each stage starts a new optimizer and learning-rate schedule (warmup, then cosine over the
+    stage's own steps) from the weights the previous stage ended with, and fixes what it names
+    (:meth:`~vestis.train.models.Trainable.freeze`): ``lock_image`` the image tower, ``lock_text``
+    the text side (tower or head), ``freeze_blocks`` the first blocks of a pretrained ConvNet.
+    """
+
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    backbone_lr: float
+    weight_decay: float
+    warmup_steps: int
+    lock_image: bool
+    lock_text: bool
+    freeze_blocks: int
+    cache_views: int
+
+    def trains(self) -> str:
+        """What the stage trains, in words (the log's stage line)."""
+        if self.lock_image:
+            return "image tower locked, text side trained"
+        if self.lock_text:
+            return "text side locked, image tower trained" + (
+                f" (its first {self.freeze_blocks} blocks frozen)" if self.freeze_blocks else "")  # fmt: skip
+        return "both towers trained" + (f" (the image tower's first {self.freeze_blocks} blocks frozen)"
+                                        if self.freeze_blocks else "")  # fmt: skip
+
+
+def _stage(cfg: TrainConfig, n: int, given: Any) -> Stage:
+    """Stage ``n`` (from 1) of ``cfg``: ``given`` over the top-level settings, checked."""
+    where = f"stage {n}: " if cfg.stages is not None else ""
+    if not isinstance(given, dict):
+        raise InputError(f"{where}a stage is a mapping of settings (epochs: 2, lr: 1.0e-4, ...), not {given!r}")
+    unknown = sorted(set(given) - set(STAGE_SETTINGS))
+    if unknown:
+        raise InputError(f"{where}unknown settings {unknown} (a stage may set {list(STAGE_SETTINGS)})")
+    for key, value in given.items():
+        kind = STAGE_SETTINGS[key]
+        ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+        if not ok or (kind is not bool and isinstance(value, bool)):
+            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if kind is float and isinstance(value, str) else ""
+            raise InputError(f"{where}{key} must be {kind.__name__ if kind is not float else 'a number'}, "
+                             f"not {value!r}{hint}")  # fmt: skip
+    values = {key: given.get(key, getattr(cfg, key, None)) for key in STAGE_SETTINGS}
+    values["name"] = values["name"] or f"stage {n}"
+    stage = Stage(**values)
+    for key, low in (("epochs", 1), ("batch_size", 2), ("warmup_steps", 0), ("freeze_blocks", 0), ("cache_views", 0)):
+        if getattr(stage, key) < low:
+            raise InputError(f"{where}{key} must be at least {low}, not {getattr(stage, key)}")
+    if not stage.lr > 0 or stage.backbone_lr < 0 or stage.weight_decay < 0:
+        raise InputError(f"{where}lr must be above 0, backbone_lr and weight_decay not below 0")
+    if stage.lock_image and stage.freeze_blocks:
+        raise InputError(f"{where}lock_image fixes the whole image tower; freeze_blocks is for a partly trained one")
+    if stage.lock_image and stage.lock_text:
+        raise InputError(f"{where}freezes everything: lock_image and lock_text leave only the temperature to train")
+    return stage
+
 
 @dataclass
 class TrainConfig:
@@ -79,6 +151,9 @@ class TrainConfig:
     text_tower: str | None = None  # give init's vestis-mini this frozen text tower (multilingual-e5-small), new head
     languages: list[str] = field(default_factory=lambda: ["en"])  # caption languages: en, zh (each field draws one)
     lock_image: bool = False  # image tower fixed; cache_views views (at least 1) of each item embedded once
+    lock_text: bool = False  # the text side (a CLIP's text tower, vestis-mini's head) fixed
+    # stages trained one after another, each overriding the settings above it may (STAGE_SETTINGS)
+    stages: list[dict[str, Any]] | None = None
     threads: int | None = None
     keep_epochs: list[int] = field(default_factory=list)  # also save the model after these epochs
     fields: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FIELD_WEIGHTS))
@@ -90,10 +165,16 @@ class TrainConfig:
         if self.fields.get("synonym", 0) > 0 and not self.synonym_field:
             raise InputError("a 'synonym' field weight needs synonym_field: true")
         self.languages = list(check_languages(self.languages))
-        if self.lock_image and self.freeze_blocks:
-            raise InputError("lock_image fixes the whole image tower; freeze_blocks is for a partly trained one")
+        if self.stages is not None and (not isinstance(self.stages, list) or not self.stages):
+            raise InputError("stages: give a list of at least one stage (or leave stages out for one stage of the "
+                             f"settings above), not {self.stages!r}")  # fmt: skip
+        self.plan()  # every stage checked now, not an hour into the run
         if self.text_tower is not None and self.text_tower not in TEXT_TOWERS:
             raise InputError(f"text_tower must be one of {list(TEXT_TOWERS)}, not {self.text_tower!r}")
+
+    def plan(self) -> list[Stage]:
+        """The stages to train, in order: those ``stages`` lists, or one of the top-level settings."""
+        return [_stage(self, n, given) for n, given in enumerate([{}] if self.stages is None else self.stages, 1)]
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -349,23 +430,68 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def stage_features(model: Trainable, cfg: TrainConfig, stage: Stage, first: bool, train_set: TrainingSet,
+                   views: ViewMaker, cache_dir: Path, memory_format, quiet: bool, log, t0: float):  # fmt: skip
+    """What a stage computes once, before its first step: with ``lock_image``, the locked tower's
+    embeddings of ``cache_views`` (at least 1) augmented views of every item; with ``freeze_blocks``
+    and ``cache_views``, the frozen blocks' output. Returns ``(cached, n_views)``; ``cached`` is None
+    when each step renders its views. ``first``: the first stage (the weights are ``init``'s)."""
+    if stage.lock_image:
+        n_views = max(1, stage.cache_views)
+        key = cache_key({"image_tower": model.image_digest(), "images": array_digest(train_set.images),
+                         "ids": train_set.ids, "augment": asdict(cfg.augment), "seed": cfg.seed, "bf16": cfg.bf16,
+                         "channels_last": cfg.channels_last,
+                         "scenes": [cfg.ccp, cfg.ccp_holdout] if cfg.augment.composite else None})  # fmt: skip
+        cached = cached_trunk_features(model.encode_images, views, len(train_set), n_views, cfg.seed, key, cache_dir,
+                                       dtype=np.float32, bf16=cfg.bf16, memory_format=memory_format, quiet=quiet,
+                                       prefix="images")  # fmt: skip
+        log(f"embedded {n_views} view(s) of every item with the locked image tower [{time.time() - t0:.0f} s]")
+        return cached, n_views
+    if not stage.cache_views:
+        return None, 0
+    if not stage.freeze_blocks:
+        raise InputError("cache_views needs freeze_blocks or lock_image (only frozen blocks' output can be cached)")
+    key = {"config": asdict(cfg.model), "augment": asdict(cfg.augment), "seed": cfg.seed,
+           "freeze_blocks": stage.freeze_blocks, "pretrained": cfg.pretrained, "init": cfg.init,
+           "ids": train_set.ids, "bf16": cfg.bf16}  # fmt: skip
+    if not first:  # an earlier stage may have trained the blocks this one freezes
+        key["frozen"] = model.frozen_digest()
+    cached = cached_trunk_features(model.trunk_features, views, len(train_set), stage.cache_views, cfg.seed,
+                                   cache_key(key), cache_dir, bf16=cfg.bf16, memory_format=memory_format,
+                                   quiet=quiet)  # fmt: skip
+    log(f"cached {stage.cache_views} views of every item through the frozen blocks [{time.time() - t0:.0f} s]")
+    return cached, stage.cache_views
+
+
+def _stage_of(stages: list[Stage], epochs_done: int) -> int:
+    """The index of the stage whose epochs include the ``epochs_done``-th (0 for none done)."""
+    end = 0
+    for k, stage in enumerate(stages):
+        end += stage.epochs
+        if epochs_done <= end:
+            return k
+    return len(stages) - 1
+
+
 def train(
     cfg: TrainConfig, *, resume: bool = False, quiet: bool = False, log=print, stop_after: int | None = None
 ) -> dict[str, Any]:
-    """Train vestis-mini as ``cfg`` says; returns the last epoch's metrics.
+    """Train as ``cfg`` says, stage after stage; returns the last epoch's metrics.
 
-    Writes a checkpoint every epoch and, once the last epoch is done, the model to
-    ``cfg.out``/model. ``stop_after`` ends this run after that epoch (a time-boxed
-    session); ``resume`` continues from the checkpoint as if never interrupted.
+    Writes a checkpoint every epoch (recording the stage and the epoch) and, once the last
+    epoch is done, the model to ``cfg.out``/model. ``stop_after`` ends this run after that
+    epoch, counted over all stages (a time-boxed session); ``resume`` continues from the
+    checkpoint, in the stage it was written in, as if never interrupted.
     """
+    stages, staged = cfg.plan(), cfg.stages is not None
+    total = sum(stage.epochs for stage in stages)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     t0 = time.time()
-    model = build_trainable(cfg.init, cfg.model, pretrained=cfg.pretrained, freeze_blocks=cfg.freeze_blocks,
-                            text_tower=cfg.text_tower, lock_image=cfg.lock_image)  # fmt: skip
+    model = build_trainable(cfg.init, cfg.model, pretrained=cfg.pretrained, text_tower=cfg.text_tower)
     model.train()
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
@@ -377,115 +503,120 @@ def train(
         f"garments), {len(val_set)} validation products, "
         f"{0 if real_val is None else len(real_val)} held-out street-photo garments, "
         f"{len(train_set.strings)} unique captions ({'+'.join(cfg.languages)}) [{time.time() - t0:.0f} s]")  # fmt: skip
-    checks = validation_checks(model, cfg, val_set, real_val, cache_dir, quiet)
     views = view_maker(cfg, train_set, image_config, quiet)
-    cached, n_views = None, cfg.cache_views
-    if cfg.lock_image:
-        n_views = max(1, cfg.cache_views)
-        key = cache_key({"image_tower": model.image_digest(), "images": array_digest(train_set.images),
-                         "ids": train_set.ids, "augment": asdict(cfg.augment), "seed": cfg.seed, "bf16": cfg.bf16,
-                         "channels_last": cfg.channels_last,
-                         "scenes": [cfg.ccp, cfg.ccp_holdout] if cfg.augment.composite else None})  # fmt: skip
-        cached = cached_trunk_features(model.encode_images, views, len(train_set), n_views, cfg.seed, key, cache_dir,
-                                       dtype=np.float32, bf16=cfg.bf16, memory_format=memory_format, quiet=quiet,
-                                       prefix="images")  # fmt: skip
-        log(f"embedded {n_views} view(s) of every item with the locked image tower [{time.time() - t0:.0f} s]")
-    elif cfg.cache_views:
-        if not cfg.freeze_blocks:
-            raise InputError("cache_views needs freeze_blocks or lock_image (only frozen blocks' output can be cached)")
-        key = cache_key({"config": asdict(cfg.model), "augment": asdict(cfg.augment), "seed": cfg.seed,
-                         "freeze_blocks": cfg.freeze_blocks, "pretrained": cfg.pretrained, "init": cfg.init,
-                         "ids": train_set.ids, "bf16": cfg.bf16})  # fmt: skip
-        cached = cached_trunk_features(model.trunk_features, views, len(train_set), cfg.cache_views, cfg.seed, key,
-                                       cache_dir, bf16=cfg.bf16, memory_format=memory_format, quiet=quiet)  # fmt: skip
-        log(f"cached {cfg.cache_views} views of every item through the frozen blocks [{time.time() - t0:.0f} s]")
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.lr, cfg.backbone_lr), lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    start_epoch, history = 0, []
+    start_epoch, history, state = 0, [], None
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"], state["history"]
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        k = _stage_of(stages, start_epoch)
+        if state.get("stage", 1) != k + 1:
+            raise InputError(f"{ckpt_path} was written in stage {state['stage']} after epoch {start_epoch}, but "
+                             f"this config's stages put epoch {start_epoch} in stage {k + 1}: train with the config "
+                             "it was written with, or --restart")  # fmt: skip
+        where = f" (stage {k + 1}/{len(stages)}, {stages[k].name})" if staged else ""
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}{where}")
 
     weights = {f: w for f, w in cfg.fields.items() if w > 0}
     languages = tuple(cfg.languages)
-    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    for epoch in range(start_epoch, last_epoch):
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        rng = np.random.default_rng(cfg.seed * 1000 + epoch)
-        order = rng.permutation(len(train_set))
-        if cached is not None:  # which cached view each item shows this epoch (its own generator)
-            view_of = np.random.default_rng(cfg.seed * 1000 + 700 + epoch).integers(n_views, size=len(order))
-        losses = []
-        t_epoch = time.time()
-        with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet, unit="steps") as advance:
-            for step in range(steps_per_epoch):
-                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                if len(idx) < 2:
-                    continue
-                if cached is None:
-                    x, colourless = views(idx, gen)
-                    colourless = colourless.numpy()
-                    x = x.contiguous(memory_format=memory_format)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                        image_emb = model.encode_images(x)
-                else:
-                    feats, lost = cached
-                    pick = view_of[idx]
-                    f = torch.from_numpy(feats[pick, idx]).float()
-                    colourless = lost[pick, idx]
-                    if model.image_locked:  # the cached embeddings themselves
-                        image_emb = f
-                    else:
+    last_epoch = total if stop_after is None else min(total, stop_after)
+    end = 0
+    for k, stage in enumerate(stages):
+        begin, end = end, end + stage.epochs
+        if end <= start_epoch or begin >= last_epoch:
+            continue
+        model.freeze(image=stage.lock_image, text=stage.lock_text, blocks=stage.freeze_blocks)
+        if staged:
+            log(f"stage {k + 1}/{len(stages)} ({stage.name}): {stage.epochs} epochs, lr {stage.lr:g}, {stage.trains()}")
+        checks = validation_checks(model, cfg, val_set, real_val, cache_dir, quiet)
+        cached, n_views = stage_features(model, cfg, stage, k == 0, train_set, views, cache_dir, memory_format, quiet,
+                                         log, t0)  # fmt: skip
+        optimizer = torch.optim.AdamW(_param_groups(model, stage.weight_decay, stage.lr, stage.backbone_lr),
+                                      lr=stage.lr)  # fmt: skip
+        steps_per_epoch = math.ceil(len(train_set) / stage.batch_size)
+        total_steps = stage.epochs * steps_per_epoch
+
+        def lr_at(step: int, stage: Stage = stage, total_steps: int = total_steps) -> float:
+            if step < stage.warmup_steps:
+                return (step + 1) / stage.warmup_steps
+            progress = (step - stage.warmup_steps) / max(1, total_steps - stage.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        if state is not None and begin < start_epoch:  # resumed inside this stage: its optimizer as it was
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+
+        for epoch in range(max(begin, start_epoch), min(end, last_epoch)):
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            rng = np.random.default_rng(cfg.seed * 1000 + epoch)
+            order = rng.permutation(len(train_set))
+            if cached is not None:  # which cached view each item shows this epoch (its own generator)
+                view_of = np.random.default_rng(cfg.seed * 1000 + 700 + epoch).integers(n_views, size=len(order))
+            losses = []
+            t_epoch = time.time()
+            name = f"stage {k + 1}/{len(stages)} epoch {epoch - begin + 1}/{stage.epochs}" if staged else \
+                f"epoch {epoch + 1}/{total}"  # fmt: skip
+            with progress_bar(steps_per_epoch, name, quiet=quiet, unit="steps") as advance:
+                for step in range(steps_per_epoch):
+                    idx = order[step * stage.batch_size : (step + 1) * stage.batch_size]
+                    if len(idx) < 2:
+                        continue
+                    if cached is None:
+                        x, colourless = views(idx, gen)
+                        colourless = colourless.numpy()
+                        x = x.contiguous(memory_format=memory_format)
                         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                            image_emb = model.encode_features(f.contiguous(memory_format=memory_format))
-                image_emb = F.normalize(image_emb.float(), dim=-1)
-                loss = batch_loss(model, image_emb, train_set.views, idx, colourless, captions, weights, rng,
-                                  label_aware=cfg.label_aware, bf16=cfg.bf16, languages=languages)  # fmt: skip
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                optimizer.step()
-                scheduler.step()
-                with torch.no_grad():
-                    model.temperature.clamp_(0, math.log(100))
-                losses.append(float(loss.detach()))
-                advance(1)
-                if quiet and (step + 1) % 50 == 0:
-                    log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {np.mean(losses[-50:]):.3f}")
-        metrics = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_loss": losses[0],
-                   "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
-                   "logit_scale": float(model.temperature.detach().exp())}  # fmt: skip
-        for check in checks:
-            metrics.update(zero_shot_f1(model, *check))
-        history.append(metrics)
-        log(json.dumps(metrics))
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if epoch + 1 in cfg.keep_epochs:
-            model.eval()
-            model.save(out / f"model-epoch{epoch + 1}", {"config": asdict(cfg), "history": history})
-            model.train()
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                      "config": asdict(cfg)}, ckpt_path)  # fmt: skip
+                            image_emb = model.encode_images(x)
+                    else:
+                        feats, lost = cached
+                        pick = view_of[idx]
+                        f = torch.from_numpy(feats[pick, idx]).float()
+                        colourless = lost[pick, idx]
+                        if model.image_locked:  # the cached embeddings themselves
+                            image_emb = f
+                        else:
+                            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                                image_emb = model.encode_features(f.contiguous(memory_format=memory_format))
+                    image_emb = F.normalize(image_emb.float(), dim=-1)
+                    loss = batch_loss(model, image_emb, train_set.views, idx, colourless, captions, weights, rng,
+                                      label_aware=cfg.label_aware, bf16=cfg.bf16, languages=languages)  # fmt: skip
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                    optimizer.step()
+                    scheduler.step()
+                    with torch.no_grad():
+                        model.temperature.clamp_(0, math.log(100))
+                    losses.append(float(loss.detach()))
+                    advance(1)
+                    if quiet and (step + 1) % 50 == 0:
+                        log(f"{name} step {step + 1}/{steps_per_epoch} loss {np.mean(losses[-50:]):.3f}")
+            metrics = {"epoch": epoch + 1, **({"stage": k + 1, "stage_epoch": epoch - begin + 1} if staged else {}),
+                       "loss": float(np.mean(losses)), "first_loss": losses[0],
+                       "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t_epoch, 1),
+                       "logit_scale": float(model.temperature.detach().exp())}  # fmt: skip
+            for check in checks:
+                metrics.update(zero_shot_f1(model, *check))
+            history.append(metrics)
+            log(json.dumps(metrics))
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if epoch + 1 in cfg.keep_epochs:
+                model.eval()
+                model.save(out / f"model-epoch{epoch + 1}", {"config": asdict(cfg), "history": history})
+                model.train()
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "stage": k + 1,
+                          "stage_epoch": epoch - begin + 1, "history": history, "config": asdict(cfg)},
+                         ckpt_path)  # fmt: skip
     final = history[-1] if history else {}
-    if len(history) < cfg.epochs:
-        log(f"stopped after epoch {len(history)} of {cfg.epochs}; resume to finish")
+    if len(history) < total:
+        k = _stage_of(stages, len(history))
+        where = f" (stage {k + 1}/{len(stages)})" if staged else ""
+        log(f"stopped after epoch {len(history)} of {total}{where}; resume to finish")
         return final
     model.eval()
     model.save(out / "model", {"config": asdict(cfg), "history": history, "train_seconds": round(time.time() - t0)})
