@@ -1,9 +1,9 @@
 """The local build vs ``--engine ray`` with 1 and 2 workers, side by side in one run.
 
 The same catalog (KAGL validation products with their photos and titles) is indexed into a
-fresh folder three ways: :func:`vestis.index.build.build_index` in this process, then
-:func:`vestis.index.distributed.build_index_ray` on a local Ray with 1 and with 2 embedding
-workers (each run starts and stops its own Ray, as ``vestis index build --engine ray`` does).
+fresh folder three ways by :func:`vestis.index.build.build_index`: in this process, then with
+``engine="ray"`` on a local Ray with 1 and with 2 embedding workers (each run starts and stops
+its own Ray, as ``vestis index build --engine ray`` does).
 Reported per run: wall time from the call to its return (Ray's start, the actors' model loads
 and Ray's stop included), the build's own seconds and items/s (from its report: after Ray is up),
 and the items each worker embedded. The stored vectors of each Ray run are compared with the
@@ -76,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from vestis.index.build import build_index
-    from vestis.index.distributed import build_index_ray
+    from vestis.index.distributed import RayOptions
 
     work = Path(tempfile.mkdtemp(prefix="vestis-ray-bench-"))
     try:
@@ -90,7 +90,9 @@ def main() -> None:
         want = vectors(work / "local")
         for n in args.workers:
             t = time.perf_counter()
-            report = build_index_ray(path, work / f"ray{n}", model=args.model, workers=n, quiet=True)
+            report = build_index(
+                path, work / f"ray{n}", model=args.model, engine="ray", ray=RayOptions(workers=n), quiet=True
+            )
             got = vectors(work / f"ray{n}")
             assert sorted(got) == sorted(want), "the Ray build stored other items"
             diff = max(float(np.abs(got[k] - want[k]).max()) for k in want)

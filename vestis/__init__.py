@@ -14,9 +14,10 @@ The whole user API is here (the CLI and the HTTP service call the same functions
     scores = vestis.evaluate_zero_shot(enc, images, true_labels)
 
 Models: :func:`load_encoder`, :class:`Encoder`, :func:`default_model`.
-Catalogs: :func:`build_index` (a :class:`BuildReport`), :class:`Catalog` (``open``,
-``search``, ``similar``, ``recommend`` with :class:`RocchioWeights`; results are
-:class:`SearchResults` of :class:`Hit`; ``explain`` gives an :class:`Explanation`).
+Catalogs: :func:`build_index` (a :class:`BuildReport`; ``engine="ray"``, with :class:`RayOptions`,
+embeds on a Ray cluster), :class:`Catalog` (``open``, ``search``, ``similar``, ``recommend`` with
+:class:`RocchioWeights`; results are :class:`SearchResults` of :class:`Hit`; ``explain`` gives an
+:class:`Explanation`).
 Zero-shot labels: :func:`tag_catalog` (a :class:`TagReport`), :func:`classify` (a
 :class:`Classification`), :func:`parse_labels` and :class:`Taxonomy`.
 Evaluation: :func:`evaluate_zero_shot` (a :class:`ZeroShotResult`) and
@@ -59,7 +60,8 @@ _LAZY = {
     "RocchioWeights": "vestis.recommend",
     "Explanation": "vestis.explain",
     "build_index": "vestis.index.build",
-    "BuildReport": "vestis.index.build",
+    "BuildReport": "vestis.index.steps",
+    "RayOptions": "vestis.index.distributed",
     "tag_catalog": "vestis.tag",
     "TagReport": "vestis.tag",
     "classify": "vestis.classify",  # the module, callable: vestis.classify(images, labels)
@@ -91,6 +93,7 @@ __all__ = [
     "Explanation",
     "build_index",
     "BuildReport",
+    "RayOptions",
     "tag_catalog",
     "TagReport",
     "classify",
@@ -128,7 +131,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from vestis.eval.results import RetrievalResult, ZeroShotResult
     from vestis.eval.retrieval import evaluate_retrieval
     from vestis.explain import Explanation
-    from vestis.index.build import BuildReport, build_index
+    from vestis.index.build import build_index
+    from vestis.index.distributed import RayOptions
+    from vestis.index.steps import BuildReport
     from vestis.recommend import RocchioWeights
     from vestis.search import Catalog, Hit, SearchResults
     from vestis.tag import Classification, TagReport, Taxonomy, classify, parse_labels, tag_catalog  # noqa: F811

@@ -17,6 +17,7 @@ import pytest
 from vestis.data.catalog import CatalogReader
 from vestis.errors import InputError
 from vestis.index.build import build_index, delete_items
+from vestis.index.distributed import RayOptions
 from vestis.index.local import LocalStore
 from vestis.search import Catalog
 
@@ -72,6 +73,17 @@ def test_add_update_delete_modes(kagl_small, tmp_path, tiny):
     result = delete_items(tmp_path / "idx", [*ids, "no-such-id"])
     assert sorted(result["deleted"]) == sorted(ids) and result["not_found"] == ["no-such-id"]
     assert result["total_items"] == 57
+
+
+def test_engine_and_ray_options_are_checked_before_anything_is_made(kagl_small, tmp_path, tiny):
+    with pytest.raises(InputError, match="unknown engine 'spark'; use local or ray"):
+        build_index(kagl_small, tmp_path / "idx", encoder=tiny, engine="spark", quiet=True)
+    with pytest.raises(InputError, match="Ray options are for engine='ray', not 'local'"):
+        build_index(kagl_small, tmp_path / "idx", encoder=tiny, ray=RayOptions(workers=4), quiet=True)
+    for bad in ({"workers": 0}, {"worker_batch_size": -1}, {"shard_size": 2.5}, {"workers": True}):
+        with pytest.raises(InputError, match=f"Ray option {next(iter(bad))} must be a whole number, at least 1"):
+            RayOptions(**bad)
+    assert not (tmp_path / "idx").exists()
 
 
 def test_corrupt_images_duplicates_and_missing_ids(tmp_path, tiny):

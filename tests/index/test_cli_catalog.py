@@ -80,6 +80,9 @@ def test_index_maintenance_commands(built, kagl_small, tmp_path):
         (["index", "build", "{tmp}/missing.parquet", "--out", "{tmp}/x"], "no such file"),
         (["index", "build", "{catalog}", "--out", "{idx}", "--model", "vestis-tiny-random"], "cannot take vectors"),
         (["index", "delete", "{idx}"], "no ids given"),
+        (["index", "add", "{idx}", "{catalog}", "--workers", "2"], "only with --engine ray"),
+        (["index", "update", "{idx}", "{catalog}", "--engine", "spark"], "local or ray, not 'spark'"),
+        (["index", "info", "--store", "postgresql://nobody@/nodb?host=/nonexistent&pool_size=0"], "pool_size '0'"),
     ],
 )
 def test_errors_are_one_line(built, kagl_small, tmp_path, args, message):

@@ -1,4 +1,5 @@
-"""``--engine ray``: the catalog read, decoded and embedded by Ray workers, written by one driver.
+"""``engine="ray"`` (``--engine ray``): the catalog read, decoded and embedded by Ray workers, written
+by one driver, in each mode (build, add, update) as the local engine does.
 
 One local Ray (3 CPUs: two workers and Ray Data's reading, a small object store, no dashboard)
 serves the module; the CLI test starts its own in a subprocess, as a user's command does. The
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import pytest
 
 from vestis.errors import InputError
 from vestis.index.build import build_index
-from vestis.index.distributed import build_index_ray
+from vestis.index.distributed import RayOptions
 from vestis.index.stores import open_store
 
 from .conftest import kagl_rows
@@ -51,27 +53,24 @@ def catalog(tmp_path_factory):
     return path
 
 
+def on_ray(catalog, out, *, workers=2, worker_batch_size=32, **kw):
+    """``build_index`` with ``engine="ray"`` (the Ray of ``ray_local``, or a new local one)."""
+    return build_index(
+        catalog, out, engine="ray", ray=RayOptions(workers=workers, worker_batch_size=worker_batch_size), quiet=True,
+        **kw,
+    )  # fmt: skip
+
+
 def stored(location) -> dict:
     with open_store(location) as store:
         ids = list(store.content_hashes())
         return store.get(ids, vectors=True, thumbnails=True)
 
 
-def test_ray_build_stores_what_the_local_build_stores_and_a_rerun_skips_everything(catalog, tmp_path, ray_local):
-    local = build_index(catalog, tmp_path / "local", model=MODEL, quiet=True)
-    ray_report = build_index_ray(catalog, tmp_path / "ray", model=MODEL, workers=2, worker_batch_size=8, quiet=True)
-    assert ray_report.engine == "ray" and local.engine == "local"
-    for name in ("seen", "added", "duplicate_ids", "missing_id", "not_indexed", "total_items"):
-        assert getattr(ray_report, name) == getattr(local, name), name
-    assert ray_report.added == 41 and ray_report.missing_id == 1 and len(ray_report.duplicate_ids) == 1
-    assert [p["id"] for p in ray_report.unreadable_images] == ["1000001"] and not ray_report.not_indexed
-    assert sum(ray_report.workers.values()) == 41 and len(ray_report.workers) >= 1
-    assert all(name.rsplit(":", 1)[1].isdigit() for name in ray_report.workers)  # host:pid of each worker
-
-    want, got = stored(tmp_path / "local"), stored(tmp_path / "ray")
+def assert_same_items(local, on_ray) -> dict:
+    """The two stores hold the same items, the same vectors (to float error); returns the second's."""
+    want, got = stored(local), stored(on_ray)
     assert sorted(got) == sorted(want)
-    dup = str(ray_report.duplicate_ids[0])
-    assert got[dup].title != "a later row with the same id"  # the first row of an id wins, as locally
     for key, rec in want.items():
         other = got[key]
         assert (other.content_hash, other.title, other.metadata, other.id_value) == (
@@ -81,12 +80,85 @@ def test_ray_build_stores_what_the_local_build_stores_and_a_rerun_skips_everythi
         np.testing.assert_allclose(other.vector, rec.vector, atol=2e-3)
         if rec.image_vector is not None:
             np.testing.assert_allclose(other.image_vector, rec.image_vector, atol=2e-3)
+    return got
+
+
+#: What a report counts, engine aside (the time and the workers are each run's own).
+COUNTS = ("seen", "added", "updated", "metadata_updated", "unchanged", "skipped_existing", "skipped_missing",
+          "duplicate_ids", "missing_id", "unreadable_images", "not_indexed", "total_items")  # fmt: skip
+
+
+def write(rows, path):
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_ray_build_stores_what_the_local_build_stores_and_a_rerun_skips_everything(catalog, tmp_path, ray_local):
+    local = build_index(catalog, tmp_path / "local", model=MODEL, quiet=True)
+    ray_report = on_ray(catalog, tmp_path / "ray", model=MODEL, worker_batch_size=8)
+    assert ray_report.engine == "ray" and local.engine == "local"
+    for name in ("seen", "added", "duplicate_ids", "missing_id", "not_indexed", "total_items"):
+        assert getattr(ray_report, name) == getattr(local, name), name
+    assert ray_report.added == 41 and ray_report.missing_id == 1 and len(ray_report.duplicate_ids) == 1
+    assert [p["id"] for p in ray_report.unreadable_images] == ["1000001"] and not ray_report.not_indexed
+    assert sum(ray_report.workers.values()) == 41 and len(ray_report.workers) >= 1
+    assert all(name.rsplit(":", 1)[1].isdigit() for name in ray_report.workers)  # host:pid of each worker
+
+    got = assert_same_items(tmp_path / "local", tmp_path / "ray")
+    dup = str(ray_report.duplicate_ids[0])
+    assert got[dup].title != "a later row with the same id"  # the first row of an id wins, as locally
     reports = list((tmp_path / "ray" / "reports").glob("build-*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["engine"] == "ray"
 
-    again = build_index_ray(catalog, tmp_path / "ray", workers=2, quiet=True)  # the index's model, as locally
+    again = on_ray(catalog, tmp_path / "ray")  # the index's model, as locally
     assert (again.added, again.updated, again.metadata_updated, again.unchanged) == (0, 0, 0, 41)
     assert again.workers == {} and again.total_items == 41  # nothing was embedded
+
+
+def test_ray_add_and_update_do_what_the_local_engine_does(catalog, tmp_path, ray_local):
+    """The same index (20 items, built locally) grown by ``add`` and refreshed by ``update``, once
+    in this process and once on Ray: the same reports and items; ``update`` on Ray embeds only
+    the item whose title changed."""
+    rows = pq.read_table(catalog).to_pylist()  # 40 products, a repeated id, a row without one, a damaged image
+    build_index(write(rows[:20], tmp_path / "first.parquet"), tmp_path / "local", model=MODEL, quiet=True)
+    shutil.copytree(tmp_path / "local", tmp_path / "ray")
+
+    more = [dict(r) for r in rows]
+    more[0]["productDisplayName"] = "a title add must not take: the item is in the index"
+    added = write(more, tmp_path / "add.parquet")
+    local = build_index(added, tmp_path / "local", mode="add", quiet=True)
+    ray_report = on_ray(added, tmp_path / "ray", mode="add", worker_batch_size=8)
+    assert ray_report.engine == "ray" and ray_report.mode == "add"
+    for name in COUNTS:
+        assert getattr(ray_report, name) == getattr(local, name), name
+    assert (ray_report.added, len(ray_report.skipped_existing), ray_report.updated) == (21, 20, 0)
+    assert sum(ray_report.workers.values()) == 21  # only the new items were embedded
+    got = assert_same_items(tmp_path / "local", tmp_path / "ray")
+    first_id = str(rows[0]["id"])
+    assert got[first_id].title == rows[0]["productDisplayName"]
+
+    changed = [dict(r) for r in rows[:40]]
+    changed[1]["productDisplayName"] = "a new title"  # re-embedded
+    changed[2]["season"] = "Monsoon"  # metadata only: stored again, not embedded
+    changed.append({**rows[5], "id": 2_000_002})  # not in the index: update skips it
+    updated = write(changed, tmp_path / "update.parquet")
+    before = stored(tmp_path / "ray")
+    local = build_index(updated, tmp_path / "local", mode="update", quiet=True)
+    ray_report = on_ray(updated, tmp_path / "ray", mode="update")
+    for name in COUNTS:
+        assert getattr(ray_report, name) == getattr(local, name), name
+    assert (ray_report.updated, ray_report.metadata_updated, ray_report.unchanged) == (1, 1, 38)
+    assert ray_report.skipped_missing == ["2000002"] and ray_report.added == 0 and ray_report.total_items == 41
+    assert sum(ray_report.workers.values()) == 1  # the changed title, and nothing else, embedded
+    after = assert_same_items(tmp_path / "local", tmp_path / "ray")
+    retitled, reseasoned = str(rows[1]["id"]), str(rows[2]["id"])
+    assert after[retitled].title == "a new title"
+    assert after[retitled].content_hash != before[retitled].content_hash
+    assert not np.allclose(after[retitled].vector, before[retitled].vector, atol=1e-3)  # its title's part is new
+    assert after[reseasoned].metadata["season"] == "Monsoon"
+    for key, rec in before.items():
+        if key != retitled:  # every other item keeps the vectors it had
+            assert np.array_equal(after[key].vector, rec.vector), key
 
 
 def test_a_killed_worker_is_restarted_and_every_item_is_stored_once(tmp_path, ray_local):
@@ -106,10 +178,9 @@ def test_a_killed_worker_is_restarted_and_every_item_is_stored_once(tmp_path, ra
         os.kill(killed[0], signal.SIGKILL)
 
     # One worker: what is left after the kill can only be embedded by the worker Ray restarts.
-    report = build_index_ray(
-        path, tmp_path / "idx", model=MODEL, workers=1, worker_batch_size=2, batch_size=4, quiet=True,
-        on_commit=kill_a_worker,
-    )  # fmt: skip
+    report = on_ray(
+        path, tmp_path / "idx", model=MODEL, workers=1, worker_batch_size=2, batch_size=4, on_commit=kill_a_worker
+    )
     assert killed, "no worker was killed"
     assert set(report.workers) - before, f"no worker was restarted after the kill: {report.workers}"
     assert report.added == 120 and report.seen == 120 and sum(report.workers.values()) == 120
@@ -120,14 +191,14 @@ def test_a_killed_worker_is_restarted_and_every_item_is_stored_once(tmp_path, ra
 
 
 def test_ray_build_into_postgres_then_a_changed_catalog(catalog, pg_store_url, tmp_path, ray_local):
-    first = build_index_ray(catalog, pg_store_url, model=MODEL, workers=2, quiet=True)
+    first = on_ray(catalog, pg_store_url, model=MODEL)
     assert first.added == 41 and first.total_items == 41
     rows = pq.read_table(catalog).to_pylist()[:40]
     rows[0]["season"] = "Monsoon"  # metadata only: stored again, not embedded
     rows[1]["productDisplayName"] = "a new title"  # re-embedded
     changed = tmp_path / "changed.parquet"
     pq.write_table(pa.Table.from_pylist(rows), changed)
-    report = build_index_ray(changed, pg_store_url, workers=2, prune=True, quiet=True)
+    report = on_ray(changed, pg_store_url, prune=True)
     assert (report.metadata_updated, report.updated, report.unchanged, report.pruned) == (1, 1, 38, 1)
     assert sum(report.workers.values()) == 1 and report.total_items == 40
     got = stored(pg_store_url)
@@ -144,6 +215,18 @@ def test_cli_engine_ray_starts_a_local_ray(catalog, tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["engine"] == "ray" and report["added"] == 41 and len(report["workers"]) == 1
     assert "Traceback" not in proc.stderr
+    rows = pq.read_table(catalog).to_pylist()[:40]
+    rows[0]["productDisplayName"] = "a new title"
+    changed = write(rows, tmp_path / "changed.parquet")
+    update = [sys.executable, "-m", "vestis", "index", "update", str(changed), "--engine", "ray", "--workers", "1",
+              "--json"]  # fmt: skip
+    proc = subprocess.run(
+        update, capture_output=True, text=True, timeout=600, env={**os.environ, "VESTIS_STORE": str(out)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (report["engine"], report["mode"], report["updated"], report["unchanged"]) == ("ray", "update", 1, 39)
+    assert sum(report["workers"].values()) == 1
     # (not "auto": Ray's auto finds any Ray running on the machine, such as this module's)
     bad = subprocess.run([*cmd[:10], "--address", "nowhere:port", "--workers", "1", "--model", MODEL],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -153,5 +236,5 @@ def test_cli_engine_ray_starts_a_local_ray(catalog, tmp_path):
 
 def test_more_workers_than_the_cluster_can_hold_is_refused(catalog, tmp_path, ray_local):
     with pytest.raises(InputError, match=r"3 worker\(s\) need 4 CPUs on the Ray cluster .* it has 3: use --workers 2"):
-        build_index_ray(catalog, tmp_path / "idx", model=MODEL, workers=3, quiet=True)
+        on_ray(catalog, tmp_path / "idx", model=MODEL, workers=3)
     assert not (tmp_path / "idx").exists()  # refused before anything was created

@@ -4,6 +4,7 @@ embedded store (the same items for the same filter, on the same records)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -234,6 +235,50 @@ def test_readers_in_threads_share_a_pool_and_a_writer_does_not_hold_them_up(pg_s
     release.set()
     writer.join(30)
     assert counted == [200]  # answered while the writer held the lock, not after
+    store.close()
+
+
+def test_the_store_url_names_the_schema_and_the_pool_size():
+    url = postgres.split_url("postgresql://u@h/db?sslmode=disable&pool_size=3&schema=shop")
+    assert url == ("postgresql://u@h/db?sslmode=disable", "shop", 3)  # libpq gets its own parameters only
+    assert postgres.split_url("postgresql://u@h/db").pool_size == postgres.POOL_SIZE == 8
+    for bad in ("0", "-1", "abc", "2.5", "", "1001"):
+        with pytest.raises(InputError, match=re.escape(f"pool_size {bad!r} in the store URL: give the most")):
+            postgres.split_url(f"postgresql://u@h/db?pool_size={bad}")
+
+
+def test_pool_size_in_the_url_bounds_the_connections_readers_share(pg_store_url):
+    url = f"{pg_store_url}&pool_size=2"
+    store = PostgresStore.create(url, info())
+    store.upsert(records(200))
+    queries = unit(np.random.default_rng(5), 6)
+    expected = [store.search(q, 5) for q in queries]
+    barrier = threading.Barrier(6)
+    got: dict[int, list] = {}
+    connections: list[int] = []
+    done = threading.Event()
+
+    def reader(i: int) -> None:
+        barrier.wait()
+        got[i] = [store.search(queries[i], 5) for _ in range(10)]
+
+    def watch() -> None:
+        while not done.is_set():
+            connections.append(len(backends(url, store.schema)))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    done.set()
+    watcher.join(30)
+    assert all(got[i] == [expected[i]] * 10 for i in range(6))  # six threads, answered on two connections
+    assert store._pool.max_size == 2 and store._pool.get_stats()["pool_size"] == 2
+    assert connections and max(connections) <= 2
     store.close()
 
 

@@ -1,8 +1,8 @@
 """Catalog commands: ``index build/add/update/delete/info``, ``search``, ``similar``, ``recommend`` and
 ``explain``.
 
-Thin wrappers over :func:`vestis.build_index` and :class:`vestis.Catalog`.  With
-``--json`` each prints one JSON object on the last line of stdout.
+Thin wrappers over :func:`vestis.build_index` (``--engine ray``: on a Ray cluster) and
+:class:`vestis.Catalog`.  With ``--json`` each prints one JSON object on the last line of stdout.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import typer
 
 from vestis.cli.options import (
     BoostOpt,
+    EngineOpt,
     HtmlOpt,
     IdColOpt,
     ImageColOpt,
@@ -25,6 +26,8 @@ from vestis.cli.options import (
     ModelOpt,
     OffsetOpt,
     QuietOpt,
+    RayAddressOpt,
+    RayWorkersOpt,
     SteerOpt,
     SteerStrengthOpt,
     StoreOpt,
@@ -32,6 +35,7 @@ from vestis.cli.options import (
     WeightsOpt,
     WhereOpt,
     parse_weights,
+    ray_options,
     store_location,
 )
 from vestis.cli.output import note, out, print_json
@@ -146,43 +150,20 @@ def index_build(
     quantizer: Annotated[
         str | None, typer.Option("--quantizer", help="Vectors in the HNSW graph: float32, float16 or int8.")
     ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine", help="Where decoding and embedding run: local (this process) or ray (workers of a Ray cluster)."
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            help="--engine ray: the cluster (auto, or ray://head:10001); by default a local Ray is started.",
-        ),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="--engine ray: embedding workers (one encoder and CPU each).")
-    ] = 2,
+    engine: EngineOpt = "local",
+    address: RayAddressOpt = None,
+    workers: RayWorkersOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a catalog: skips items already embedded, resumes after an interruption."""
     if quantizer not in (None, "float32", "float16", "int8"):
         raise typer.BadParameter(f"float32, float16 or int8, not {quantizer!r}", param_hint="--quantizer")
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"local or ray, not {engine!r}", param_hint="--engine")
-    if engine == "local" and address is not None:
-        raise typer.BadParameter("only with --engine ray", param_hint="--address")
-    kw = dict(
-        model=model, id_column=id_column, image_column=image_column, title_column=title_column,
-        weights=parse_weights(weights), prune=prune, batch_size=batch_size, ann=_ann(ann_threshold, quantizer),
-        quiet=quiet,
+    _build(
+        "build", catalog, out_dir, as_json=as_json, model=model, id_column=id_column, image_column=image_column,
+        title_column=title_column, weights=parse_weights(weights), prune=prune, batch_size=batch_size,
+        ann=_ann(ann_threshold, quantizer), engine=engine, ray=ray_options(engine, address, workers), quiet=quiet,
     )  # fmt: skip
-    if engine == "ray":
-        from vestis.index.distributed import build_index_ray
-
-        _print_report(build_index_ray(catalog, out_dir, address=address, workers=workers, **kw), as_json)
-        return
-    _build("build", catalog, out_dir, as_json=as_json, **kw)
 
 
 def _incremental(mode: str, doc: str):
@@ -198,9 +179,13 @@ def _incremental(mode: str, doc: str):
         image_column: ImageColOpt = "image",
         title_column: TitleColOpt = None,
         store: StoreOpt = None,
+        engine: EngineOpt = "local",
+        address: RayAddressOpt = None,
+        workers: RayWorkersOpt = None,
         as_json: JsonOpt = False,
         quiet: QuietOpt = False,
     ) -> None:
+        ray = ray_options(engine, address, workers)
         given = index
         index, shifted = store_location(index, store)
         if shifted:
@@ -211,7 +196,7 @@ def _incremental(mode: str, doc: str):
             raise InputError("give the CATALOG with the new or changed items")
         _build(
             mode, catalog, index, id_column=id_column, image_column=image_column, title_column=title_column,
-            quiet=quiet, as_json=as_json,
+            engine=engine, ray=ray, quiet=quiet, as_json=as_json,
         )  # fmt: skip
 
     command.__doc__ = doc

@@ -82,6 +82,37 @@ WeightsOpt = Annotated[
     str,
     typer.Option("--weights", help="Weights 'image,title' of the two fields in a product's vector (Marqo's 0.9,0.1)."),
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="Where decoding and embedding run: local (this process) or ray (workers of a Ray cluster)."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="--engine ray: the cluster (auto, or ray://head:10001); by default a local Ray is started."
+    ),
+]
+RayWorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="--engine ray: embedding workers, one encoder and CPU each (default 2)."),
+]
+
+
+def ray_options(engine: str, address: str | None, workers: int | None):
+    """``--engine``, ``--address`` and ``--workers`` as build_index's ``engine`` and ``ray``, or a usage error."""
+    from vestis.index.distributed import RayOptions
+
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"local or ray, not {engine!r}", param_hint="--engine")
+    if engine == "local":
+        for given, flag in ((address, "--address"), (workers, "--workers")):
+            if given is not None:
+                raise typer.BadParameter("only with --engine ray", param_hint=flag)
+        return None
+    return RayOptions(address=address, **({} if workers is None else {"workers": workers}))
+
 
 # ---------------------------------------------------------------------------- searching
 

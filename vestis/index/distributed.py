@@ -1,14 +1,16 @@
 """Catalog -> index on a Ray cluster: decode and embed spread over workers, one writer.
 
-The same build as :func:`vestis.index.build.build_index`, with its steps placed on Ray:
+``build_index(..., engine="ray", ray=RayOptions(...))`` (:func:`vestis.index.build.build_index`):
+the same build, in every mode (``build``, ``add``, ``update``), with its steps
+(:mod:`vestis.index.steps`) placed on Ray:
 
 * Ray Data reads the catalog: the catalog is cut into parts (:meth:`CatalogReader.shards`: a
   parquet row group, some image files, some CSV rows) and each part is read, hashed and planned
-  (:func:`~vestis.index.build.plan_item`) by a Ray task, against the store's content hashes as
+  (:func:`~vestis.index.steps.plan_item`) by a Ray task, against the store's content hashes as
   they were when the build started;
 * ``map_batches`` on a pool of actors, each holding one encoder (loaded once per actor, with the
   same model, precision and fingerprint as the store), decodes and embeds the items to embed
-  (:func:`~vestis.index.build.embed_plans`) and passes the others through;
+  (:func:`~vestis.index.steps.embed_plans`) and passes the others through;
 * the driver writes the records to the store (an index folder or ``postgresql://``) in batches,
   one transaction each, in catalog order (a later row with an id seen before is a duplicate, as
   in the local build), and counts everything in the same :class:`BuildReport`.
@@ -19,7 +21,7 @@ mid-job is restarted by Ray and its batch run again (``max_restarts``/``max_task
 driver takes each catalog row once (by its part and position: a re-run batch's copy is dropped),
 checks that every row came back, and upserts by id, so nothing is lost and nothing doubled.
 
-On a laptop :func:`build_index_ray` starts a small local Ray (a CPU per worker and one for Ray
+On a laptop the build starts a small local Ray (a CPU per worker and one for Ray
 Data's reading and re-blocking tasks, which wait for ever when the actors hold every CPU; a small
 object store; no dashboard) and stops it afterwards; with ``address`` (``"auto"`` or
 ``"ray://head:10001"``) it joins a running cluster, whose nodes need vestis (same version)
@@ -39,35 +41,16 @@ import logging
 import os
 import pickle
 import socket
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vestis.errors import InputError, VestisError
-from vestis.index.build import (
-    DEFAULT_WEIGHTS,
-    BuildReport,
-    Embedded,
-    Plan,
-    check_build_args,
-    embed_plans,
-    finish_report,
-    open_catalog,
-    open_or_create,
-    plan_item,
-    resolve_encoder,
-    resolve_title_column,
-    restore_metadata,
-    store_embedded,
-    tally,
-)
+from vestis.index.steps import BuildJob, Embedded, Plan, embed_plans, plan_item, tally
 from vestis.index.store import StoreInfo, load_index_encoder
-from vestis.index.vectors import AnnConfig
-from vestis.models.base import Encoder
 from vestis.progress import progress_bar
 
 #: Object store of a local Ray started by the build: batches in flight, not the catalog.
@@ -77,72 +60,45 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 MAX_RESTARTS = 3
 
 
-def build_index_ray(
-    catalog: str | Path | Sequence[Mapping],
-    out: str | Path,
-    *,
-    encoder: Encoder | None = None,
-    model: str | None = None,
-    id_column: str = "id",
-    image_column: str = "image",
-    title_column: str | None = None,
-    weights: tuple[float, float] = DEFAULT_WEIGHTS,
-    mode: str = "build",
-    prune: bool = False,
-    batch_size: int = 256,
-    ann: AnnConfig | None = None,
-    address: str | None = None,
-    workers: int = 2,
-    worker_batch_size: int = 32,
-    shard_size: int = 256,
-    quiet: bool = False,
-    on_commit: Callable[[BuildReport], None] | None = None,
-    write_report: bool = True,
-) -> BuildReport:
-    """Index ``catalog`` into ``out`` as :func:`~vestis.index.build.build_index` does, on Ray.
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how a build with ``engine="ray"`` runs.
 
     ``address``: ``None`` starts a local Ray with ``workers + 1`` CPUs (or uses the one this process
-    already started); ``"auto"`` or ``"ray://host:10001"`` joins a cluster. ``workers``: the
-    actors that decode and embed, one encoder and one CPU each. ``worker_batch_size``: items per
-    batch sent to an actor; ``shard_size``: rows or image files per reading task; ``batch_size``:
-    items per committed transaction. ``encoder``: its model is what the workers load (by name,
-    checked against its fingerprint). ``on_commit`` is called with the report so far after each
-    committed batch. Returns the report, with ``engine="ray"`` and the items each worker embedded.
-    """
-    check_build_args(out, mode, weights)
-    if workers < 1:
-        raise InputError(f"workers must be at least 1, got {workers}")
-    with _ray(address, workers) as ray:
-        reader, source = open_catalog(catalog, id_column, image_column)
-        title_col = resolve_title_column(reader.columns, title_column)
-        encoder = encoder or resolve_encoder(out, model)
-        start = time.perf_counter()
-        report = BuildReport(index=str(out), model=encoder.name, mode=mode, catalog=source, notes=list(reader.notes))
-        report.engine = "ray"
-        store = open_or_create(out, encoder, weights, ann)
-        weights = tuple(store.info.settings.get("weights", weights))
-        try:
-            with store.writer():
-                existing = store.content_hashes()
-                rows = _pipeline(
-                    ray, reader.shards(shard_size), existing, mode=mode, title_col=title_col,
-                    worker=_EmbedWorkerArgs(model or store.info.model, store.info, weights, title_col),
-                    workers=workers, worker_batch_size=worker_batch_size, batch_size=batch_size,
-                )  # fmt: skip
-                seen = _write(store, rows, report, reader.total, title_col, batch_size, quiet, on_commit, source)
-                if prune and mode == "build":
-                    report.pruned = len(store.delete([i for i in existing if i not in seen]))
-                store.refresh()
-                return finish_report(store, report, start, write_report)
-        finally:
-            store.close()
+    already started); ``"auto"`` or ``"ray://host:10001"`` joins a cluster. ``workers``: the actors
+    that decode and embed, one encoder and one CPU each. ``worker_batch_size``: items per batch sent
+    to an actor; ``shard_size``: rows or image files per reading task."""
+
+    address: str | None = None
+    workers: int = 2
+    worker_batch_size: int = 32
+    shard_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "worker_batch_size", "shard_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"Ray option {name} must be a whole number, at least 1, got {value!r}")
+
+
+def embed_on_ray(ray, options: RayOptions, job: BuildJob, model: str) -> set[str]:
+    """The Ray engine: the catalog read, planned, decoded and embedded by Ray (in :func:`ray_session`),
+    the records written by this process one batch at a time; returns the ids seen (for ``prune``).
+    ``model``: what the workers load (by name or path), checked against the store's fingerprint.
+    The report counts the items each worker embedded."""
+    rows = _pipeline(
+        ray, job.reader.shards(options.shard_size), job.existing, mode=job.mode, title_col=job.title_col,
+        worker=_EmbedWorkerArgs(model, job.store.info, job.weights, job.title_col),
+        workers=options.workers, worker_batch_size=options.worker_batch_size, batch_size=job.batch_size,
+    )  # fmt: skip
+    return _write(job, rows)
 
 
 # ------------------------------------------------------------------------------ Ray
 
 
 @contextlib.contextmanager
-def _ray(address: str | None, workers: int) -> Iterator[object]:
+def ray_session(options: RayOptions) -> Iterator[object]:
     """Ray, initialised: the one this process already runs, a cluster at ``address``, or a small
     local one (stopped on the way out). Progress bars and logs of Ray itself stay off: the build
     shows its own progress."""
@@ -150,6 +106,7 @@ def _ray(address: str | None, workers: int) -> Iterator[object]:
         import ray
     except ImportError:
         raise VestisError("--engine ray needs Ray: pip install 'vestis[ray]'") from None
+    address, workers = options.address, options.workers
     started = False
     if not ray.is_initialized():
         kw = dict(log_to_driver=False, logging_level=logging.WARNING)
@@ -277,29 +234,22 @@ def _pipeline(
             yield int(shard), int(pos), pickle.loads(blob), str(name)
 
 
-def _write(
-    store, rows, report: BuildReport, total: int, title_col, batch_size: int, quiet: bool, on_commit, source: str
-) -> set[str]:
-    """Take the pipeline's rows once each, in catalog order, and commit them ``batch_size`` at a
+def _write(job: BuildJob, rows) -> set[str]:
+    """Take the pipeline's rows once each, in catalog order, and commit them ``job.batch_size`` at a
     time; returns the ids seen (for ``prune``). Every catalog row must come back, or the build
     fails (after committing what it has: a re-run resumes from there)."""
+    report, total = job.report, job.reader.total
     seen: set[str] = set()
     taken: dict[int, bytearray] = {}  # per catalog part, a byte per row: 1 once the row is taken
     embedded: list[Embedded] = []
     restored: list[Plan] = []
 
     def commit() -> None:
-        if restored:
-            restore_metadata(store, restored, title_col)
-            report.metadata_updated += len(restored)
-            restored.clear()
-        if embedded:
-            store_embedded(store, embedded, report)
-            embedded.clear()
-        if on_commit is not None:
-            on_commit(report)
+        job.commit(restored, embedded)
+        restored.clear()
+        embedded.clear()
 
-    with progress_bar(total, f"indexing {Path(source).name} on Ray", quiet=quiet) as advance:
+    with progress_bar(total, f"indexing {Path(job.source).name} on Ray", quiet=job.quiet) as advance:
         for shard, pos, result, worker in rows:
             flags = taken.setdefault(shard, bytearray())
             if pos < len(flags) and flags[pos]:  # a re-run batch's copy of a row already taken
@@ -314,7 +264,7 @@ def _write(
                     embedded.append(result)
                     report.workers[worker] = report.workers.get(worker, 0) + 1
             advance(1)
-            if len(embedded) + len(restored) >= batch_size:
+            if len(embedded) + len(restored) >= job.batch_size:
                 commit()
         commit()
     if report.seen != total:

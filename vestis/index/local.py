@@ -23,7 +23,7 @@ float32 ≥ 0.99, ``benchmarks/search.py``), and only the vectors a query needs:
 
 Format-1 indexes (float32, all three vectors) are read and written as they are;
 :func:`upgrade_index` rewrites one in format 2. Thumbnails are what the build made
-(:func:`vestis.index.build.thumbnail`: at most the size the result page shows).
+(:func:`vestis.index.steps.thumbnail`: at most the size the result page shows).
 
 Every write is one SQLite transaction that also bumps ``generation``; a crash or
 kill at any moment leaves the last committed generation readable. Readers see a

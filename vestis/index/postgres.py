@@ -24,10 +24,11 @@ fields with an expression index each. A filter matching few items is searched ex
 otherwise the HNSW index is scanned iteratively (pgvector 0.8 ``hnsw.iterative_scan``) until
 enough matching items are found.
 
-Connections: an open store keeps a pool of them (``psycopg_pool``, up to :data:`POOL_SIZE`), so
-a server's threads read at once, and a writer holds one of its own for the write lock (readers
-in other threads go on meanwhile). A connection is checked each time it is handed out: one lost
-while idle (the server restarted, the backend was terminated, the link dropped) is replaced.
+Connections: an open store keeps a pool of them (``psycopg_pool``, up to :data:`POOL_SIZE`, or
+as many as the URL's ``?pool_size=N`` says), so a server's threads read at once, and a writer
+holds one of its own for the write lock (readers in other threads go on meanwhile). A
+connection is checked each time it is handed out: one lost while idle (the server restarted,
+the backend was terminated, the link dropped) is replaced.
 A read whose connection is lost while it runs is run once more on a new one; a write is not
 (its transaction was rolled back): it fails with :class:`~vestis.errors.UnavailableError`, as
 does any query while the server stays out of reach, and any other refusal of the database is a
@@ -43,6 +44,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -61,9 +63,11 @@ EXACT_FILTER_MAX = 2_000
 RERANK_FACTOR = 4
 #: The most items one ``hnsw.iterative_scan`` visits before giving up (pgvector's max_scan_tuples).
 MAX_SCAN_TUPLES = 200_000
-#: Connections one store (one ``vestis serve`` process's catalog) keeps at most: readers in this many threads
-#: query at once, more wait for one of them.
+#: Connections one store (one ``vestis serve`` process's catalog) keeps at most, unless the URL's ``?pool_size=N``
+#: says otherwise: readers in this many threads query at once, more wait for one of them.
 POOL_SIZE = 8
+#: The most ``?pool_size=`` may ask for (a PostgreSQL server takes 100 connections by default, all clients together).
+POOL_SIZE_MAX = 1000
 #: Seconds a query waits for a working connection (the pool's all busy, or the server unreachable) before failing.
 POOL_TIMEOUT = 15.0
 #: Seconds the pool retries one lost connection in the background (backing off: 1, 2, 4 s...) before it leaves
@@ -89,20 +93,39 @@ def is_postgres_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(_SCHEMES)
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """(libpq connection URL, schema): ``?schema=NAME`` picks the catalog's schema (default ``vestis``)."""
+class StoreURL(NamedTuple):
+    """A ``postgresql://`` store URL taken apart: what libpq connects with, and vestis' own parameters."""
+
+    conninfo: str  # the URL without vestis' parameters
+    schema: str  # ?schema=NAME: the catalog's schema (default ``vestis``)
+    pool_size: int  # ?pool_size=N: connections the store keeps at most (default :data:`POOL_SIZE`)
+
+
+#: The URL's query parameters that are vestis', not libpq's.
+OWN_PARAMETERS = ("schema", "pool_size")
+
+
+def split_url(url: str) -> StoreURL:
+    """The store URL's parts; a clear error for a schema or pool size vestis cannot use."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), DEFAULT_SCHEMA)
+    given = {k: v for k, v in query if k in OWN_PARAMETERS}  # (the last of a repeated one, as libpq takes them)
+    schema = given.get("schema", DEFAULT_SCHEMA)
     if not _NAME.match(schema):
         raise InputError(f"schema {schema!r} in the store URL: use lower-case letters, digits and _ (at most 63)")
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+    size = given.get("pool_size", str(POOL_SIZE))
+    if not re.fullmatch(r"[0-9]{1,9}", size) or not 1 <= int(size) <= POOL_SIZE_MAX:
+        raise InputError(
+            f"pool_size {size!r} in the store URL: give the most connections the store may keep, a whole number "
+            f"from 1 to {POOL_SIZE_MAX} (default {POOL_SIZE})"
+        )
+    rest = urlencode([(k, v) for k, v in query if k not in OWN_PARAMETERS])
+    return StoreURL(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema, int(size))
 
 
 def catalog_label(url: str) -> str:
     """A catalog's name in the API: its schema when the URL names one, else its database's name."""
-    conninfo, schema = split_url(url)
+    conninfo, schema, _ = split_url(url)
     if "schema=" in url:
         return schema
     return urlsplit(conninfo).path.strip("/") or schema
@@ -294,7 +317,7 @@ class PostgresStore(BaseStore):
             raise VestisError(
                 "a postgresql:// store needs psycopg and pgvector: pip install 'vestis[postgres]'"
             ) from None
-        conninfo, schema = split_url(url)
+        conninfo, schema, _ = split_url(url)
         try:
             con = psycopg.connect(conninfo, **_connect_kwargs(schema))
         except psycopg.Error as exc:
@@ -323,9 +346,9 @@ class PostgresStore(BaseStore):
             from psycopg_pool import ConnectionPool
         except ImportError:
             raise VestisError("a postgresql:// store needs psycopg-pool: pip install 'vestis[postgres]'") from None
-        conninfo, schema = split_url(url)
+        conninfo, schema, size = split_url(url)
         pool = ConnectionPool(
-            conninfo, kwargs=_connect_kwargs(schema), min_size=1, max_size=POOL_SIZE, open=False,
+            conninfo, kwargs=_connect_kwargs(schema), min_size=1, max_size=size, open=False,
             configure=_configure(schema), check=ConnectionPool.check_connection, timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT, name=f"vestis:{schema}",
         )  # fmt: skip

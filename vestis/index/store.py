@@ -97,7 +97,7 @@ class Store(Protocol):
     def sample_ids(self, n: int) -> list[str]: ...
 
     def save_report(self, report: dict) -> None:
-        """Keep a build's report (:class:`vestis.index.build.BuildReport` as a dict; the latest
+        """Keep a build's report (:class:`vestis.index.steps.BuildReport` as a dict; the latest
         :data:`KEEP_REPORTS`)."""
         ...
 
