@@ -228,10 +228,6 @@ def _ddl(dim: int) -> list[str]:
     ]
 
 
-#: The most words of a keyword query used (each becomes a bound parameter; no tsquery syntax gets through).
-MOST_WORDS = 64
-
-
 def _jsonb(value):
     from psycopg.types.json import Jsonb
 
@@ -803,7 +799,7 @@ class PostgresStore(BaseStore):
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
         """Full-text ranking (``ts_rank``; titles weigh twice the other text) of items matching any word
         (:func:`vestis.index.words.query_words`)."""
-        words = query_words(text)[:MOST_WORDS]
+        words = query_words(text)  # each a bound parameter: no tsquery syntax gets through
         if not words or k <= 0:
             return []
         cond, params = self._filter(where, ())

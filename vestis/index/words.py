@@ -32,12 +32,13 @@ import logging
 import re
 import unicodedata
 
+from vestis.models.text import INVISIBLE
+
 #: Han ideographs: the unified blocks and their extensions, compatibility ideographs, 〇.
 _HAN = re.compile(r"[\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
-#: Invisible format characters: zero-width space/non-joiner/joiner, word joiner, BOM, soft hyphen,
-#: bidirectional marks, embeddings, overrides and isolates.
-INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _WORD = re.compile(r"\w+")
+#: A keyword query's first this many characters are read, and its first this many distinct words used.
+MAX_QUERY_CHARS, MAX_QUERY_WORDS = 4096, 64
 
 
 @functools.cache
@@ -93,8 +94,10 @@ def stored_keyword_text(text: str) -> str | None:
 
 
 def query_words(text: str, *, prepared: bool = True) -> list[str]:
-    """The distinct words of a keyword query, lower case, in order (``prepared=False``: split as indexes
-    built before :func:`keyword_text` existed were, for them)."""
+    """The distinct words of a keyword query, lower case, in order, at most :data:`MAX_QUERY_WORDS` of its
+    first :data:`MAX_QUERY_CHARS` characters (``prepared=False``: split as indexes built before
+    :func:`keyword_text` existed were, for them)."""
+    text = text[:MAX_QUERY_CHARS]
     if prepared:
         text = keyword_text(text, query=True)
-    return list(dict.fromkeys(_WORD.findall(text.lower())))
+    return list(dict.fromkeys(_WORD.findall(text.lower())))[:MAX_QUERY_WORDS]
