@@ -121,9 +121,9 @@ def test_search_queries_with_odd_text(odd_index, tiny):
 
 def test_the_installed_cli_searches_with_odd_text_and_names_what_it_cannot(odd_index):
     path, _ = odd_index
-    bad = run("search", str(path), f"{ZWSP}{WJ}", "--json")
+    bad = run("search", str(path), f"{ZWSP}{WJ}", "--json", timeout=1200)  # generous: a shared machine
     assert bad.returncode == 2 and "invisible characters" in bad.stderr and "Traceback" not in bad.stderr
-    out = last_json(run("search", str(path), "連衣裙", "--hybrid", "0.9", "--k", "3", "--json"))
+    out = last_json(run("search", str(path), "連衣裙", "--hybrid", "0.9", "--k", "3", "--json", timeout=1200))
     assert out["results"][0]["id"] == 7
-    out = last_json(run("search", str(path), "ｂｏｏｔｓ 👢", "--k", "3", "--json"))
+    out = last_json(run("search", str(path), "ｂｏｏｔｓ 👢", "--k", "3", "--json", timeout=1200))
     assert len(out["results"]) == 3
