@@ -127,3 +127,27 @@ def test_the_installed_cli_searches_with_odd_text_and_names_what_it_cannot(odd_i
     assert out["results"][0]["id"] == 7
     out = last_json(run("search", str(path), "ｂｏｏｔｓ 👢", "--k", "3", "--json", timeout=1200))
     assert len(out["results"]) == 3
+
+
+def test_odd_query_text_over_http(odd_index, tiny):
+    """Over a real server: full width reads as the plain text, invisible characters only are a 400 naming
+    them, Chinese, emoji and Arabic queries answer through hybrid search."""
+    import httpx2
+
+    from vestis.serve.app import ServeConfig, create_app
+
+    from ..serve.conftest import ServerThread
+    from ..serve.test_security import assert_openai_error
+
+    path, _ = odd_index
+    with ServerThread(create_app(ServeConfig(catalogs=[path]), encoder=tiny)) as server:
+        with httpx2.Client(base_url=server.url, timeout=600) as c:
+            plain = c.post("/v1/search", json={"query": "dress", "k": 5}).json()["results"]
+            wide = c.post("/v1/search", json={"query": "ｄｒｅｓｓ\u3000", "k": 5}).json()["results"]
+            assert [r["id"] for r in wide] == [r["id"] for r in plain] and len(plain) == 5
+            err = assert_openai_error(c.post("/v1/search", json={"query": "\u200b\u2060\u202e"}), 400)
+            assert "invisible characters" in err["message"], err
+            for q in ["牛仔裤 jeans", "👖", "جينز", "連衣裙"]:
+                r = c.post("/v1/search", json={"query": q, "k": 3, "hybrid": 0.9})
+                assert r.status_code == 200 and len(r.json()["results"]) == 3, r.text
+            assert r.json()["results"][0]["id"] == 7  # 連衣裙: the keyword match first
