@@ -259,8 +259,7 @@ class LocalStore(BaseStore):
         store.vector_dtype = np.dtype(json.loads(info.get("vector_dtype", '"float32"')))
         if writable and version < KEYWORD_TEXT_VERSION:
             try:
-                store._convert_keyword_text()
-                store.converted_keyword_text = True
+                store.converted_keyword_text = store._convert_keyword_text()
             except BaseException:
                 store.close()
                 raise
@@ -269,13 +268,14 @@ class LocalStore(BaseStore):
     def _keyword_version(self) -> int:
         return int(self._info_value("schema_version", 0))
 
-    def _convert_keyword_text(self) -> int:
-        """Bring an index of format 1 or 2 to format 3 (see the module docstring); the items converted."""
+    def _convert_keyword_text(self) -> bool:
+        """Bring an index of format 1 or 2 to format 3 (see the module docstring); False when another
+        process did it meanwhile."""
         try:
             with self.writer(), self._lock, self._transaction() as con:
                 if int(json.loads(con.execute("SELECT value FROM info WHERE key = 'schema_version'").fetchone()[0])) \
                         >= KEYWORD_TEXT_VERSION:  # fmt: skip
-                    return 0  # another process converted it meanwhile
+                    return False
                 con.execute("DROP TRIGGER IF EXISTS items_ai")
                 con.execute("DROP TRIGGER IF EXISTS items_ad")
                 con.execute("DROP TABLE IF EXISTS fts")
@@ -296,7 +296,7 @@ class LocalStore(BaseStore):
                 con.execute("UPDATE info SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
         except sqlite3.Error as exc:
             raise VestisError(f"{self.directory}: cannot bring the index to format {SCHEMA_VERSION} ({exc})") from None
-        return len(changed)
+        return True
 
     def close(self) -> None:
         with self._lock:
