@@ -14,6 +14,7 @@ to the score (both in :mod:`vestis.recommend`). The CLI and the HTTP API both ca
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from vestis.index.store import Store, load_index_encoder
 from vestis.index.stores import open_store, store_name
 from vestis.models.base import Encoder, l2_normalize
 from vestis.models.preprocess import ImageInput
+from vestis.models.text import INVISIBLE, clean_text
 from vestis.recommend import (
     ROCCHIO,
     RocchioWeights,
@@ -79,11 +81,13 @@ def parse_terms(query: str) -> list[QueryTerm]:
 
     Terms are separated by commas; a leading ``-`` makes a term negative (weight
     -0.5 unless given); ``term:w`` sets the weight. A query without commas or
-    signs is one term of weight 1.
+    signs is one term of weight 1. The query is read in NFKC, so the full-width comma, minus and colon
+    of a Chinese keyboard ("连衣裙，－碎花") are the same syntax; invisible characters are removed
+    (:func:`vestis.models.text.clean_text`).
     """
     terms = []
-    for raw in query.split(","):
-        text = raw.strip()
+    for raw in unicodedata.normalize("NFKC", query).split(","):
+        text = clean_text(raw)
         if not text:
             continue
         weight = 1.0
@@ -95,7 +99,8 @@ def parse_terms(query: str) -> list[QueryTerm]:
             weight = -abs(weight) if m else NEGATIVE_WEIGHT
         terms.append(QueryTerm(text, weight))
     if not terms:
-        raise InputError("the query is empty")
+        invisible = " once invisible characters (zero-width spaces, direction marks) are removed"
+        raise InputError("the query is empty" + (invisible if INVISIBLE.search(query) else ""))
     return terms
 
 

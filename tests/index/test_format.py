@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vestis.errors import VestisError
-from vestis.index.local import DB_NAME, LocalStore, upgrade_index
+from vestis.index.local import DB_NAME, SCHEMA_VERSION, LocalStore, upgrade_index
 from vestis.index.store import Record, StoreInfo
 
 DIM = 64
@@ -99,10 +99,93 @@ def test_a_format_1_index_opens_searches_and_upgrades(tmp_path):
     assert rec["0"].thumbnail is None and store.get(["0"], thumbnails=True)["0"].thumbnail == b"\xff\xd8thumb"
     assert store.check()["ok"]
     store.close()
-    assert upgrade_index(path)["upgraded"] is False  # already format 2
+    assert upgrade_index(path)["upgraded"] is False  # already in the current format
 
 
-@pytest.mark.parametrize(("version", "fix"), [(3, "newer vestis: upgrade vestis"), (0, "rebuild it")])
+#: The keyword index as formats 1 and 2 wrote it: FTS5 over the titles as given.
+FORMAT_2_FTS = [
+    "DROP TRIGGER items_ai", "DROP TRIGGER items_ad", "DROP TABLE fts", "DROP VIEW items_kw",
+    "ALTER TABLE items DROP COLUMN kw_title", "ALTER TABLE items DROP COLUMN kw_body",
+    "CREATE VIRTUAL TABLE fts USING fts5(title, body, content='items', content_rowid='row', "
+    "tokenize='porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER items_ai AFTER INSERT ON items BEGIN "
+    "INSERT INTO fts(rowid, title, body) VALUES (new.row, new.title, new.body); END",
+    "CREATE TRIGGER items_ad AFTER DELETE ON items BEGIN "
+    "INSERT INTO fts(fts, rowid, title, body) VALUES ('delete', old.row, old.title, old.body); "
+    "DELETE FROM vectors WHERE row = old.row; DELETE FROM thumbs WHERE row = old.row; END",
+    "UPDATE info SET value = '2' WHERE key = 'schema_version'",
+]  # fmt: skip
+
+TITLES = ["red summer dress", "夏季红色连衣裙", "Nike黑色运动鞋", "black running shoes", "男士牛仔褲", "blue jeans"]
+
+
+def format_2_index(path, titles=TITLES) -> None:
+    """An index of format 2 (keyword text as given) holding ``titles``."""
+    LocalStore.create(path, StoreInfo("m", "fp", DIM)).close()
+    con = sqlite3.connect(path / DB_NAME)
+    for stmt in FORMAT_2_FTS:
+        con.execute(stmt)
+    con.commit()
+    con.close()
+    store = LocalStore.open(path)  # read-only: not converted; written here as format 2 wrote
+    recs = make_records(clustered(len(titles)))
+    con = store._con
+    con.execute("BEGIN")
+    for i, (r, title) in enumerate(zip(recs, titles)):
+        con.execute("INSERT INTO items (id, id_json, content_hash, meta, title, body) VALUES (?, ?, 'h', '{}', ?, ?)",
+                    (str(i), str(i), title, "Apparel"))  # fmt: skip
+        con.execute("INSERT INTO vectors VALUES (last_insert_rowid(), ?, X'', NULL)", (store._encode(r.vector),))
+    con.execute("UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+    con.execute("COMMIT")
+    store.close()
+
+
+def hits(store, query):
+    return {int(i) for i, _ in store.keyword_search(query, 10)}
+
+
+def test_a_format_2_index_is_searched_as_built_then_converted_when_opened_for_writing(tmp_path):
+    path = tmp_path / "old"
+    format_2_index(path)
+    with LocalStore.open(path) as store:  # read-only: searched as it was built
+        before = {q: store.keyword_search(q, 10) for q in ("red", "shoes", "jeans dress", "nike")}
+        assert hits(store, "red") == {0} and hits(store, "连衣裙") == set()  # the old index cannot cut Chinese
+    with LocalStore.open(path, writable=True) as store:  # converted: one transaction
+        assert store.converted_keyword_text and store.check()["ok"]
+        assert store._keyword_version() == SCHEMA_VERSION
+        assert hits(store, "连衣裙") == {1} and hits(store, "运动鞋") == {2} and hits(store, "牛仔裤") == {4}
+        assert hits(store, "nike") == {2}  # was one token with the Chinese beside it
+        for q, got in before.items():
+            if q != "nike":  # English words find the same items (the scores move: Chinese titles have more words now)
+                assert [i for i, _ in store.keyword_search(q, 10)] == [i for i, _ in got], q
+        assert store.get(["4"])["4"].title == "男士牛仔褲"
+        store.upsert([Record(id="9", vector=clustered(1)[0], title="白色连衣裙")])
+        assert hits(store, "连衣裙") == {1, 9}
+        store.delete(["1"])
+        assert hits(store, "连衣裙") == {9} and store.check()["ok"]
+    with LocalStore.open(path, writable=True) as store:
+        assert not store.converted_keyword_text  # once
+
+
+def test_upgrade_converts_the_keyword_text_of_a_float16_index(tmp_path):
+    path = tmp_path / "old"
+    format_2_index(path)
+    report = upgrade_index(path)
+    assert report["upgraded"]
+    with LocalStore.open(path) as store:
+        assert hits(store, "运动鞋") == {2} and store.vector_dtype == np.float16
+    assert upgrade_index(path)["upgraded"] is False
+    english = tmp_path / "english"  # an English catalog: the same results and scores to the last bit
+    format_2_index(english, [t for t in TITLES if t.isascii()] + ["Café crème", "über slim fit"])
+    queries = ["red", "shoes", "jeans dress", "cafe", "uber", "running blue"]
+    with LocalStore.open(english) as store:
+        before = [store.keyword_search(q, 10) for q in queries]
+    assert upgrade_index(english)["upgraded"]
+    with LocalStore.open(english) as store:
+        assert [store.keyword_search(q, 10) for q in queries] == before
+
+
+@pytest.mark.parametrize(("version", "fix"), [(SCHEMA_VERSION + 1, "newer vestis: upgrade vestis"), (0, "rebuild it")])
 def test_formats_it_cannot_read_are_refused_with_the_fix(tmp_path, version, fix):
     LocalStore.create(tmp_path / "idx", StoreInfo("m", "fp", DIM)).close()
     con = sqlite3.connect(tmp_path / "idx" / DB_NAME)

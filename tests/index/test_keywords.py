@@ -89,3 +89,21 @@ def test_a_table_extended_equals_one_built_whole():
     empty = TermTable.build([("", ""), ("", "")], tok)  # items without text: nothing matches
     assert empty.vocab == [] and len(empty.search(["red"], 5, np.ones(2, bool))[0]) == 0
     assert sorted(empty.extend(TermTable.build(docs, tok, start=2)).search(["shoe"], 5, np.ones(6, bool))[0]) == [2, 4]
+
+
+ZH_WORDS = ["红色", "連衣裙", "运动鞋", "牛仔裤", "夏季", "黑色的长裙", "Nike运动鞋", "ＴＥＥ", "T恤", "白色"]
+
+
+def test_chinese_titles_rank_as_fts5_ranks_them(tmp_path):
+    """Chinese (and traditional, full-width, mixed) titles: the term table holds what FTS5 indexed."""
+    rng = np.random.default_rng(1)
+    store = LocalStore.create(tmp_path / "idx", StoreInfo("m", "fp", 4))
+    recs = records(rng, 0, 120)
+    for r in recs[::2]:
+        r.title = "".join(rng.choice(ZH_WORDS, size=int(rng.integers(1, 4))))
+    store.upsert(recs)
+    store.refresh()
+    for q in ["连衣裙", "運動鞋", "红色连衣裙", "nike", "tee", "牛仔褲 jeans", "长裙", "T恤"]:
+        agree(store, q)
+        assert store.keyword_search(q, 5), q
+    store.close()

@@ -355,3 +355,24 @@ def test_a_version_1_catalog_is_migrated_and_keeps_reports(pg_store_url):
         for n in range(3):
             store.save_report({"mode": "add", "seen": n})
         assert [r["seen"] for r in store.reports(2)] == [2, 1]
+
+
+def test_a_version_2_catalog_gets_its_keyword_text_prepared(pg_store_url):
+    from .test_store_contract import found, mixed_records
+
+    store = PostgresStore.create(pg_store_url, info())
+    store.upsert(mixed_records())
+    for stmt in [  # the catalog as vestis before prepared keyword text wrote it: tsvector of the text as given
+        "ALTER TABLE items DROP COLUMN tsv", "ALTER TABLE items DROP COLUMN kw_title, DROP COLUMN kw_body",
+        "ALTER TABLE items ADD COLUMN tsv tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', title), "
+        "'A') || setweight(to_tsvector('english', body), 'B')) STORED",
+        "CREATE INDEX items_tsv ON items USING gin (tsv)", "UPDATE schema_version SET version = 2",
+    ]:  # fmt: skip
+        sql(store, stmt)
+    assert found(store, "连衣裙") == set() and found(store, "jeans") == {2, 7, 9}  # cannot cut Chinese
+    store.close()
+    with PostgresStore.open(pg_store_url) as store:  # migrated on opening, as every schema change
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 3
+        assert found(store, "连衣裙") == {0} and found(store, "運動鞋") == {1, 5} and found(store, "jeans") == {2, 7, 9}
+        assert sql(store, "SELECT count(*) FROM items WHERE kw_title IS NOT NULL")[0][0] == 7  # the Chinese titles
+        assert store.check()["ok"]

@@ -193,6 +193,46 @@ def test_keyword_search_with_filters(make_store):
     assert store.keyword_search("", 5) == []
 
 
+#: A mixed catalog: Chinese shop titles (one traditional, Latin brands glued on) beside English ones.
+MIXED = [
+    ("夏季红色连衣裙", "Apparel Dresses"), ("Nike黑色运动鞋", "Footwear Sports Shoes"),
+    ("男士蓝色牛仔裤", "Apparel Jeans"), ("red summer dress", "Apparel Dresses"),
+    ("黑色的长裙", "Apparel Dresses"), ("白色運動鞋", "Footwear Sports Shoes"),
+    ("Puma running shoes", "Footwear Sports Shoes"), ("蓝色修身牛仔裤 slim fit", "Apparel Jeans"),
+    ("红色 T恤", "Apparel Tshirts"), ("black jeans", "Apparel Jeans"),
+]  # fmt: skip
+
+
+def mixed_records() -> list[Record]:
+    vecs = unit(np.random.default_rng(5), len(MIXED))
+    return [Record(id=str(i), vector=vecs[i], id_value=i, content_hash=f"m{i}", title=t, body=b,
+                   metadata={"n": i, "kind": b.split()[0]}) for i, (t, b) in enumerate(MIXED)]  # fmt: skip
+
+
+def found(store, query: str, **kw) -> set[int]:
+    return {int(i) for i, _ in store.keyword_search(query, 20, **kw)}
+
+
+def test_chinese_keyword_search_beside_english(make_store):
+    store = make_store()
+    store.upsert(mixed_records())
+    assert found(store, "连衣裙") == {0}
+    assert found(store, "运动鞋") == {1, 5}  # 白色運動鞋 is written in traditional characters
+    assert found(store, "牛仔裤") == {2, 7}
+    assert found(store, "連衣裙") == found(store, "连衣裙") and found(store, "牛仔褲") == {2, 7}  # traditional queries
+    assert found(store, "nike") == {1} and found(store, "slim") == {7}  # Latin beside Chinese is a word of its own
+    assert found(store, "jeans") == {2, 7, 9}  # English words in the body, as before
+    assert found(store, "T恤") == {8} and found(store, "ｔ恤") == {8}  # full width folds (NFKC)
+    two = store.keyword_search("红色连衣裙", 20)  # two words: any of them, the item with both first
+    assert two[0][0] == "0" and {int(i) for i, _ in two} == {0, 8}
+    assert found(store, "运动鞋", where=parse_filter("n > 3")) == {5}
+    assert store.get(["5"])["5"].title == "白色運動鞋"  # shown as given
+    assert found(store, "裙子") == set()  # a word no title has (dresses are 连衣裙 and 长裙 here)
+    assert store.check()["ok"]
+    store.delete(["1"])
+    assert found(store, "运动鞋") == {5} and store.check()["ok"]
+
+
 def test_facets_and_image_hash_lookup(make_store):
     store = make_store()
     store.upsert(records(12))

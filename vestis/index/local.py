@@ -22,8 +22,17 @@ float32 ≥ 0.99, ``benchmarks/search.py``), and only the vectors a query needs:
   title re-embeds the item anyway.
 
 Format-1 indexes (float32, all three vectors) are read and written as they are;
-:func:`upgrade_index` rewrites one in format 2. Thumbnails are what the build made
-(:func:`vestis.index.steps.thumbnail`: at most the size the result page shows).
+:func:`upgrade_index` rewrites one in format 2 (float16), and brings any older index to format 3.
+
+Keyword text (format 3): FTS5 indexes each title and body as :func:`vestis.index.words.keyword_text`
+prepares it (Chinese cut into words, traditional characters folded, NFKC), kept in ``kw_title`` /
+``kw_body`` where it differs from the text as given (NULL otherwise: every English catalog) and read
+by FTS5 through the view ``items_kw``. An index of an earlier format is brought to it when opened
+for writing (or by :func:`upgrade_index`): the two columns are filled and FTS5 rebuilt, in one
+transaction (seconds at 40,000 items); opened read-only it is searched as it was built.
+
+Thumbnails are what the build made (:func:`vestis.index.steps.thumbnail`: at most the size the
+result page shows).
 
 Every write is one SQLite transaction that also bumps ``generation``; a crash or
 kill at any moment leaves the last committed generation readable. Readers see a
@@ -41,7 +50,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import sqlite3
 import threading
@@ -63,11 +71,17 @@ from vestis.index.vectors import (
     load_vector_set,
     save_vector_set,
 )
+from vestis.index.words import query_words, stored_keyword_text
 
-#: Format 2: vectors as float16, an image vector only where it differs from the item's, no title vector.
-SCHEMA_VERSION = 2
-#: Formats this vestis opens (format 1: every vector float32; read and written as such).
-READABLE_VERSIONS = (1, 2)
+#: Format 2: vectors as float16, an image vector only where it differs from the item's, no title vector
+#: (``vector_dtype`` in ``info``: format-1 float32 vectors are kept until upgraded). Format 3: keyword
+#: text prepared by :mod:`vestis.index.words`.
+SCHEMA_VERSION = 3
+#: Formats this vestis opens (format 1: every vector float32; read and written as such; 1 and 2: keyword
+#: text as given, searched as such when opened read-only, converted when opened for writing).
+READABLE_VERSIONS = (1, 2, 3)
+#: The first format whose FTS5 index holds prepared keyword text.
+KEYWORD_TEXT_VERSION = 3
 DB_NAME = "index.sqlite"
 
 _SCHEMA = """
@@ -82,19 +96,29 @@ CREATE TABLE IF NOT EXISTS items (
     title TEXT NOT NULL DEFAULT '',
     body TEXT NOT NULL DEFAULT '',
     image_error TEXT,
-    image_ref TEXT
+    image_ref TEXT,
+    kw_title TEXT,
+    kw_body TEXT
 );
 CREATE INDEX IF NOT EXISTS items_image_hash ON items(image_hash);
 CREATE TABLE IF NOT EXISTS vectors (row INTEGER PRIMARY KEY, vec BLOB NOT NULL, img_vec BLOB, txt_vec BLOB);
 CREATE TABLE IF NOT EXISTS thumbs (row INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+#: The keyword index (format 3): FTS5 over the prepared text, NULL meaning "as given".
+_KEYWORD_SCHEMA = """
+CREATE VIEW IF NOT EXISTS items_kw AS
+    SELECT row, coalesce(kw_title, title) AS title, coalesce(kw_body, body) AS body FROM items;
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
-    title, body, content='items', content_rowid='row', tokenize='porter unicode61 remove_diacritics 2'
+    title, body, content='items_kw', content_rowid='row', tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS items_ai AFTER INSERT ON items BEGIN
-    INSERT INTO fts(rowid, title, body) VALUES (new.row, new.title, new.body);
+    INSERT INTO fts(rowid, title, body)
+    VALUES (new.row, coalesce(new.kw_title, new.title), coalesce(new.kw_body, new.body));
 END;
 CREATE TRIGGER IF NOT EXISTS items_ad AFTER DELETE ON items BEGIN
-    INSERT INTO fts(fts, rowid, title, body) VALUES ('delete', old.row, old.title, old.body);
+    INSERT INTO fts(fts, rowid, title, body)
+    VALUES ('delete', old.row, coalesce(old.kw_title, old.title), coalesce(old.kw_body, old.body));
     DELETE FROM vectors WHERE row = old.row;
     DELETE FROM thumbs WHERE row = old.row;
 END;
@@ -128,9 +152,8 @@ def _ordered_field_sql(name: str) -> tuple[str, list]:
     return (_ORDERED_ID, []) if name == "id" else _field_sql(name)
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 query matching any of the words of ``text`` (quoted: no FTS syntax gets through)."""
-    words = re.findall(r"\w+", text.lower())
+def fts_query(words: Sequence[str]) -> str | None:
+    """An FTS5 query matching any of ``words`` (quoted: no FTS syntax gets through)."""
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
 
 
@@ -144,10 +167,11 @@ class LocalStore(BaseStore):
         self._snap: tuple[int, VectorSet, Columns] | None = None
         self._filter_cache: dict[tuple[int, str], np.ndarray] = {}  # SQLite's rows of recent filters
         self._mask_cache: dict = {}  # recent filters' masks, under None the columns they were made from
-        self._terms: tuple[int, np.ndarray, TermTable] | None = None  # generation, its rows, its term table
+        self._terms: tuple[int, np.ndarray, TermTable, int] | None = None  # generation, rows, table, format
         self._tokenizer = Tokenizer()
         self._lock_file = None
         self.vector_dtype = np.dtype(np.float16)  # as stored in SQLite; format 1 indexes: float32
+        self.converted_keyword_text = False  # opening brought the keyword text to format 3
 
     # -------------------------------------------------------------------- open/create
 
@@ -185,7 +209,7 @@ class LocalStore(BaseStore):
         con = cls._connect(directory / DB_NAME, readonly=False)
         con.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _split_sql(_SCHEMA):
+            for stmt in _split_sql(_SCHEMA + _KEYWORD_SCHEMA):
                 con.execute(stmt)
             values = {
                 "schema_version": SCHEMA_VERSION,
@@ -233,7 +257,46 @@ class LocalStore(BaseStore):
         )
         store = cls(directory, con, store_info, writable=writable)
         store.vector_dtype = np.dtype(json.loads(info.get("vector_dtype", '"float32"')))
+        if writable and version < KEYWORD_TEXT_VERSION:
+            try:
+                store.converted_keyword_text = store._convert_keyword_text()
+            except BaseException:
+                store.close()
+                raise
         return store
+
+    def _keyword_version(self) -> int:
+        return int(self._info_value("schema_version", 0))
+
+    def _convert_keyword_text(self) -> bool:
+        """Bring an index of format 1 or 2 to format 3 (see the module docstring); False when another
+        process did it meanwhile."""
+        try:
+            with self.writer(), self._lock, self._transaction() as con:
+                if int(json.loads(con.execute("SELECT value FROM info WHERE key = 'schema_version'").fetchone()[0])) \
+                        >= KEYWORD_TEXT_VERSION:  # fmt: skip
+                    return False
+                con.execute("DROP TRIGGER IF EXISTS items_ai")
+                con.execute("DROP TRIGGER IF EXISTS items_ad")
+                con.execute("DROP TABLE IF EXISTS fts")
+                con.execute("DROP VIEW IF EXISTS items_kw")
+                have = {r[1] for r in con.execute("PRAGMA table_info(items)")}
+                for column in ("kw_title", "kw_body"):
+                    if column not in have:
+                        con.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
+                changed = [
+                    (stored_keyword_text(title), stored_keyword_text(body), row)
+                    for row, title, body in con.execute("SELECT row, title, body FROM items")
+                    if not (title.isascii() and body.isascii())
+                ]
+                con.executemany("UPDATE items SET kw_title = ?, kw_body = ? WHERE row = ?", changed)
+                for stmt in _split_sql(_KEYWORD_SCHEMA):
+                    con.execute(stmt)
+                con.execute("INSERT INTO fts(fts) VALUES ('rebuild')")
+                con.execute("UPDATE info SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
+        except sqlite3.Error as exc:
+            raise VestisError(f"{self.directory}: cannot bring the index to format {SCHEMA_VERSION} ({exc})") from None
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -297,11 +360,11 @@ class LocalStore(BaseStore):
             for r in records:
                 cur = con.execute(
                     "INSERT INTO items (id, id_json, content_hash, image_hash, meta, title, body, image_error, "
-                    "image_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "image_ref, kw_title, kw_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.id, json.dumps(r.id if r.id_value is None else r.id_value), r.content_hash, r.image_hash,
                         json.dumps(r.metadata, default=str, allow_nan=False), r.title, r.body, r.image_error,
-                        r.image_ref,
+                        r.image_ref, stored_keyword_text(r.title), stored_keyword_text(r.body),
                     ),
                 )  # fmt: skip
                 row = cur.lastrowid
@@ -575,9 +638,12 @@ class LocalStore(BaseStore):
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
         """The ``k`` items whose title and metadata best match the words of ``text`` by BM25 (FTS5's
         ``bm25(fts, 2.0, 1.0)``, sign turned), computed over the snapshot's term table
-        (:mod:`vestis.index.keywords`); a word FTS5 splits into a phrase is left to FTS5."""
-        words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
-        if not words or k <= 0:
+        (:mod:`vestis.index.keywords`); a word FTS5 splits into a phrase is left to FTS5. The words are
+        :func:`vestis.index.words.query_words` (an index of format 1 or 2 opened read-only: as it was built)."""
+        if k <= 0:
+            return []
+        words = query_words(text, prepared=self._keyword_version() >= KEYWORD_TEXT_VERSION)
+        if not words:
             return []
         vs, columns = self._state()
         with self._lock:
@@ -590,7 +656,7 @@ class LocalStore(BaseStore):
 
     def _fts_search(self, text: str, k: int, where: Filter | None) -> list[tuple[str, float]]:
         """Keyword search by FTS5 itself (``bm25()`` for every matching row)."""
-        match = fts_query(text)
+        match = fts_query(query_words(text, prepared=self._keyword_version() >= KEYWORD_TEXT_VERSION))
         if match is None or k <= 0:
             return []
         sql, params = ("", [])
@@ -612,13 +678,14 @@ class LocalStore(BaseStore):
         """The term table of the snapshot ``vs``: in memory, else in its cache folder, else made (from
         the previous generation's when ``vs`` extends it) and saved there."""
         gen = self._snap[0] if self._snap is not None else -1
-        if self._terms is not None and self._terms[0] == gen:
+        version = self._keyword_version()
+        if self._terms is not None and self._terms[0] == gen and self._terms[3] == version:
             return self._terms[2]
         folder = self.directory / "cache" / f"g{gen}"
         table = TermTable.load(folder)
         if table is None or len(table.lengths) != len(vs.rows):
             table, start = None, 0
-            if self._terms is not None:
+            if self._terms is not None and self._terms[3] == version:  # the same text: extended
                 old_rows, old = self._terms[1], self._terms[2]
                 if len(old_rows) <= len(vs.rows) and np.array_equal(vs.rows[: len(old_rows)], old_rows):
                     table, start = old, len(old_rows)
@@ -632,16 +699,19 @@ class LocalStore(BaseStore):
                     for f in tmp.iterdir():
                         os.replace(f, folder / f.name)
                     tmp.rmdir()
-        self._terms = (gen, vs.rows, table)
+        self._terms = (gen, vs.rows, table, version)
         return table
 
     def _documents(self, rows: np.ndarray) -> list[tuple[str, str]]:
-        """(title, body) of ``rows`` (ascending), ``('', '')`` for rows no longer in the index."""
+        """(title, body) of ``rows`` (ascending) as FTS5 indexed them, ``('', '')`` for rows no longer in
+        the index."""
         docs = [("", "")] * len(rows)
         if not len(rows):
             return docs
+        table = "items_kw" if self._keyword_version() >= KEYWORD_TEXT_VERSION else "items"
         got = self._con.execute(
-            "SELECT row, title, body FROM items WHERE row >= ? AND row <= ? ORDER BY row", (int(rows[0]), int(rows[-1]))
+            f"SELECT row, title, body FROM {table} WHERE row >= ? AND row <= ? ORDER BY row",
+            (int(rows[0]), int(rows[-1])),
         ).fetchall()
         found = np.fromiter((g[0] for g in got), np.int64, len(got))
         pos = np.minimum(np.searchsorted(rows, found), len(rows) - 1)
@@ -704,14 +774,17 @@ class LocalStore(BaseStore):
 
 
 def upgrade_index(directory: str | Path) -> dict:
-    """Rewrite a format-1 index (float32 vectors, three per item) in format 2 in place: one
-    transaction (a crash leaves format 1 whole), then ``VACUUM`` to hand the space back.
-    Returns the size on disk before and after; an index already in format 2 is left as it is."""
+    """Bring an index to the current format in place: its keyword text prepared (format 3, one
+    transaction, done by opening it for writing) and float32 vectors (three per item, format 1) rewritten
+    as float16 (one transaction: a crash leaves format 1 whole), then ``VACUUM`` to hand the space back.
+    Returns the size on disk before and after; an index already in the current format is left as it is."""
     directory = Path(directory)
     before = _size_on_disk(directory)
     with LocalStore.open(directory, writable=True) as store, store.writer():
         if store.vector_dtype == np.float16:
-            return {"index": str(directory), "upgraded": False, "mb_before": before, "mb_after": before}
+            converted = store.converted_keyword_text
+            return {"index": str(directory), "upgraded": converted, "mb_before": before,
+                    "mb_after": _size_on_disk(directory) if converted else before}  # fmt: skip
         with store._lock, store._transaction() as con:
             old = LocalStore(directory, con, store.info, writable=True)
             old.vector_dtype = np.dtype(np.float32)

@@ -8,7 +8,9 @@ unless the URL says ``?schema=shop``)::
     info            model, fingerprint, dim, settings, fields, generation (JSONB values)
     reports         build reports (JSONB, the latest KEEP_REPORTS), as an index folder's reports/
     items           id, metadata (``doc`` JSON as given, ``meta`` JSONB for filters), titles,
-                    vectors (pgvector ``vector``), ``tsv`` (tsvector: title weight A, text B)
+                    vectors (pgvector ``vector``), ``tsv`` (tsvector: title weight A, text B, of the
+                    keyword text: ``kw_title``/``kw_body`` as :mod:`vestis.index.words` prepares it,
+                    NULL where it is the text as given)
     thumbs          thumbnails (bytea), deleted with their item
 
 Vectors are kept in full precision; the HNSW index (inner product) is over ``halfvec``
@@ -53,8 +55,9 @@ from sqlglot import exp
 from vestis.errors import InputError, UnavailableError, VestisError
 from vestis.index.filters import Filter
 from vestis.index.store import KEEP_REPORTS, BaseStore, Record, StoreInfo
+from vestis.index.words import query_words, stored_keyword_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_SCHEMA = "vestis"
 #: A filtered search is exact when at most this many items match (else an iterative HNSW scan): an exact
 #: scan costs about 4 ms per 1,000 matches at 256-d here; the index scan a few ms while matches are not rare.
@@ -175,11 +178,32 @@ def _configure(schema: str):
     return configure
 
 
-#: Schema changes, by the version they lead to (version 1 is :func:`_ddl` without them; a new catalog gets all).
+_TSV = (
+    "setweight(to_tsvector('english', coalesce(kw_title, title)), 'A') || "
+    "setweight(to_tsvector('english', coalesce(kw_body, body)), 'B')"
+)
+
+#: Schema changes, by the version they lead to (version 1 is :func:`_ddl` as it was; a new catalog gets all).
 MIGRATIONS: dict[int, list[str]] = {
     2: ["CREATE TABLE reports (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, report jsonb NOT NULL, "
         "at timestamptz NOT NULL DEFAULT now())"],
+    # keyword text prepared by vestis.index.words (filled in by _fill_keyword_text)
+    3: ["ALTER TABLE items ADD COLUMN IF NOT EXISTS kw_title text, ADD COLUMN IF NOT EXISTS kw_body text",
+        "ALTER TABLE items DROP COLUMN IF EXISTS tsv",
+        f"ALTER TABLE items ADD COLUMN tsv tsvector GENERATED ALWAYS AS ({_TSV}) STORED",
+        "CREATE INDEX items_tsv ON items USING gin (tsv)"],
 }  # fmt: skip
+
+
+def _fill_keyword_text(con) -> None:
+    """``kw_title`` / ``kw_body`` of the items whose text is not ASCII (the others' keyword text is themselves)."""
+    rows = con.execute(
+        "SELECT rid, title, body FROM items WHERE octet_length(title) <> char_length(title) "
+        "OR octet_length(body) <> char_length(body)"
+    ).fetchall()
+    with con.cursor() as cur:
+        cur.executemany("UPDATE items SET kw_title = %s, kw_body = %s WHERE rid = %s",
+                        [(stored_keyword_text(t), stored_keyword_text(b), rid) for rid, t, b in rows])  # fmt: skip
 
 
 def _ddl(dim: int) -> list[str]:
@@ -202,9 +226,9 @@ def _ddl(dim: int) -> list[str]:
             vec vector({dim}) NOT NULL,
             img_vec vector({dim}),
             txt_vec vector({dim}),
-            tsv tsvector GENERATED ALWAYS AS (
-                setweight(to_tsvector('english', title), 'A') || setweight(to_tsvector('english', body), 'B')
-            ) STORED
+            kw_title text,
+            kw_body text,
+            tsv tsvector GENERATED ALWAYS AS ({_TSV}) STORED
         )""",
         "CREATE TABLE thumbs (rid bigint PRIMARY KEY REFERENCES items ON DELETE CASCADE, data bytea NOT NULL)",
         *MIGRATIONS[2],
@@ -225,11 +249,6 @@ def _ddl(dim: int) -> list[str]:
                    LIKE lower(b #>> '{}') ESCAPE '' $$""",
         "CREATE OPERATOR ~~ (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = vestis_like)",
     ]
-
-
-def fts_words(text: str, most: int = 64) -> list[str]:
-    """The distinct words of a keyword query (each becomes a bound parameter; no tsquery syntax gets through)."""
-    return list(dict.fromkeys(re.findall(r"\w+", text.lower())))[:most]
 
 
 def _jsonb(value):
@@ -384,6 +403,8 @@ class PostgresStore(BaseStore):
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     for stmt in MIGRATIONS.get(target, []):
                         con.execute(stmt)
+                    if target == 3:
+                        _fill_keyword_text(con)
                     con.execute("INSERT INTO schema_version (version) VALUES (%s)", [target])
 
     @staticmethod
@@ -567,21 +588,23 @@ class PostgresStore(BaseStore):
                 "ALTER TABLE stage DROP COLUMN rid, DROP COLUMN meta, DROP COLUMN tsv"
             )
             cols = ("id, id_json, content_hash, image_hash, doc, title, body, image_error, image_ref, vec, img_vec, "
-                    "txt_vec, thumb")  # fmt: skip
+                    "txt_vec, thumb, kw_title, kw_body")  # fmt: skip
             with con.cursor() as cur, cur.copy(f"COPY stage ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(["text", "jsonb", "text", "text", "json", "text", "text", "text", "text",
-                                "vector", "vector", "vector", "bytea"])  # fmt: skip
+                                "vector", "vector", "vector", "bytea", "text", "text"])  # fmt: skip
                 for r in records:
                     copy.write_row((
                         r.id, Jsonb(r.id if r.id_value is None else r.id_value, dumps), r.content_hash, r.image_hash,
                         Json(r.metadata, dumps), r.title, r.body, r.image_error,
                         r.image_ref, _f32(r.vector), _f32(r.image_vector), _f32(r.text_vector), r.thumbnail or None,
+                        stored_keyword_text(r.title), stored_keyword_text(r.body),
                     ))  # fmt: skip
             con.execute("DELETE FROM items WHERE id IN (SELECT id FROM stage)")
             con.execute(
                 "WITH new AS (INSERT INTO items (id, id_json, content_hash, image_hash, doc, title, body, image_error, "
-                "image_ref, vec, img_vec, txt_vec) SELECT id, id_json, content_hash, image_hash, doc, title, body, "
-                "image_error, image_ref, vec, img_vec, txt_vec FROM stage RETURNING rid, id) "
+                "image_ref, vec, img_vec, txt_vec, kw_title, kw_body) SELECT id, id_json, content_hash, image_hash, "
+                "doc, title, body, image_error, image_ref, vec, img_vec, txt_vec, kw_title, kw_body FROM stage "
+                "RETURNING rid, id) "
                 "INSERT INTO thumbs SELECT new.rid, stage.thumb FROM new JOIN stage USING (id) "
                 "WHERE stage.thumb IS NOT NULL"
             )
@@ -797,8 +820,9 @@ class PostgresStore(BaseStore):
         return [(i, float(s)) for i, s in rows]
 
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
-        """Full-text ranking (``ts_rank``; titles weigh twice the other text) of items matching any word."""
-        words = fts_words(text)
+        """Full-text ranking (``ts_rank``; titles weigh twice the other text) of items matching any word
+        (:func:`vestis.index.words.query_words`)."""
+        words = query_words(text)  # each a bound parameter: no tsquery syntax gets through
         if not words or k <= 0:
             return []
         cond, params = self._filter(where, ())

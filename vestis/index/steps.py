@@ -25,6 +25,7 @@ from vestis.embed import embed_images
 from vestis.errors import InputError
 from vestis.index.store import Record, Store
 from vestis.models.base import Encoder, l2_normalize
+from vestis.models.text import catalog_text, without_surrogates
 
 #: Longest side of a stored thumbnail: the result page shows them 140 px tall (serve/static/style.css).
 THUMBNAIL_SIZE = 160
@@ -130,7 +131,9 @@ def plan_item(item: CatalogItem, existing: Mapping[str, str], mode: str, title_c
         return Plan(item, "skip_existing", key)
     if mode == "update" and old is None:
         return Plan(item, "skip_missing", key)
-    title = str(item.metadata.get(title_col) or "").strip() if title_col else ""
+    item.metadata = {without_surrogates(k) if isinstance(k, str) else k: without_surrogates(v) if isinstance(v, str)
+                     else v for k, v in item.metadata.items()}  # fmt: skip
+    title = catalog_text(item.metadata.get(title_col) or "") if title_col else ""  # nothing left: no title
     image = _image_bytes(item)
     embed_hash = _digest(image or b"", title.encode())
     content_hash = f"{embed_hash}.{_digest(json.dumps(item.metadata, sort_keys=True, default=str).encode())}"
@@ -173,7 +176,8 @@ def _shown(value: object) -> str:
 
 
 def _body(metadata: dict, title_col: str | None) -> str:
-    return " ".join(str(v) for k, v in metadata.items() if k != title_col and isinstance(v, str) and v.strip())
+    texts = (catalog_text(v) for k, v in metadata.items() if k != title_col and isinstance(v, str))
+    return " ".join(t for t in texts if t)
 
 
 def _record(item: CatalogItem, title: str, title_col: str | None, content_hash: str, **vectors) -> Record:

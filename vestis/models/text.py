@@ -85,6 +85,20 @@ def open_clip_clean(text: str) -> str:
     return _WS.sub(" ", text).strip().lower()
 
 
+#: Characters per token, far above any tokenizer's (CLIP's BPE and BERT's WordPiece: about 4 on
+#: English, 1 to 2 on Chinese); times the context length, the characters of a text read at most.
+CHARS_PER_TOKEN = 32
+
+
+def _cut(text: str, most: int) -> str:
+    """``text`` cut to at most ``most`` characters, at the last space before them when there is one."""
+    if len(text) <= most:
+        return text
+    head = text[:most]
+    space = head.rfind(" ")
+    return head[:space] if space > most // 2 else head
+
+
 @dataclass
 class TextTokenizer:
     """A transformers tokenizer plus the context length and cleaning a model expects.
@@ -99,7 +113,16 @@ class TextTokenizer:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def _cleaned(self, texts: Sequence[str]) -> list[str]:
-        return [self.clean(t) for t in texts] if self.clean is not None else list(texts)
+        """The texts cleaned as the model expects, each cut to :attr:`max_chars` first."""
+        texts = [_cut(t, self.max_chars) for t in texts]
+        return [self.clean(t) for t in texts] if self.clean is not None else texts
+
+    @property
+    def max_chars(self) -> int:
+        """Characters of a text read at most: far more than its first ``context_length`` tokens can
+        span (a token is at most a few characters), so the tokens kept are the same; a megabyte of text
+        is not tokenised whole only to be truncated."""
+        return CHARS_PER_TOKEN * self.context_length
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -171,8 +194,44 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+#: Invisible format characters: zero-width space/non-joiner/joiner, word joiner and invisible operators,
+#: the byte-order mark, the soft hyphen, bidirectional marks, embeddings, overrides and isolates.
+INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: Every other kind of space (no-break, ideographic U+3000, en/em, line and paragraph separators).
+_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+#: Full-width letters and digits (U+FF10-FF19, FF21-FF3A, FF41-FF5A) -> ASCII.
+_FULL_WIDTH = {
+    c: c - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)) for c in range(r[0], r[1] + 1)
+}
+
+
+def clean_text(text: str) -> str:
+    """``text`` as every encoder reads it: invisible format characters removed (they split or glue words
+    unseen: a zero-width space inside "dre\u200bss", a right-to-left override), every kind of space a plain
+    one, full-width letters and digits ("ｄｒｅｓｓ") plain, the ends stripped. Full-width punctuation stays:
+    "，" is how Chinese is written and Chinese-CLIP's vocabulary has it (NFKC of a whole query is done where
+    punctuation is syntax: :func:`vestis.search.parse_terms`). ASCII text is returned as it is (stripped)."""
+    if text.isascii():
+        return text.strip()
+    return _SPACES.sub(" ", INVISIBLE.sub("", text)).translate(_FULL_WIDTH).strip()
+
+
+def catalog_text(value: object) -> str:
+    """A catalog's text value (a title) made safe to embed and index: lone surrogates become U+FFFD, control
+    characters (a NUL from a broken export) spaces, then :func:`clean_text`. Never raises: a build goes on."""
+    return clean_text(_CONTROL.sub(" ", without_surrogates(str(value))))
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 store can hold: a JSON ``"\\ud800"`` escape gives one)
+    replaced by U+FFFD."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
 def validate_texts(texts: Any) -> list[str]:
-    """A list of non-empty strings, or an :class:`InputError` naming the bad item."""
+    """A list of non-empty strings, or an :class:`InputError` naming the bad item; the strings as
+    :func:`clean_text` leaves them."""
     if isinstance(texts, str):
         raise InputError("texts must be a list of strings, got a single string (wrap it in a list)")
     try:
@@ -187,4 +246,9 @@ def validate_texts(texts: Any) -> list[str]:
         problem = text_problem(t)
         if problem:
             raise InputError(f"text {i}: {problem}")
+        items[i] = clean_text(t)
+        if not items[i]:
+            raise InputError(
+                f"text {i}: empty once invisible characters (zero-width spaces, direction marks) are removed"
+            )
     return items
