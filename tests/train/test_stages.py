@@ -252,7 +252,7 @@ stages:
     lr: 1.0e-3
     warmup_steps: 2
   - name: both towers
-    epochs: 2
+    epochs: 3
     lr: 2.0e-4
     warmup_steps: 1
 """
@@ -267,7 +267,7 @@ init: {base}
 languages: [zh]
 kagl: {catalog_file()}
 ccp: null
-limit: 64
+limit: 96
 val_fraction: 0.2
 batch_size: 16
 bf16: false
@@ -279,15 +279,15 @@ fields: {{article: 1.0, composed: 1.0, sub: 0.5, colour: 0.5}}
     first = subprocess.run([*cmd, "--stop-after", "3"], capture_output=True, text=True, timeout=1200, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "stage 1/2 (lit): 2 epochs, lr 0.001, image tower locked" in first.stderr
-    assert "stage 2/2 (both towers): 2 epochs, lr 0.0002, both towers trained" in first.stderr
-    assert "stopped after epoch 3 of 4 (stage 2/2)" in first.stderr
+    assert "stage 2/2 (both towers): 3 epochs, lr 0.0002, both towers trained" in first.stderr
+    assert "stopped after epoch 3 of 5 (stage 2/2)" in first.stderr
     # killed in stage 2: the re-run continues stage 2
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "after epoch 3 (stage 2/2, both towers)" in again.stderr and "stage 1/2" not in again.stderr
 
     log = history(tmp_path / "run")
-    assert [(r["stage"], r["stage_epoch"]) for r in log] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(r["stage"], r["stage_epoch"]) for r in log] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3)]
     assert "val_article_zh_weighted_f1" in log[-1]  # validated with Chinese prompts
     for stage in (1, 2):  # the loss falls inside each stage
         rows = [r for r in log if r["stage"] == stage]
