@@ -651,3 +651,16 @@ def pixel_batches(
             if pending is not None:
                 for f in pending[1]:
                     f.cancel()
+
+
+def image_mime(data: bytes) -> str:
+    """The media type of encoded image bytes, from their first bytes."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return "application/octet-stream"

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from vestis.errors import ImageError, InputError
-from vestis.models.preprocess import decode_size, prepare_image
+from vestis.models.preprocess import decode_size, image_mime, prepare_image
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
 
@@ -141,19 +141,6 @@ def release_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
-
-
-def image_mime(data: bytes) -> str:
-    """The media type of encoded image bytes, from their first bytes."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return "application/octet-stream"
 
 
 def data_url(data: bytes) -> str:

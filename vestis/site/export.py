@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from vestis.errors import InputError
+from vestis.models.preprocess import image_mime
 
 SITE_FORMAT = 1
 MANIFEST = "vestis-site.json"
@@ -259,16 +260,12 @@ def _runtime_entry() -> dict[str, Any]:
     return {"package": PACKAGE, "version": VERSION, "integrity": INTEGRITY, "dir": VENDOR_DIR, "files": list(FILES)}
 
 
+#: File extensions of the thumbnail formats a build writes (:func:`vestis.models.preprocess.image_mime`).
+_THUMB_EXTS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
 def _thumb_ext(data: bytes | None) -> str:
-    if not data:
-        return ""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return ""
+    return _THUMB_EXTS.get(image_mime(data), "") if data else ""
 
 
 def _write_items(store: Any, staging: Path, dim: int, say: Callable[[str], None]) -> tuple[int, bool]:
