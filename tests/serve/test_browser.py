@@ -11,33 +11,23 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.conftest import chromium
 from vestis.search import STEERS
 
 from .conftest import REPO_ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 SCREENSHOTS = REPO_ROOT / ("docs" if os.environ.get("VESTIS_UPDATE_SCREENSHOTS") else "build") / "screenshots"
 SCREENSHOT = SCREENSHOTS / "web.png"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium for this test")
-        pytest.skip("Debian's chromium is not installed here (apt-get install chromium); CI installs it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def settle(page, text: str = "") -> None:
