@@ -41,37 +41,43 @@ def cn_clip_vocab() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "clip" / "vocab.txt"
 
 
-@pytest.fixture(scope="module")
-def chinese_clip_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("chinese-clip")
+def write_tiny_chinese_clip(
+    directory: Path, *, image_size: int = 224, patch_size: int = 32, max_positions: int = 512, seed: int = 3
+) -> Path:
+    """A random-weight ChineseCLIPModel in Chinese-CLIP's format (BERT tokenizer with its real vocabulary)."""
     vocab = cn_clip_vocab()
-    n_vocab = sum(1 for _ in vocab.open(encoding="utf-8"))
     config = ChineseCLIPConfig(
         projection_dim=32,
         text_config=dict(
-            vocab_size=n_vocab,
+            vocab_size=sum(1 for _ in vocab.open(encoding="utf-8")),
             hidden_size=64,
             intermediate_size=128,
             num_hidden_layers=2,
             num_attention_heads=4,
-            max_position_embeddings=512,
+            max_position_embeddings=max_positions,
         ),
         vision_config=dict(
             hidden_size=64,
             intermediate_size=128,
             num_hidden_layers=2,
             num_attention_heads=4,
-            image_size=224,
-            patch_size=32,
+            image_size=image_size,
+            patch_size=patch_size,
         ),
     )
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     model = ChineseCLIPModel(config).eval()
-    perturb_(model, 3)
+    perturb_(model, seed)
     model.save_pretrained(str(directory))
     BertTokenizer(vocab_file=str(vocab)).save_pretrained(str(directory))
-    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
+    preprocessor = {**PREPROCESSOR, "size": {"height": image_size, "width": image_size}}
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return directory
+
+
+@pytest.fixture(scope="module")
+def chinese_clip_dir(tmp_path_factory):
+    return write_tiny_chinese_clip(tmp_path_factory.mktemp("chinese-clip"))
 
 
 def test_chinese_clip_matches_transformers(chinese_clip_dir, sample_images, sample_texts, record_parity):

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPModel
+from transformers import BertTokenizer, ChineseCLIPModel
 
 import vestis
-from tests.conftest import perturb_
-from tests.models.test_chinese_clip import PREPROCESSOR, cn_clip_vocab
+from tests.models.test_chinese_clip import write_tiny_chinese_clip
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.errors import InputError
 from vestis.models.loading import detect_format
@@ -210,37 +209,9 @@ def test_a_transformers_clip_trains_in_stages_and_stays_one(tmp_path):
 # ------------------------------------------------------------------ Chinese-CLIP through the CLI
 
 
-def write_tiny_chinese_clip(directory: Path) -> Path:
-    """A random-weight ChineseCLIPModel in Chinese-CLIP's format (BERT tokenizer with its real vocabulary), shrunk to
-    32 x 32 images so a step takes milliseconds."""
-    vocab = cn_clip_vocab()
-    config = ChineseCLIPConfig(
-        projection_dim=32,
-        text_config=dict(
-            vocab_size=sum(1 for _ in vocab.open(encoding="utf-8")),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=64,
-        ),  # fmt: skip
-        vision_config=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),  # fmt: skip
-    )
-    torch.manual_seed(5)
-    model = ChineseCLIPModel(config).eval()
-    perturb_(model, 5)
-    model.save_pretrained(str(directory))
-    BertTokenizer(vocab_file=str(vocab)).save_pretrained(str(directory))
-    preprocessor = {**PREPROCESSOR, "size": {"height": 32, "width": 32}}
-    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor))
-    return directory
+def tiny_chinese_clip(directory: Path) -> Path:
+    """A random-weight Chinese-CLIP shrunk to 32 x 32 images, so a step takes milliseconds."""
+    return write_tiny_chinese_clip(directory, image_size=32, patch_size=8, max_positions=64, seed=5)
 
 
 CHINESE_CLIP_STAGES = """
@@ -259,7 +230,7 @@ stages:
 
 
 def test_chinese_clip_trains_in_two_stages_through_the_cli_and_stays_chinese_clip(tmp_path):
-    base = write_tiny_chinese_clip(tmp_path / "base")
+    base = tiny_chinese_clip(tmp_path / "base")
     config = tmp_path / "two-stage.yaml"
     config.write_text(f"""
 out: {tmp_path / "run"}
