@@ -97,3 +97,22 @@ def test_imagenet_predictions_on_catalog_photos(lite0_pair):
         hits += sum(bool(set(row.tolist()) & IMAGENET[label]) for row in top5)
         n += len(images)
     assert hits / n >= 0.4, f"top-5 hit rate {hits / n:.2f} on {n} catalog photos"
+
+
+def test_folding_batchnorm_keeps_the_function_and_drops_the_layers(lite0_pair):
+    """Inference folds every BatchNorm into its convolution: the same outputs (to float32
+    rounding) from a network with no BatchNorm left; folding twice changes nothing."""
+    import copy
+
+    ours, _, _ = lite0_pair
+    x = torch.randn(3, 3, 224, 224)
+    folded = copy.deepcopy(ours).fold_batchnorm()
+    with torch.no_grad():
+        before, after = ours(x), folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ours.modules())  # the original is untouched
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+    assert torch.nn.functional.cosine_similarity(before.flatten(1), after.flatten(1)).min() > 0.99999
+    state = copy.deepcopy(folded.state_dict())
+    folded.fold_batchnorm()
+    assert all(torch.equal(state[k], v) for k, v in folded.state_dict().items())

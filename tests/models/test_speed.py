@@ -210,14 +210,15 @@ def test_bf16_parity_on_the_tiny_model(hf_dir, small_parity_data):
 
 
 @needs_bf16
-def test_vestis_mini_runs_bf16_by_default_exactly_when_its_parity_holds():
+@pytest.mark.parametrize("name", ["vestis-mini", "vestis-mini-zh"])
+def test_bundled_models_run_bf16_by_default_exactly_when_their_parity_holds(name):
     """The measurement behind BF16_VERIFIED: real weights, real KAGL (or demo) products."""
     from vestis.models.loading import BF16_VERIFIED
 
     data = parity_data(n_images=300, n_texts=200, n_calibration=0)
-    fp32 = vestis.load_encoder("vestis-mini", precision="fp32")
+    fp32 = vestis.load_encoder(name, precision="fp32")
     ref = Embeddings.of(fp32, data)
-    bf16 = vestis.load_encoder("vestis-mini", precision="bf16")
+    bf16 = vestis.load_encoder(name, precision="bf16")
     # the frozen sentence encoder and its head run in fp32, as trained: bf16 there flips choices
     assert "text tower fp32" in bf16.runtime
     titles = data.titles[:16]
@@ -225,8 +226,8 @@ def test_vestis_mini_runs_bf16_by_default_exactly_when_its_parity_holds():
     row = compare(ref, Embeddings.of(bf16, data))
     holds = row["image_cos_min"] >= MIN_COSINE and row["text_cos_min"] >= MIN_COSINE
     holds = holds and row["top1_agreement"] >= MIN_AGREEMENT
-    assert ("vestis-mini" in BF16_VERIFIED) == holds, row
-    assert vestis.load_encoder("vestis-mini").precision == ("bf16" if holds else "fp32"), row
+    assert (name in BF16_VERIFIED) == holds, row
+    assert vestis.load_encoder(name).precision == ("bf16" if holds else "fp32"), row
 
 
 def test_precisions_are_refused_where_they_cannot_run(hf_dir, monkeypatch):

@@ -110,9 +110,11 @@ def _download(hub_id: str) -> Path:
 #: Bundled models whose bf16 parity with fp32 is checked in CI on their real weights
 #: (tests/models/test_speed.py: KAGL images and titles, cosine >= 0.99, zero-shot
 #: top-1 agreement >= 99%), so bf16 may be their default where the CPU has bf16.
-#: v6 passed (image cosine min 0.9997); v7's EfficientNet-Lite0 does not (image cosine min 0.9885 on
-#: 300 KAGL products, tests/models/test_speed.py), so v7 runs fp32 by default.
-BF16_VERIFIED: frozenset[str] = frozenset()
+#: v6 passed (image cosine min 0.9997). v7's EfficientNet-Lite0 failed with its BatchNorms
+#: cast to bf16 (image cosine min 0.9885 on 300 KAGL products) and passes since they are folded
+#: into the convolutions in fp32 before the cast (min 0.9965, mean 0.9996, top-1 agreement 100%);
+#: vestis-mini-zh runs the same image tower, and its text side stays fp32 either way.
+BF16_VERIFIED: frozenset[str] = frozenset({"vestis-mini", "vestis-mini-zh"})
 
 
 def default_precision(directory: Path | None, name: str, runtime: str) -> str:

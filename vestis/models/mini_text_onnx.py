@@ -201,14 +201,11 @@ class MiniTextOnnxEncoder(Encoder):
     def image_tower(self) -> Any:
         """The torch image tower (loaded on the first image), as :class:`VestisMiniEncoder` runs it."""
         if self._image_tower is None:
-            import torch
-
             from vestis.models.torch_backend import torch_dtype
-            from vestis.models.vestis_mini import MiniModel
+            from vestis.models.vestis_mini import MiniModel, inference_image_tower
 
-            model = MiniModel.load(self.directory)
             self._dtype = torch_dtype(self.precision)
-            self._image_tower = model.image_tower.to(dtype=self._dtype, memory_format=torch.channels_last).eval()
+            self._image_tower = inference_image_tower(MiniModel.load(self.directory).image_tower, self._dtype)
         return self._image_tower
 
     def _forward_images(self, pixel_values: np.ndarray) -> np.ndarray:

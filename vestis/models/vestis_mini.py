@@ -108,6 +108,11 @@ class PretrainedImageTower(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_trunk(self.trunk(x, 0), 0)
 
+    def fold_batchnorm(self) -> PretrainedImageTower:
+        """For inference: every BatchNorm folded into its convolution (same function, faster)."""
+        self.net.fold_batchnorm()
+        return self
+
 
 def build_image_tower(cfg: MiniConfig) -> nn.Module:
     if cfg.image_tower == "convnet":
@@ -241,7 +246,29 @@ def sentence_tokenizer(context_length: int, package: str = TEXT_MODEL_PACKAGE, t
     return TextTokenizer(load_hf_tokenizer(text_model_dir(package), context_length), context_length)
 
 
+def inference_image_tower(tower: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``tower`` made ready to embed images, in place: eval mode, BatchNorms folded, ``dtype``, channels-last.
+
+    One place for every runtime that runs the image tower on torch.  A pretrained
+    (EfficientNet-Lite) tower has its BatchNorms folded into the convolutions in fp32,
+    before any cast (the same function; 1.37x as fast at 128 px, fp32, batch 64).
+    Channels-last activations let oneDNN run the convolutions without reordering (same
+    results, about 1.6x faster on a 2-core AVX-512 CPU at batch 64).
+    """
+    tower.eval()
+    if isinstance(tower, PretrainedImageTower):
+        tower.fold_batchnorm()
+    return tower.to(dtype=dtype, memory_format=torch.channels_last)
+
+
 class VestisMiniEncoder(Encoder):
+    """vestis-mini behind the :class:`Encoder` interface.
+
+    The encoder owns ``model``: it is put in eval mode, cast to ``precision`` and, for a
+    pretrained (EfficientNet-Lite) image tower, its BatchNorms are folded into the
+    convolutions, so the model is for inference from then on (load a fresh one to train).
+    """
+
     overlap_decode = False  # OpenMP: decode between batches, with every core (see Encoder)
 
     def __init__(
@@ -257,9 +284,7 @@ class VestisMiniEncoder(Encoder):
         self.precision = precision
         self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100).item())
         self.model = model.eval()
-        # channels-last activations let oneDNN run the convolutions without reordering
-        # (same results, about 1.6x faster on a 2-core AVX-512 CPU at batch 64).
-        model.image_tower.to(dtype=self.dtype, memory_format=torch.channels_last)
+        model.image_tower = inference_image_tower(model.image_tower, self.dtype)
         if model.cfg.text_tower in FROZEN_TEXT_TOWERS:
             # The frozen sentence encoder and its head stay fp32 whatever the precision, as
             # in training (the loop keeps them out of bf16 autocast): in bf16 they change 1.2%
