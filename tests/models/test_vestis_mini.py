@@ -34,11 +34,6 @@ def test_is_the_default_and_small(mini):
     assert mini.dim == 256 and mini.context_length == 128
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vestis-mini-zh is still the head over v6's image tower; v7 is the default now: "
-    "re-run configs/vestis-mini-zh-stage1.yaml over it and bundle the result (issue #21)",
-)
 def test_the_chinese_sibling_shares_the_default_image_tower():
     """vestis-mini-zh is a text head trained into vestis-mini's image space (its card): the image
     tower is the default model's, bit for bit, so a retrained default must be followed by a re-run
