@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jinja2
 
+from vestis.models.preprocess import image_mime
 from vestis.search import SearchResults
 
 _TEMPLATE = """<!doctype html>
@@ -56,8 +57,7 @@ _TEMPLATE = """<!doctype html>
 def _image_src(data: bytes | None) -> str | None:
     if not data:
         return None
-    mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/webp" if data[8:12] == b"WEBP" else "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
 
 
 def render_results(title: str, sections: Sequence[tuple[str, SearchResults]]) -> str:

@@ -28,6 +28,19 @@ from vestis.cli.output import note, print_json
 from vestis.cli.output import wide as out
 from vestis.errors import InputError
 
+#: How many real catalog images and titles every export's parity check measures on.
+ParityImagesOpt = Annotated[
+    int,
+    typer.Option("--parity-images", min=8, help="Catalog images to measure parity on (cosines, zero-shot agreement)."),
+]
+ParityTextsOpt = Annotated[int, typer.Option("--parity-texts", min=1, help="Product titles to measure parity on.")]
+
+
+def _logger(quiet: bool) -> Any:
+    """Progress lines on stderr, unless --quiet."""
+    return (lambda line: None) if quiet else note
+
+
 export_app = typer.Typer(
     help="Export a model for faster runtimes (ONNX fp32/int8), with a parity report.", no_args_is_help=True
 )
@@ -42,12 +55,8 @@ def export_onnx_command(
     int8: Annotated[
         bool, typer.Option("--int8", help="Also write int8 graphs (kept per tower only where they pass parity).")
     ] = False,
-    parity_images: Annotated[
-        int, typer.Option("--parity-images", min=8, help="Catalog images to measure parity on.")
-    ] = 500,
-    parity_texts: Annotated[
-        int, typer.Option("--parity-texts", min=1, help="Product titles to measure parity on.")
-    ] = 500,
+    parity_images: ParityImagesOpt = 500,
+    parity_texts: ParityTextsOpt = 500,
     calibration_images: Annotated[
         int, typer.Option("--calibration-images", min=8, help="Images to calibrate static int8 quantisation.")
     ] = 128,
@@ -65,10 +74,7 @@ def export_onnx_command(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is a file; give a directory")
 
-    def log(line: str) -> None:
-        if not quiet:
-            note(line)
-
+    log = _logger(quiet)
     enc = load_encoder(model, runtime="torch", precision="fp32", threads=threads, download=download or None)
     data = parity_data(parity_images, parity_texts, calibration_images if int8 else 0)
     log(f"{enc.name}: {enc.runtime}; parity data: {data.describe()}")
@@ -141,12 +147,8 @@ def export_text_tower_command(
     model: Annotated[
         str, typer.Argument(metavar="MODEL", help="vestis-mini, or a vestis-mini-format model directory.")
     ] = "vestis-mini",
-    parity_images: Annotated[
-        int, typer.Option("--parity-images", min=8, help="Catalog images for the zero-shot agreement check.")
-    ] = 500,
-    parity_texts: Annotated[
-        int, typer.Option("--parity-texts", min=1, help="Product titles to measure parity on.")
-    ] = 500,
+    parity_images: ParityImagesOpt = 500,
+    parity_texts: ParityTextsOpt = 500,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -160,10 +162,7 @@ def export_text_tower_command(
     from vestis.export import export_text_tower
     from vestis.models.parity import parity_data
 
-    def log(line: str) -> None:
-        if not quiet:
-            note(line)
-
+    log = _logger(quiet)
     report = export_text_tower(model, parity_data(parity_images, parity_texts, 0), threads=threads, log=log)
     if as_json:
         print_json(report)
@@ -189,12 +188,8 @@ def export_site_command(
             "--text-precision", help="auto: the int8 text tower where it passes parity, else fp32; or int8, fp32."
         ),
     ] = "auto",
-    parity_images: Annotated[
-        int, typer.Option("--parity-images", min=8, help="Catalog images for the int8 zero-shot agreement check.")
-    ] = 500,
-    parity_texts: Annotated[
-        int, typer.Option("--parity-texts", min=1, help="Product titles to measure int8 parity on.")
-    ] = 500,
+    parity_images: ParityImagesOpt = 500,
+    parity_texts: ParityTextsOpt = 500,
     store: StoreOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
@@ -213,10 +208,7 @@ def export_site_command(
     if shifted:
         raise typer.BadParameter(f"unexpected argument {index!r}", param_hint="'INDEX'")
 
-    def log(line: str) -> None:
-        if not quiet:
-            note(line)
-
+    log = _logger(quiet)
     report = export_site(
         location, out_dir, text_precision=text_precision, parity=(parity_images, parity_texts), threads=threads, log=log
     )
