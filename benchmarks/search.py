@@ -227,6 +227,12 @@ def bench_catalog(index: Path, workdir: Path, n_queries: int, before_ref: str) -
 
     from vestis.index.local import LocalStore, upgrade_index
 
+    if before_ref == "none":  # this code alone, on the index as built
+        console.print("catalog: measuring this code …")
+        out = workdir / "after.json"
+        subprocess.run([sys.executable, __file__, "--measure", str(index), "--queries", str(n_queries),
+                        "--out", str(out)], check=True, cwd=REPO)  # fmt: skip
+        return {"before_ref": None, "after": {**json.loads(out.read_text()), "disk": disk_breakdown(index)}}
     with LocalStore.open(index) as store:
         if store.vector_dtype != np.float32:
             raise SystemExit(f"{index} is already in format 2; give a format-1 index (built by {before_ref})")
@@ -372,6 +378,17 @@ def bench_synthetic(n: int, dim: int, n_queries: int, workdir: Path | None) -> d
 
 
 def print_catalog(c: dict) -> None:
+    if "before" not in c:
+        table = Table(title=f"KAGL index, {c['after']['n']} items, {c['after']['queries']} title queries (k=10)")
+        for col in ("", "CPU p50 ms", "wall p50 / p99 ms"):
+            table.add_column(col)
+        for name, v in c["after"].items():
+            if isinstance(v, dict) and "p50_ms" in v:
+                label = name + (f" (matches {v['matching']:.1%})" if "matching" in v else "")
+                table.add_row(label, str(v["cpu_p50_ms"]), f"{v['p50_ms']} / {v['p99_ms']}")
+        console.print(table)
+        console.print(f"disk: {c['after']['disk']}", highlight=False)
+        return
     table = Table(title=f"KAGL index, {c['after']['n']} items, {c['after']['queries']} title queries (k=10)")
     for col in ("", "before CPU p50", "after CPU p50", "CPU ratio", "before wall p50 / p99", "after wall p50 / p99"):
         table.add_column(col)
@@ -412,7 +429,18 @@ def markdown(result: dict) -> str:
             lines.append(f"| {filt} | {a} | {b} | {a / b:.2f}x | {sc[filt]['same_top10']} |")
         lines.append("")
     c = result.get("catalog")
-    if c:
+    if c and "before" not in c:
+        a = c["after"]
+        lines += [f"KAGL index of {a['n']:,} items, {a['queries']} product-title queries, k=10, this code; "
+                  f"text encoder: {a['encoder']}. CPU = the process's CPU time per query (p50); wall = elapsed "
+                  "(p50 / p99).", "", "| | CPU ms | wall ms |", "|---|---:|---:|"]  # fmt: skip
+        for name, v in a.items():
+            if isinstance(v, dict) and "p50_ms" in v:
+                label = name + (f" (matches {v['matching']:.1%})" if "matching" in v else "")
+                lines.append(f"| {label} | {v['cpu_p50_ms']} | {v['p50_ms']} / {v['p99_ms']} |")
+        lines += ["", f"On disk: {a['disk']['total_mb']} MB (SQLite {a['disk']['sqlite_mb']}, derived cache "
+                  f"{a['disk']['cache_mb']} MB)."]  # fmt: skip
+    elif c:
         lines += [f"KAGL index of {c['after']['n']:,} items, {c['after']['queries']} product-title queries, k=10; "
                   f"before = `{c['before_ref']}` on the index as it was built (format 1), after = this code on "
                   "the same index upgraded to format 2. CPU = the process's CPU time per query (p50); wall = "
@@ -456,7 +484,12 @@ def main() -> None:
     ap.add_argument("--parts", default="build,catalog,synthetic")
     ap.add_argument("--model", default=None, help="model for the build (default: the bundled one)")
     ap.add_argument("--index", type=Path, help="a format-1 KAGL index (built by --before) instead of building one")
-    ap.add_argument("--before", default="main", help="git ref of the code measured as 'before' (default: main)")
+    ap.add_argument(
+        "--before",
+        default="main",
+        help="git ref of the code measured as 'before' (default: main), or 'none': this code alone",
+    )
+    ap.add_argument("--note", default="", help="what else ran on the machine (stored with the result)")
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic vectors")
     ap.add_argument("--dim", type=int, default=256, help="synthetic dimension (vestis-mini's is 256)")
     ap.add_argument("--queries", type=int, default=300)
@@ -480,7 +513,7 @@ def main() -> None:
             "load_average_at_start": os.getloadavg(),
         },  # fmt: skip
         "date": time.strftime("%Y-%m-%d"),
-        "note": "2 cores shared with a model training job (nice 0) and other work while it ran",
+        "note": args.note,
     }
     workdir = Path(tempfile.mkdtemp(prefix="vestis-bench-", dir=args.workdir))
     try:
