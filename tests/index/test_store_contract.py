@@ -393,3 +393,22 @@ def test_build_reports_newest_first_and_only_the_latest_kept(make_store, monkeyp
     got = store.reports(10)
     assert [r["seen"] for r in got] == [4, 3, 2] and got[0]["unreadable_images"][0]["reason"] == "é"
     assert [r["seen"] for r in make_store.open().reports(1)] == [4]  # another process sees them
+
+
+def test_warm_loads_what_a_first_search_needs_and_changes_no_result(make_store, monkeypatch):
+    """A server warms each catalog before it says it is ready: the embedded store loads its
+    snapshot and builds the fp16 scan index then (not on the first query); results are the same."""
+    from vestis.index import vectors
+
+    monkeypatch.setattr(vectors, "HALF_SCAN_MIN", 100)
+    recs = records(300)
+    make_store().upsert(recs)
+    q = unit(np.random.default_rng(5), 1)[0]
+    cold = make_store.open().search(q, 10)
+    store = make_store.open()
+    store.warm()
+    if hasattr(store, "_snap"):  # the embedded store: its derived state is in memory now
+        assert store._snap is not None
+        assert store._snap[1]._half not in (None, False)  # built by warm(), not by a search
+    assert store.search(q, 10) == cold
+    assert [i for i, _ in cold] == brute(recs, q, 10)

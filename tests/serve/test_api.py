@@ -305,3 +305,13 @@ def test_status_follows_the_exception_type_not_its_words(make_client, index_dir,
 
         monkeypatch.setattr(Catalog, "search", fail)
         assert_openai_error(c.post("/v1/search", json={"query": "jeans"}), status)
+
+
+def test_catalogs_are_warm_before_the_server_is_ready(make_client, index_dir):
+    """The first search does not pay for loading the catalog's vectors: the server loads them
+    (and runs the text tower once) before it answers ready."""
+    c = make_client(catalogs=[index_dir])
+    assert c.get("/readyz").status_code == 200
+    store = next(iter(c.app.state.vestis.catalogs.values())).store
+    assert store._snap is not None  # loaded at start-up, before any search
+    assert c.post("/v1/search", json={"query": "jeans"}).status_code == 200

@@ -105,6 +105,10 @@ class Store(Protocol):
         """The latest build reports, newest first."""
         ...
 
+    def warm(self) -> None:
+        """Load now what the first search would load (a server calls it before it says it is ready)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -128,6 +132,9 @@ class BaseStore:
     @property
     def location(self) -> str:
         raise NotImplementedError
+
+    def warm(self) -> None:
+        """Nothing to load by default (PostgreSQL keeps its index in the server)."""
 
     def close(self) -> None:
         raise NotImplementedError

@@ -91,8 +91,17 @@ async def _start(state: ServerState) -> None:
         state.catalogs[name] = Catalog.open(path, encoder=state.batched)
         state.paths[name] = path
         state.write_locks[name] = asyncio.Lock()
+    await anyio.to_thread.run_sync(_warm, state)
     state.ready = True
     log.info("vestis serve: model %s, catalogs %s", enc.name, ", ".join(state.catalogs) or "none")
+
+
+def _warm(state: ServerState) -> None:
+    """What the first requests would otherwise wait for: the text tower's first run (the runtime
+    sets up its kernels then) and each catalog's vectors. The image tower stays loaded on first use."""
+    state.encoder.encode_texts(["warm up"])
+    for cat in state.catalogs.values():
+        cat.store.warm()
 
 
 async def _stop(state: ServerState) -> None:
