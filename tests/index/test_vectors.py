@@ -65,11 +65,14 @@ def numpy_top(vecs: np.ndarray, q: np.ndarray, k: int, mask=None):
 
 
 def test_whole_scans_of_float16_values_run_on_the_half_index_with_the_same_results():
+    import faiss
+
     n = vectors.HALF_SCAN_MIN + 500
     vecs = unit(n, 32, 3).astype(np.float16).astype(np.float32)  # what a format-2 store holds
     vs = build_vector_set(np.arange(n) * 2, vecs, AnnConfig())  # rows differ from positions
     assert vs.half_index() is not None
     q = unit(5, 32, 4)
+    threads = faiss.omp_get_max_threads()
     mask = np.random.default_rng(5).random(n) < 0.8  # most allowed: still a whole scan, with a selector
     for query in q:
         for m in (None, mask):
@@ -77,6 +80,8 @@ def test_whole_scans_of_float16_values_run_on_the_half_index_with_the_same_resul
             want, want_scores = numpy_top(vecs, query, 10, m)
             assert np.array_equal(rows, want * 2)
             np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    # one query runs on one OpenMP thread and leaves the caller's thread setting as it was
+    assert faiss.omp_get_max_threads() == threads
     # a selective filter gathers its few rows and scans them in numpy: same answer
     few = np.zeros(n, bool)
     few[::97] = True

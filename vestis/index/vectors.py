@@ -150,7 +150,16 @@ class VectorSet:
         if mask is not None:
             bits = np.packbits(mask, bitorder="little")
             params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-        scores, pos = index.search(query[None, :], k, params=params)
+        # One query runs on one OpenMP thread: faiss parallelises over queries, so a second thread
+        # has nothing to do but spin after the call, on the core the text encoder's threads need
+        # next (a text query end to end took 11.9 ms with two, 4.7 ms with one, at 4k items).
+        # omp_set_num_threads sets the calling thread's own setting: other threads keep theirs.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, pos = index.search(query[None, :], k, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         pos, scores = pos[0], scores[0]
         found = pos >= 0
         return self.rows[pos[found]], scores[found].astype(np.float32)
