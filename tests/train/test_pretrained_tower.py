@@ -175,3 +175,18 @@ def test_held_out_photos_are_never_trained_on_nor_used_as_scenes(tmp_path):
     assert heldout.isdisjoint(p.id for p in read_photos(CCP, "train"))
     everything = {item.split("-")[1] for item, *_ in ccp_items(CCP, cfg_image, quiet=True, holdout=False)}
     assert {str(p) for p in heldout} & everything  # without the holdout (v6's recipe) they are in
+
+
+def test_fine_tuning_a_saved_model_starts_from_it_as_saved(tmp_path, sample_images):
+    """``init`` naming a vestis-mini folder trains the model as saved, not its inference encoder's
+    copy (whose BatchNorms are folded into the convolutions): the result loads and runs like any."""
+    first = tmp_path / "first"
+    train(lite_config(first, epochs=1), quiet=True, log=lambda _: None)
+    again = tmp_path / "again"
+    train(lite_config(again, epochs=1, init=str(first / "model"), freeze_blocks=12), quiet=True, log=lambda _: None)
+    before, after = MiniModel.load(first / "model"), MiniModel.load(again / "model")  # both load
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in after.image_tower.modules())
+    assert before.state_dict().keys() == after.state_dict().keys()
+    moved = [k for k in before.state_dict() if not torch.equal(before.state_dict()[k], after.state_dict()[k])]
+    assert moved and all(not k.startswith("image_tower.net.blocks.0.") for k in moved)  # frozen blocks stay
+    assert vestis.load_encoder(again / "model").encode_images(sample_images[:2]).shape == (2, 32)

@@ -325,17 +325,20 @@ def _build(init: str | None, model_cfg: MiniConfig, *, pretrained: bool, text_to
 
             load_imagenet_weights(model.image_tower.net)
         return MiniTrainable(model)
-    from vestis.models.loading import load_encoder
+    from vestis.models import registry
+    from vestis.models.loading import detect_format, load_encoder, resolve
     from vestis.models.torch_backend import TorchEncoder
-    from vestis.models.vestis_mini import VestisMiniEncoder
 
     try:
+        _, directory, _ = resolve(init)
+        if directory is not None and detect_format(directory) == registry.VESTIS:
+            # As saved, not through its encoder: an encoder makes its model ready for inference only
+            # (BatchNorms folded into the convolutions), which training must not start from.
+            model = MiniModel.load(directory)
+            return MiniTrainable(with_text_tower(model, text_tower or model.cfg.text_tower))
         enc = load_encoder(init, runtime="torch", precision="fp32")
     except VestisError as exc:
         raise type(exc)(f"cannot fine-tune {init}: {exc}") from None
-    if isinstance(enc, VestisMiniEncoder):
-        model = enc.model.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-        return MiniTrainable(with_text_tower(model, text_tower or model.cfg.text_tower))
     if text_tower is not None:
         raise InputError(f"text_tower replaces a vestis-mini's text tower; {init} is not a vestis-mini")
     if isinstance(enc, TorchEncoder):
