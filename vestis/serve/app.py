@@ -99,9 +99,12 @@ async def _start(state: ServerState) -> None:
 def _warm(state: ServerState) -> None:
     """What the first requests would otherwise wait for: the text tower's first run (the runtime
     sets up its kernels then) and each catalog's vectors. The image tower stays loaded on first use."""
-    state.encoder.encode_texts(["warm up"])
-    for cat in state.catalogs.values():
-        cat.store.warm()
+    try:
+        state.encoder.encode_texts(["warm up"])
+        for cat in state.catalogs.values():
+            cat.store.warm()
+    except Exception:  # only an optimisation: a request meets the same failure and answers it properly
+        log.warning("vestis serve: warming up failed; the first requests will do it", exc_info=True)
 
 
 async def _stop(state: ServerState) -> None:
