@@ -108,11 +108,6 @@ class PretrainedImageTower(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_trunk(self.trunk(x, 0), 0)
 
-    def fold_batchnorm(self) -> PretrainedImageTower:
-        """For inference: every BatchNorm folded into its convolution (same function, faster)."""
-        self.net.fold_batchnorm()
-        return self
-
 
 def build_image_tower(cfg: MiniConfig) -> nn.Module:
     if cfg.image_tower == "convnet":
@@ -257,7 +252,7 @@ def inference_image_tower(tower: nn.Module, dtype: torch.dtype) -> nn.Module:
     """
     tower.eval()
     if isinstance(tower, PretrainedImageTower):
-        tower.fold_batchnorm()
+        tower.net.fold_batchnorm()
     return tower.to(dtype=dtype, memory_format=torch.channels_last)
 
 

@@ -99,12 +99,13 @@ async def _start(state: ServerState) -> None:
 def _warm(state: ServerState) -> None:
     """What the first requests would otherwise wait for: the text tower's first run (the runtime
     sets up its kernels then) and each catalog's vectors. The image tower stays loaded on first use."""
-    try:
-        state.encoder.encode_texts(["warm up"])
-        for cat in state.catalogs.values():
-            cat.store.warm()
-    except Exception:  # only an optimisation: a request meets the same failure and answers it properly
-        log.warning("vestis serve: warming up failed; the first requests will do it", exc_info=True)
+    steps = [("the text tower", lambda: state.encoder.encode_texts(["warm up"]))]
+    steps += [(f"catalog {name!r}", cat.store.warm) for name, cat in state.catalogs.items()]
+    for what, step in steps:
+        try:
+            step()
+        except Exception:  # only an optimisation: a request meets the same failure and answers it properly
+            log.warning("vestis serve: warming up %s failed; the first request will do it", what, exc_info=True)
 
 
 async def _stop(state: ServerState) -> None:
