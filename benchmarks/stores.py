@@ -210,23 +210,34 @@ def main() -> None:
     ap.add_argument("--threshold", type=int, default=10_000, help="ANN threshold of both stores.")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "stores.json")
+    ap.add_argument(
+        "--pg-build-memory", default="6GB",
+        help="maintenance_work_mem of the benchmark's connections (the store URL's options), as a deployment "
+        "would set it: vestis raises it to the HNSW graph's size up to 2 GB, and the 1M x 512-d graph needs ~4 GB",
+    )  # fmt: skip
+    ap.add_argument("--note", default="one run, side by side", help="what else ran on the machine (stored)")
     args = ap.parse_args()
     from vestis.index.pgserver import start_server, stop_server
 
     data = Path(tempfile.mkdtemp(prefix="vestis-bench-pg-")) / "data"
     url = start_server(data)
-    results: dict = {"note": "one run, side by side; the machine was shared with other work", "datasets": {}}
+    url += f"{'&' if '?' in url else '?'}options=-c%20maintenance_work_mem%3D{args.pg_build_memory}"
+    results: dict = {"datasets": {}}
+    stamp = {"date": time.strftime("%Y-%m-%d"), "note": args.note, "pg_build_memory": args.pg_build_memory}
     if args.out.exists():  # datasets measured in an earlier run are kept, each replaced when measured again
         results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.source_index:
             recs = kagl_records(args.source_index, args.limit)
-            results["datasets"]["kagl"] = run_dataset("kagl", recs, url, args.threshold, args.queries)
+            results["datasets"]["kagl"] = {**stamp, **run_dataset("kagl", recs, url, args.threshold, args.queries)}
             args.out.write_text(json.dumps(results, indent=1))
         if args.synthetic:
             recs = synthetic_records(args.synthetic)
-            results["datasets"]["synthetic"] = run_dataset("synthetic", recs, url, args.threshold, args.queries)
+            results["datasets"]["synthetic"] = {
+                **stamp,
+                **run_dataset("synthetic", recs, url, args.threshold, args.queries),
+            }
             args.out.write_text(json.dumps(results, indent=1))
     finally:
         stop_server(data)

@@ -94,6 +94,36 @@ def test_halfvec_index_keeps_recall(pg_store_url):
     store.close()
 
 
+def test_the_hnsw_build_gets_the_memory_its_graph_needs(pg_store_url, monkeypatch, caplog):
+    """pgvector builds the graph in memory while it fits ``maintenance_work_mem``, then goes on on disk many
+    times slower, with a notice. The build raises the setting to what the graph needs (up to a cap), never
+    lowers what the connection was given, and passes pgvector's notice on as a warning."""
+    recs = records(3000)  # a graph of a few MB
+
+    def build(url: str) -> str:
+        caplog.clear()
+        with PostgresStore.create(url, info(AnnConfig(threshold=100))) as store, caplog.at_level("WARNING"):
+            with store.writer():
+                store.upsert(recs)
+                store.refresh()
+            assert store.check()["hnsw"]
+            hits = store.search(recs[7].vector, 3)
+        assert hits[0][0] == recs[7].id
+        return caplog.text
+
+    def url(schema_prefix: str, memory: str) -> str:
+        return (
+            pg_store_url.replace("schema=", f"schema={schema_prefix}")
+            + f"&options=-c%20maintenance_work_mem%3D{memory}"
+        )
+
+    assert postgres.hnsw_build_bytes(3000, DIM, "float32", 32) > 1024**2
+    assert "maintenance_work_mem" not in build(url("a", "1MB"))  # raised to the graph's size for the build
+    monkeypatch.setattr(postgres, "HNSW_BUILD_MEMORY_MAX", 1024**2)
+    assert "no longer fits into maintenance_work_mem" in build(url("b", "1MB"))  # capped: pgvector's notice, told
+    assert "maintenance_work_mem" not in build(url("c", "1GB"))  # a larger setting of the connection's own is kept
+
+
 FILTERS = [
     "baseColour = 'red'", "baseColour != 'RED'", "baseColour IN ('blue', 'Black')", "baseColour NOT IN ('white')",
     "n < 7", "n >= 10 AND n <= 12", "n BETWEEN 3 AND 5", "price IS NULL", "price IS NOT NULL AND price < 2.5",

@@ -43,11 +43,13 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
+import math
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from sqlglot import exp
@@ -76,6 +78,28 @@ POOL_TIMEOUT = 15.0
 #: Seconds the pool retries one lost connection in the background (backing off: 1, 2, 4 s...) before it leaves
 #: the next query to start a new attempt at once: the first query after an outage finds the server back.
 RECONNECT_TIMEOUT = 10.0
+#: The most memory (bytes) vestis asks for to build the HNSW index in (``maintenance_work_mem``, raised for the
+#: build's transaction to what the graph needs, :func:`hnsw_build_bytes`): pgvector builds the graph in memory
+#: and, once it outgrows that, goes on on disk many times slower (and says so: logged as a warning). 2 GiB
+#: holds the graph of about 940,000 256-d vectors in a halfvec index; a server or a connection configured
+#: higher (``?options=-c%20maintenance_work_mem%3D8GB`` in the store URL) keeps its own.
+HNSW_BUILD_MEMORY_MAX = 2 * 1024**3
+
+
+def _log_build_notice(diag) -> None:
+    """PostgreSQL's notices during an index build (pgvector's: the graph outgrew its memory), as warnings."""
+    text = " ".join(t for t in (diag.message_primary, diag.message_detail, diag.message_hint) if t)
+    logging.getLogger(__name__).warning("PostgreSQL, building the HNSW index: %s", text)
+
+
+def hnsw_build_bytes(n: int, dim: int, quantizer: str, m: int) -> int:
+    """About the memory pgvector's in-memory HNSW build takes for ``n`` items: per element its value
+    (a varlena of float32s, or float16s for a halfvec index), its neighbour lists (2m candidates on the
+    bottom layer, m on each upper one, 1/ln(m) upper layers on average; 16 bytes a candidate) and
+    about 128 bytes of element header and tuple ids (pgvector's hnswbuild.c), with a quarter spare."""
+    value = 8 + dim * (4 if quantizer == "float32" else 2)
+    neighbours = int((2 * m + m / math.log(max(m, 2))) * 16)
+    return int(n * (value + neighbours + 128) * 1.25)
 
 
 def _connect_kwargs(schema: str) -> dict:
@@ -122,7 +146,8 @@ def split_url(url: str) -> StoreURL:
             f"pool_size {size!r} in the store URL: give the most connections the store may keep, a whole number "
             f"from 1 to {POOL_SIZE_MAX} (default {POOL_SIZE})"
         )
-    rest = urlencode([(k, v) for k, v in query if k not in OWN_PARAMETERS])
+    # %20, not "+", for a space: libpq reads "+" as itself (options=-c%20name%3Dvalue would break)
+    rest = urlencode([(k, v) for k, v in query if k not in OWN_PARAMETERS], quote_via=quote)
     return StoreURL(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema, int(size))
 
 
@@ -651,14 +676,22 @@ class PostgresStore(BaseStore):
         if self._has_hnsw(con):
             return
         cfg = self.ann_config
-        if con.execute("SELECT count(*) FROM items").fetchone()[0] < cfg.threshold:
+        n = con.execute("SELECT count(*) FROM items").fetchone()[0]
+        if n < cfg.threshold:
             return
         expr, opclass = self._index_expr()
-        con.execute("SET LOCAL maintenance_work_mem = '512MB'")
-        con.execute(
-            f"CREATE INDEX items_hnsw ON items USING hnsw ({expr} {opclass}) "
-            f"WITH (m = {int(cfg.m)}, ef_construction = {int(cfg.ef_construction)})"
-        )
+        need = min(hnsw_build_bytes(n, self.info.dim, cfg.quantizer, cfg.m), HNSW_BUILD_MEMORY_MAX)
+        have = con.execute("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))").fetchone()[0]
+        if need > have:  # raised for this transaction only; never lowered below what the server was given
+            con.execute("SELECT set_config('maintenance_work_mem', %s, true)", [f"{max(need // 1024, 1024)}kB"])
+        con.add_notice_handler(_log_build_notice)  # "graph no longer fits into maintenance_work_mem": say so
+        try:
+            con.execute(
+                f"CREATE INDEX items_hnsw ON items USING hnsw ({expr} {opclass}) "
+                f"WITH (m = {int(cfg.m)}, ef_construction = {int(cfg.ef_construction)})"
+            )
+        finally:
+            con.remove_notice_handler(_log_build_notice)
 
     def refresh(self) -> None:
         """Build the HNSW index now if the catalog has reached the threshold (writers call this after a build)."""
