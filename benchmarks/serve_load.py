@@ -134,7 +134,8 @@ class Server:
         if source is not None:  # another source tree's vestis, ahead of the installed one
             env["PYTHONPATH"] = os.pathsep.join(x for x in (str(source), env.get("PYTHONPATH")) if x)
         self.log = open(log, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # `python -m` puts its working directory first on sys.path: run in the tree whose vestis is meant
+        self.proc = subprocess.Popen(args, cwd=source or REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def __enter__(self) -> Server:
         deadline = time.monotonic() + 180
