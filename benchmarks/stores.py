@@ -142,7 +142,10 @@ def measure(store, records, queries, filters, words) -> dict:
     return out
 
 
-def run_dataset(name: str, records: list[Record], url: str, threshold: int, n_queries: int, seed: int = 1) -> dict:
+def run_dataset(
+    name: str, records: list[Record], url: str, threshold: int, n_queries: int, save=lambda result: None, seed: int = 1
+) -> dict:
+    """One dataset on both stores; ``save(result so far)`` after each store (a long run cut short keeps its rows)."""
     rng = np.random.default_rng(seed)
     dim = len(records[0].vector)
     picks = rng.choice(len(records), n_queries, replace=False)
@@ -162,6 +165,7 @@ def run_dataset(name: str, records: list[Record], url: str, threshold: int, n_qu
         seconds = build(local, records)
         print(f"{name}: embedded store built in {seconds:.1f} s", flush=True)
         result["embedded"] = {"build_s": round(seconds, 1), **measure(local, records, queries, filters, words)}
+        save(result)
         local.close()
         schema = f"bench_{name.replace('-', '_')}"
         pg_url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
@@ -169,6 +173,7 @@ def run_dataset(name: str, records: list[Record], url: str, threshold: int, n_qu
         seconds = build(pg, records)
         print(f"{name}: pgvector (float32 HNSW) built in {seconds:.1f} s", flush=True)
         result["pgvector"] = {"build_s": round(seconds, 1), **measure(pg, records, queries, filters, words)}
+        save(result)
         with pg.writer():  # the same rows, the index over halfvec casts instead
             pg._writer_con.execute("DROP INDEX items_hnsw")
             pg._hnsw = None
@@ -190,6 +195,8 @@ def table(results: dict) -> str:
              "| 30% filter p50 ms / recall | hybrid p50 ms |", "|" + "---|" * 10]  # fmt: skip
     for name, res in results["datasets"].items():
         for store in ("embedded", "pgvector", "pgvector_halfvec"):
+            if store not in res:  # a run cut short
+                continue
             r = res[store]
             f1, f30 = (r[k] for k in r if k.startswith(("1%", "30%")))
             build = r.get("build_s", r.get("index_s"))
@@ -227,18 +234,21 @@ def main() -> None:
     if args.out.exists():  # datasets measured in an earlier run are kept, each replaced when measured again
         results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def saver(name: str):
+        def save(result: dict) -> None:
+            results["datasets"][name] = {**stamp, **result}
+            args.out.write_text(json.dumps(results, indent=1))
+
+        return save
+
     try:
         if args.source_index:
             recs = kagl_records(args.source_index, args.limit)
-            results["datasets"]["kagl"] = {**stamp, **run_dataset("kagl", recs, url, args.threshold, args.queries)}
-            args.out.write_text(json.dumps(results, indent=1))
+            saver("kagl")(run_dataset("kagl", recs, url, args.threshold, args.queries, saver("kagl")))
         if args.synthetic:
-            recs = synthetic_records(args.synthetic)
-            results["datasets"]["synthetic"] = {
-                **stamp,
-                **run_dataset("synthetic", recs, url, args.threshold, args.queries),
-            }
-            args.out.write_text(json.dumps(results, indent=1))
+            recs, name = synthetic_records(args.synthetic), f"synthetic-{args.synthetic}"
+            saver(name)(run_dataset(name, recs, url, args.threshold, args.queries, saver(name)))
     finally:
         stop_server(data)
         shutil.rmtree(data.parent, ignore_errors=True)

@@ -77,6 +77,21 @@ def test_selective_filters_are_exact_and_wide_ones_scan_the_index_iteratively(pg
     store.close()
 
 
+@pytest.mark.parametrize("quantizer", ["float32", "float16"])
+def test_a_catalog_with_an_index_searches_it(pg_store_url, quantizer):
+    """Above the threshold every search goes through the HNSW index: the planner, left alone, sorts the
+    whole table at small sizes (it costs neither the halfvec cast nor the distance per row), 40x slower."""
+    store = PostgresStore.create(pg_store_url, info(AnnConfig(threshold=100, quantizer=quantizer)))
+    recs = records(1000)
+    store.upsert(recs)
+    q = unit(np.random.default_rng(3), 1)[0]
+    before = hnsw_scans(store)
+    hits = store.search(q, 10)
+    assert hnsw_scans(store) == before + 1
+    assert len({i for i, _ in hits} & set(brute(recs, q, 10))) >= 8
+    store.close()
+
+
 def test_halfvec_index_keeps_recall(pg_store_url):
     store = PostgresStore.create(pg_store_url, info(AnnConfig(threshold=100, quantizer="float16")))
     recs = records(1000)
