@@ -89,13 +89,15 @@ def pick_filter(records: list[Record], share: float) -> tuple[str, str, object, 
     return best[1:]
 
 
-def build(store, records: list[Record]) -> float:
+def build(store, records: list[Record]) -> tuple[float, float]:
+    """(seconds in all, seconds of the upserts alone): the rest is ``refresh()``, the ANN index."""
     start = time.perf_counter()
     with store.writer():
         for s in range(0, len(records), BATCH):
             store.upsert(records[s : s + BATCH])
+        upserts = time.perf_counter() - start
         store.refresh()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, upserts
 
 
 def timed(fn, queries) -> tuple[list, np.ndarray]:
@@ -126,8 +128,9 @@ def measure(store, records, queries, filters, words) -> dict:
         hits, times = timed(lambda q, flt=flt: store.search(q, K, where=flt), queries)
         recall, complete = [], []
         for q, h in zip(queries, hits):
-            scores = np.where(allowed, vecs @ q, -np.inf)
-            truth = set(ids[np.argsort(-scores)[: min(K, int(allowed.sum()))]])
+            scores = np.where(allowed, vecs @ q, -np.inf)  # float32 both: no 1M x 512 float64 copy a query
+            n_truth = min(K, int(allowed.sum()))
+            truth = set(ids[np.argpartition(-scores, n_truth - 1)[:n_truth]])
             recall.append(len({i for i, _ in h} & truth) / max(len(truth), 1))
             complete.append(len(h) == min(K, int(allowed.sum())))
         out[label] = {**stats(times), "recall@10": round(float(np.mean(recall)), 4),
@@ -142,47 +145,69 @@ def measure(store, records, queries, filters, words) -> dict:
     return out
 
 
+STORES = ("embedded", "pgvector", "pgvector_halfvec")
+
+
 def run_dataset(
-    name: str, records: list[Record], url: str, threshold: int, n_queries: int, save=lambda result: None, seed: int = 1
+    name: str,
+    records: list[Record],
+    url: str,
+    threshold: int,
+    n_queries: int,
+    save=lambda result: None,
+    seed: int = 1,
+    stores: tuple[str, ...] = STORES,
+    previous: dict | None = None,
 ) -> dict:
-    """One dataset on both stores; ``save(result so far)`` after each store (a long run cut short keeps its rows)."""
+    """One dataset on the ``stores``; ``save(result so far)`` after each store (a long run cut short keeps its rows).
+    A store not measured keeps its row from ``previous`` (the same dataset's earlier result)."""
     rng = np.random.default_rng(seed)
     dim = len(records[0].vector)
     picks = rng.choice(len(records), n_queries, replace=False)
     queries = [records[i].vector + 0.3 * rng.normal(size=dim).astype(np.float32) / np.sqrt(dim) for i in picks]
-    queries = [q / np.linalg.norm(q) for q in queries]
+    queries = [(q / np.linalg.norm(q)).astype(np.float32) for q in queries]
     words = [(records[i].title.split() or ["shirt"])[0] for i in picks]
     filters = []
     for share, label in ((0.01, "1%"), (0.3, "30%")):
         text, field, value, got = pick_filter(records, share)
         filters.append((f"{label} ({text}, {got:.1%})", text, field, value))
     result = {"items": len(records), "dim": dim, "queries": n_queries, "filters": [f[0] for f in filters]}
+    result.update({k: v for k, v in (previous or {}).items() if k in STORES and k not in stores})
     tmp = Path(tempfile.mkdtemp(prefix="vestis-bench-"))
     try:
         ann = AnnConfig(threshold=threshold)
         info = StoreInfo("bench", "bench", dim, {"ann": ann.to_dict()})
-        local = LocalStore.create(tmp / name, info)
-        seconds = build(local, records)
-        print(f"{name}: embedded store built in {seconds:.1f} s", flush=True)
-        result["embedded"] = {"build_s": round(seconds, 1), **measure(local, records, queries, filters, words)}
-        save(result)
-        local.close()
+        if "embedded" in stores:
+            local = LocalStore.create(tmp / name, info)
+            seconds, upserts = build(local, records)
+            print(f"{name}: embedded store built in {seconds:.1f} s", flush=True)
+            result["embedded"] = {"build_s": round(seconds, 1), "upserts_s": round(upserts, 1),
+                                  **measure(local, records, queries, filters, words)}  # fmt: skip
+            save(result)
+            local.close()
+        if "pgvector" not in stores and "pgvector_halfvec" not in stores:
+            return result
         schema = f"bench_{name.replace('-', '_')}"
         pg_url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
-        pg = PostgresStore.create(pg_url, info)
-        seconds = build(pg, records)
-        print(f"{name}: pgvector (float32 HNSW) built in {seconds:.1f} s", flush=True)
-        result["pgvector"] = {"build_s": round(seconds, 1), **measure(pg, records, queries, filters, words)}
-        save(result)
-        with pg.writer():  # the same rows, the index over halfvec casts instead
-            pg._writer_con.execute("DROP INDEX items_hnsw")
-            pg._hnsw = None
-            pg.update_settings(ann={**ann.to_dict(), "quantizer": "float16"})
-            start = time.perf_counter()
-            pg.refresh()
-            index_s = time.perf_counter() - start
-        print(f"{name}: pgvector halfvec index built in {index_s:.1f} s", flush=True)
-        result["pgvector_halfvec"] = {"index_s": round(index_s, 1), **measure(pg, records, queries, filters, words)}
+        halfvec_only = "pgvector" not in stores  # the index over halfvec casts from the start
+        pg_ann = {**ann.to_dict(), "quantizer": "float16"} if halfvec_only else ann.to_dict()
+        pg = PostgresStore.create(pg_url, StoreInfo("bench", "bench", dim, {"ann": pg_ann}))
+        seconds, upserts = build(pg, records)
+        print(f"{name}: pgvector ({pg_ann['quantizer']} HNSW) built in {seconds:.1f} s", flush=True)
+        row = {"build_s": round(seconds, 1), "upserts_s": round(upserts, 1)}
+        if not halfvec_only:
+            result["pgvector"] = {**row, **measure(pg, records, queries, filters, words)}
+            save(result)
+            with pg.writer():  # the same rows, the index over halfvec casts instead
+                pg._writer_con.execute("DROP INDEX items_hnsw")
+                pg._hnsw = None
+                pg.update_settings(ann={**ann.to_dict(), "quantizer": "float16"})
+                start = time.perf_counter()
+                pg.refresh()
+                row = {"index_s": round(time.perf_counter() - start, 1)}
+            print(f"{name}: pgvector halfvec index built in {row['index_s']:.1f} s", flush=True)
+        if "pgvector_halfvec" in stores:
+            result["pgvector_halfvec"] = {**row, **measure(pg, records, queries, filters, words)}
         pg._read(lambda con: con.execute(f"DROP SCHEMA {schema} CASCADE"))
         pg.close()
     finally:
@@ -200,6 +225,7 @@ def table(results: dict) -> str:
             r = res[store]
             f1, f30 = (r[k] for k in r if k.startswith(("1%", "30%")))
             build = r.get("build_s", r.get("index_s"))
+            build = f"{build} ({r['upserts_s']} upserts)" if "upserts_s" in r else build
             lines.append(
                 f"| {name} ({res['items']:,} x {res['dim']}) | {store} | {build} | {r['none']['p50_ms']} | "
                 f"{r['none']['p99_ms']} | {r['none']['qps']} | {r['none']['recall@10']} | {f1['p50_ms']} / "
@@ -223,6 +249,7 @@ def main() -> None:
         "would set it: vestis raises it to the HNSW graph's size up to 2 GB, and the 1M x 512-d graph needs ~4 GB",
     )  # fmt: skip
     ap.add_argument("--note", default="one run, side by side", help="what else ran on the machine (stored)")
+    ap.add_argument("--stores", default=",".join(STORES), help="which to measure (the others keep earlier rows)")
     args = ap.parse_args()
     from vestis.index.pgserver import start_server, stop_server
 
@@ -235,6 +262,15 @@ def main() -> None:
         results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
+    stores = tuple(s.strip() for s in args.stores.split(",") if s.strip())
+    if not stores or set(stores) - set(STORES):
+        raise SystemExit(f"--stores: a comma-separated choice of {', '.join(STORES)}")
+
+    def run(name: str, recs: list[Record]) -> None:
+        previous = results["datasets"].get(name)
+        saver(name)(run_dataset(name, recs, url, args.threshold, args.queries, saver(name), stores=stores,
+                                previous=previous))  # fmt: skip
+
     def saver(name: str):
         def save(result: dict) -> None:
             results["datasets"][name] = {**stamp, **result}
@@ -244,11 +280,9 @@ def main() -> None:
 
     try:
         if args.source_index:
-            recs = kagl_records(args.source_index, args.limit)
-            saver("kagl")(run_dataset("kagl", recs, url, args.threshold, args.queries, saver("kagl")))
+            run("kagl", kagl_records(args.source_index, args.limit))
         if args.synthetic:
-            recs, name = synthetic_records(args.synthetic), f"synthetic-{args.synthetic}"
-            saver(name)(run_dataset(name, recs, url, args.threshold, args.queries, saver(name)))
+            run(f"synthetic-{args.synthetic}", synthetic_records(args.synthetic))
     finally:
         stop_server(data)
         shutil.rmtree(data.parent, ignore_errors=True)

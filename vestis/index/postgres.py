@@ -694,9 +694,13 @@ class PostgresStore(BaseStore):
             con.remove_notice_handler(_log_build_notice)
 
     def refresh(self) -> None:
-        """Build the HNSW index now if the catalog has reached the threshold (writers call this after a build)."""
+        """Build the HNSW index now if the catalog has reached the threshold, and gather the planner's
+        statistics (writers call this after a build): right after a bulk load autovacuum has not run
+        yet, and without statistics the planner guesses a filter's matches (202 of 40k for a field
+        matching 10k) and picks slow plans for it."""
         with self.writer(), self._lock, self._failures("a write"), self._writer_con.transaction():
             self._ensure_hnsw(self._writer_con)
+            self._writer_con.execute("ANALYZE items")
 
     # -------------------------------------------------------------------------- reads
 
@@ -839,15 +843,18 @@ class PostgresStore(BaseStore):
         expr, _ = self._index_expr()
         half = expr != "vec"
         pool = min(max(k * RERANK_FACTOR, k + 16), 1000) if half else k
-        con.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(min(max(cfg.ef_search, pool), 1000))])
-        # The index, not a sort of every row: pgvector's cost estimate grows with ef_search, and the planner
-        # costs neither a halfvec cast nor a 512-d distance per row, so up to some 50k items it would rather
-        # scan and sort the table (at 12k x 512, 90 ms instead of 2 ms). Filtered: the filter's matches
-        # would be sorted instead; here there are too many for that (few are scanned exactly, above).
-        con.execute("SET LOCAL enable_sort = off")
+        # enable_sort off: the index, not a sort of every row. pgvector's cost estimate grows with ef_search,
+        # and the planner costs neither a halfvec cast nor a 512-d distance per row, so up to some 50k items
+        # it would rather scan and sort the table (at 12k x 512, 90 ms instead of 2 ms). Filtered: the
+        # filter's matches would be sorted instead; here there are too many for that (few are scanned
+        # exactly, above). All the settings in one statement: one round trip.
+        settings = {"hnsw.ef_search": str(min(max(cfg.ef_search, pool), 1000)), "enable_sort": "off"}
         if filtered:
-            con.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            con.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", [str(MAX_SCAN_TUPLES)])
+            settings.update({"hnsw.iterative_scan": "relaxed_order", "hnsw.max_scan_tuples": str(MAX_SCAN_TUPLES)})
+        con.execute(
+            "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(settings)),
+            [x for pair in settings.items() for x in pair],
+        )
         query = f"%s::halfvec({int(self.info.dim)})" if half else "%s"
         rows = con.execute(
             f"SELECT id, s FROM (SELECT id, rid, -(vec <#> %s) AS s FROM items WHERE {cond} "
