@@ -402,6 +402,40 @@ def test_a_version_1_catalog_is_migrated_and_keeps_reports(pg_store_url):
         assert [r["seen"] for r in store.reports(2)] == [2, 1]
 
 
+def test_vectors_stay_in_the_row(pg_store_url):
+    """A 512-d vector (2 KB) is kept in its row, not moved out to the TOAST table (from where every exact
+    scan and re-rank fetched it, several times slower); a catalog of version 3 is migrated to that."""
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(50, 512)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def write(store, version: str) -> None:
+        store.upsert([Record(id=str(i), vector=v, content_hash=version, title=f"item {i}", metadata={"n": i})
+                      for i, v in enumerate(vecs)])  # fmt: skip
+
+    def out_of_line(store) -> int:
+        return sql(store, "SELECT count(*) FROM items WHERE pg_column_toast_chunk_id(vec) IS NOT NULL")[0][0]
+
+    wide = postgres.StoreInfo("test-model", "fp-1", 512, info().settings)
+    with PostgresStore.create(pg_store_url, wide) as store:
+        write(store, "a")
+        assert out_of_line(store) == 0
+        assert store.search(vecs[3], 1)[0][0] == "3"
+        for stmt in [  # the table as schema 3 left it
+            "ALTER TABLE items ALTER COLUMN vec SET STORAGE EXTENDED",
+            "ALTER TABLE items RESET (toast_tuple_target)",
+            "UPDATE schema_version SET version = 3",
+        ]:
+            sql(store, stmt)
+        write(store, "b")
+        assert out_of_line(store) == 50
+    with PostgresStore.open(pg_store_url, writable=True) as store:
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 4
+        write(store, "c")
+        assert out_of_line(store) == 0
+        assert store.search(vecs[7], 1)[0][0] == "7"
+
+
 def test_a_version_2_catalog_gets_its_keyword_text_prepared(pg_store_url):
     from .test_store_contract import found, mixed_records
 
@@ -417,7 +451,7 @@ def test_a_version_2_catalog_gets_its_keyword_text_prepared(pg_store_url):
     assert found(store, "连衣裙") == set() and found(store, "jeans") == {2, 7, 9}  # cannot cut Chinese
     store.close()
     with PostgresStore.open(pg_store_url) as store:  # migrated on opening, as every schema change
-        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 3
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 4
         assert found(store, "连衣裙") == {0} and found(store, "運動鞋") == {1, 5} and found(store, "jeans") == {2, 7, 9}
         assert sql(store, "SELECT count(*) FROM items WHERE kw_title IS NOT NULL")[0][0] == 7  # the Chinese titles
         assert store.check()["ok"]
