@@ -690,7 +690,7 @@ class PostgresStore(BaseStore):
         need = min(hnsw_build_bytes(n, self.info.dim, cfg.quantizer, cfg.m), HNSW_BUILD_MEMORY_MAX)
         have = con.execute("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))").fetchone()[0]
         if need > have:  # raised for this transaction only; never lowered below what the server was given
-            con.execute("SELECT set_config('maintenance_work_mem', %s, true)", [f"{max(need // 1024, 1024)}kB"])
+            con.execute("SELECT set_config('maintenance_work_mem', %s, true)", [f"{need // 1024}kB"])
         con.add_notice_handler(_log_build_notice)  # "graph no longer fits into maintenance_work_mem": say so
         try:
             con.execute(
