@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from vestis.index.pgserver import default_shared_buffers
+
 pytestmark = pytest.mark.slow
 
 
@@ -65,10 +67,26 @@ def test_vestis_db_start_and_stop(pg_folder):
     started = last_json(vestis("db", "start", "--data", str(data), "--json"))
     try:
         assert started["url"].startswith("postgresql://")
+        # a new server's buffer cache is sized to the machine, not PostgreSQL's built-in 128 MB
+        assert started["shared_buffers"] == default_shared_buffers() and buffers(started["url"]) == size_bytes(
+            default_shared_buffers()
+        )
         again = last_json(vestis("db", "start", "--data", str(data), "--json"))  # already running: the same server
         assert again["url"] == started["url"]
         empty = vestis("index", "info", "--store", started["url"])
         assert empty.returncode == 2 and "holds no vestis catalog" in empty.stderr
+        running = vestis("db", "start", "--data", str(data), "--shared-buffers", "256MB")
+        assert running.returncode == 2 and "stop it first" in running.stderr and buffers(started["url"]) > 2**28
+    finally:
+        stopped = vestis("db", "stop", "--data", str(data))
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    try:  # given once, kept for the starts after
+        assert last_json(vestis("db", "start", "--data", str(data), "--shared-buffers", "256MB", "--json"))
+        assert vestis("db", "stop", "--data", str(data)).returncode == 0
+        restarted = last_json(vestis("db", "start", "--data", str(data), "--json"))
+        assert restarted["shared_buffers"] == "256MB" and buffers(restarted["url"]) == 2**28
+        bad = vestis("db", "start", "--data", str(data), "--shared-buffers", "lots")
+        assert bad.returncode == 2 and "give a size such as" in bad.stderr and "Traceback" not in bad.stderr
     finally:
         stopped = vestis("db", "stop", "--data", str(data))
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
@@ -76,6 +94,18 @@ def test_vestis_db_start_and_stop(pg_folder):
     assert gone.returncode == 2 and "cannot connect" in gone.stderr
     bad = vestis("db", "start", "--data", str(tmp_path / "pg"))  # a folder with other things in it
     assert bad.returncode == 2 and "not a PostgreSQL data directory" in bad.stderr
+
+
+def buffers(url: str) -> int:
+    """The running server's shared_buffers, in bytes."""
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))").fetchone()[0]
+
+
+def size_bytes(size: str) -> int:
+    return int(size.removesuffix("MB")) * 2**20
 
 
 def free_port() -> int:

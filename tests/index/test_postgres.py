@@ -65,7 +65,7 @@ def test_selective_filters_are_exact_and_wide_ones_scan_the_index_iteratively(pg
     before = hnsw_scans(store)
     assert [i for i, _ in store.search(q, 25, where=rare)] == want  # exact: all 10
     assert hnsw_scans(store) == before
-    monkeypatch.setattr(postgres, "EXACT_FILTER_MAX", 0)  # the iterative index scan, even for 10 matches
+    monkeypatch.setattr(postgres, "plan_filtered", lambda *a: postgres.FilteredPlan(False, 25))  # the index, for 10
     got = [i for i, _ in store.search(q, 25, where=rare)]
     assert hnsw_scans(store) > before
     assert got == want  # ef_search 40 alone would find almost none of them: the scan went on until it had all 10
@@ -75,6 +75,47 @@ def test_selective_filters_are_exact_and_wide_ones_scan_the_index_iteratively(pg
     assert len(hits) == 10 and all(int(i) % 2 == 0 for i, _ in hits)
     assert len({i for i, _ in hits} & set(exact)) >= 8
     store.close()
+
+
+def test_an_index_scan_that_comes_back_short_is_followed_by_the_exact_one(pg_store_url, monkeypatch):
+    """The planner's estimate chooses the path; one too high (correlated conditions, stale statistics)
+    sends a rare filter to the index scan, which may give up (``MAX_SCAN_TUPLES``) before it has met every
+    match: here it keeps only its first 3, and the matches still all come, from the exact scan after it."""
+    store = PostgresStore.create(pg_store_url, info(AnnConfig(threshold=100, ef_search=40)))
+    recs = records(1000)
+    store.upsert(recs)
+    q = unit(np.random.default_rng(6), 1)[0]
+    rare = parse_filter("baseColour = 'Red' AND n < 40")
+    want = brute(recs, q, 25, lambda r: r.metadata["baseColour"] == "Red" and r.metadata["n"] < 40)
+    monkeypatch.setattr(postgres, "plan_filtered", lambda *a: postgres.FilteredPlan(False, 25))
+    scans = []
+    real = PostgresStore._index_search
+
+    def gives_up_early(self, *args, **kw):
+        scans.append(real(self, *args, **kw))
+        return scans[-1][:3]
+
+    monkeypatch.setattr(PostgresStore, "_index_search", gives_up_early)
+    assert [i for i, _ in store.search(q, 25, where=rare)] == want
+    assert len(scans) == 1 and [i for i, _ in scans[0]] == want  # the index was searched first
+    store.close()
+
+
+def test_the_exact_scan_is_chosen_while_it_reads_fewer_rows_than_the_index_scan_visits():
+    def plan(share: float, items: int, k: int = 10, pool: int = 40) -> postgres.FilteredPlan:
+        return postgres.plan_filtered(share * items, items, k, pool, 96)
+
+    assert plan(0.01, 40_000).exact and plan(0.05, 40_000).exact and not plan(0.3, 40_000).exact
+    assert plan(0.005, 1_000_000).exact and not plan(0.01, 1_000_000).exact  # 10,000 rows against ~1,000 visits
+    assert plan(0.0, 1_000_000).exact and plan(1e-6, 1_000_000).exact  # nothing or one match
+    assert not plan(1.0, 1_000_000).exact
+    # rare matches: the scan stops at k; common ones: the full re-rank pool (they come with the first visits)
+    assert plan(0.01, 1_000_000).candidates == 10 and plan(0.3, 40_000).candidates == 40
+    assert 10 < plan(0.03, 1_000_000).candidates < 40
+    assert plan(0.3, 40_000, k=100, pool=116).candidates == 116 and plan(0.01, 1e6, k=100, pool=116).candidates == 100
+    assert plan(0.3, 40_000, pool=10).candidates == 10  # a float32 index re-ranks nothing
+    assert postgres.plan_filtered(500, -1, 10, 40, 96).exact  # never analysed: the estimate alone, as all items
+    assert not postgres.plan_filtered(50_000, -1, 10, 40, 96).exact
 
 
 @pytest.mark.parametrize("quantizer", ["float32", "float16"])

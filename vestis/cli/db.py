@@ -30,17 +30,26 @@ def db_start(
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="TCP port (default 5432; alone: on 127.0.0.1).")
     ] = None,
+    shared_buffers: Annotated[
+        str | None,
+        typer.Option(
+            "--shared-buffers",
+            help="The server's buffer cache, e.g. 4GB, kept for later starts "
+            "(default for a new data directory: a quarter of this machine's memory).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start PostgreSQL on DATA (initialised on first use) and print its URL for --store / VESTIS_STORE."""
-    from vestis.index.pgserver import start_server
+    from vestis.index.pgserver import configured_shared_buffers, start_server
 
     password = os.environ.get("VESTIS_DB_PASSWORD") or None
-    url = start_server(data, host=host, port=port, password=password)
+    url = start_server(data, host=host, port=port, password=password, shared_buffers=shared_buffers)
+    memory = configured_shared_buffers(data)
     if as_json:
-        print_json({"data": str(data), "url": url})
+        print_json({"data": str(data), "url": url, "shared_buffers": memory})
         return
-    out.print(f"PostgreSQL with pgvector is running on {data}")
+    out.print(f"PostgreSQL with pgvector is running on {data}" + (f" (shared_buffers {memory})" if memory else ""))
     out.print(f"export VESTIS_STORE='{url}'", highlight=False)
     if password and host is not None:
         out.print("clients on other machines give the password too: PGPASSWORD, or postgres:PASSWORD@ in the URL")
