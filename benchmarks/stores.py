@@ -250,16 +250,21 @@ def main() -> None:
         help="maintenance_work_mem of the benchmark's connections (the store URL's options), as a deployment "
         "would set it: vestis raises it to the HNSW graph's size up to 2 GB, and the 1M x 512-d graph needs ~4 GB",
     )  # fmt: skip
+    ap.add_argument(
+        "--pg-shared-buffers", default=None,
+        help="the server's shared_buffers (default: what `vestis db start` gives a new server, a quarter of memory)",
+    )  # fmt: skip
     ap.add_argument("--note", default="one run, side by side", help="what else ran on the machine (stored)")
     ap.add_argument("--stores", default=",".join(STORES), help="which to measure (the others keep earlier rows)")
     args = ap.parse_args()
-    from vestis.index.pgserver import start_server, stop_server
+    from vestis.index.pgserver import configured_shared_buffers, start_server, stop_server
 
     data = Path(tempfile.mkdtemp(prefix="vestis-bench-pg-")) / "data"
-    url = start_server(data)
+    url = start_server(data, shared_buffers=args.pg_shared_buffers)
     url += f"{'&' if '?' in url else '?'}options=-c%20maintenance_work_mem%3D{args.pg_build_memory}"
     results: dict = {"datasets": {}}
-    stamp = {"date": time.strftime("%Y-%m-%d"), "note": args.note, "pg_build_memory": args.pg_build_memory}
+    stamp = {"date": time.strftime("%Y-%m-%d"), "note": args.note, "pg_build_memory": args.pg_build_memory,
+             "pg_shared_buffers": configured_shared_buffers(data)}  # fmt: skip
     if args.out.exists():  # datasets measured in an earlier run are kept, each replaced when measured again
         results["datasets"] = json.loads(args.out.read_text()).get("datasets", {})
     args.out.parent.mkdir(parents=True, exist_ok=True)

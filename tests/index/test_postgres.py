@@ -429,9 +429,20 @@ def test_a_restarted_server_is_reconnected_to_and_an_absent_one_named(pg_store_u
     store.close()
 
 
+#: Statements that take a catalog of today back to schema 4's layout: the tsvector a column of ``items``.
+AS_SCHEMA_4 = [
+    "DROP TABLE words",
+    f"ALTER TABLE items ADD COLUMN tsv tsvector GENERATED ALWAYS AS ({postgres._TSV}) STORED",
+    "CREATE INDEX items_tsv ON items USING gin (tsv)",
+    "UPDATE schema_version SET version = 4",
+]
+
+
 def test_a_version_1_catalog_is_migrated_and_keeps_reports(pg_store_url):
     store = PostgresStore.create(pg_store_url, info())
     store.upsert(records(4))
+    for stmt in AS_SCHEMA_4[:-1]:
+        sql(store, stmt)
     sql(store, "DROP TABLE reports")  # as vestis before build reports in the database wrote it
     sql(store, "DELETE FROM schema_version WHERE version > 1")
     store.close()
@@ -441,6 +452,25 @@ def test_a_version_1_catalog_is_migrated_and_keeps_reports(pg_store_url):
         for n in range(3):
             store.save_report({"mode": "add", "seen": n})
         assert [r["seen"] for r in store.reports(2)] == [2, 1]
+
+
+def test_a_version_4_catalog_gets_its_words_a_table_of_their_own(pg_store_url):
+    from .test_store_contract import found, mixed_records
+
+    store = PostgresStore.create(pg_store_url, info())
+    store.upsert(mixed_records())
+    for stmt in AS_SCHEMA_4:
+        sql(store, stmt)
+    store.close()
+    with PostgresStore.open(pg_store_url, writable=True) as store:
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 5
+        assert not sql(store, "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                              "AND table_name = 'items' AND column_name = 'tsv'", [store.schema])  # fmt: skip
+        assert found(store, "连衣裙") == {0} and found(store, "jeans") == {2, 7, 9} and store.check()["ok"]
+        store.delete(["2"])  # an item's words go with it
+        assert found(store, "jeans") == {7, 9} and sql(store, "SELECT count(*) FROM words")[0][0] == store.count()
+        sql(store, "DELETE FROM words WHERE rid = (SELECT min(rid) FROM items)")
+        assert not store.check()["ok"] and store.check()["items_without_words"] == 1
 
 
 def test_vectors_stay_in_the_row(pg_store_url):
@@ -462,16 +492,15 @@ def test_vectors_stay_in_the_row(pg_store_url):
         write(store, "a")
         assert out_of_line(store) == 0
         assert store.search(vecs[3], 1)[0][0] == "3"
-        for stmt in [  # the table as schema 3 left it
-            "ALTER TABLE items ALTER COLUMN vec SET STORAGE EXTENDED",
-            "ALTER TABLE items RESET (toast_tuple_target)",
-            "UPDATE schema_version SET version = 3",
-        ]:
+        for stmt in ["ALTER TABLE items ALTER COLUMN vec SET STORAGE EXTENDED",  # the table as schema 3 left it
+                     "ALTER TABLE items RESET (toast_tuple_target)"]:  # fmt: skip
             sql(store, stmt)
         write(store, "b")
         assert out_of_line(store) == 50
+        for stmt in [*AS_SCHEMA_4[:-1], "UPDATE schema_version SET version = 3"]:  # ... and its words
+            sql(store, stmt)
     with PostgresStore.open(pg_store_url, writable=True) as store:
-        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 4
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 5
         write(store, "c")
         assert out_of_line(store) == 0
         assert store.search(vecs[7], 1)[0][0] == "7"
@@ -483,16 +512,20 @@ def test_a_version_2_catalog_gets_its_keyword_text_prepared(pg_store_url):
     store = PostgresStore.create(pg_store_url, info())
     store.upsert(mixed_records())
     for stmt in [  # the catalog as vestis before prepared keyword text wrote it: tsvector of the text as given
-        "ALTER TABLE items DROP COLUMN tsv", "ALTER TABLE items DROP COLUMN kw_title, DROP COLUMN kw_body",
+        "DROP TABLE words", "ALTER TABLE items DROP COLUMN kw_title, DROP COLUMN kw_body",
         "ALTER TABLE items ADD COLUMN tsv tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', title), "
         "'A') || setweight(to_tsvector('english', body), 'B')) STORED",
         "CREATE INDEX items_tsv ON items USING gin (tsv)", "UPDATE schema_version SET version = 2",
     ]:  # fmt: skip
         sql(store, stmt)
-    assert found(store, "连衣裙") == set() and found(store, "jeans") == {2, 7, 9}  # cannot cut Chinese
+
+    def matches(word: str) -> int:
+        return sql(store, "SELECT count(*) FROM items WHERE tsv @@ plainto_tsquery('english', %s)", [word])[0][0]
+
+    assert matches("连衣裙") == 0 and matches("jeans") == 3  # PostgreSQL's parser cannot cut Chinese
     store.close()
     with PostgresStore.open(pg_store_url) as store:  # migrated on opening, as every schema change
-        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 4
+        assert sql(store, "SELECT max(version) FROM schema_version")[0][0] == postgres.SCHEMA_VERSION == 5
         assert found(store, "连衣裙") == {0} and found(store, "運動鞋") == {1, 5} and found(store, "jeans") == {2, 7, 9}
         assert sql(store, "SELECT count(*) FROM items WHERE kw_title IS NOT NULL")[0][0] == 7  # the Chinese titles
         assert store.check()["ok"]
