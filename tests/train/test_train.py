@@ -82,6 +82,20 @@ def test_validation_split_is_stable_and_sized():
     assert picked == [i for i in ids if is_validation(str(i), 0.1)]  # ids as int or str agree
 
 
+def test_a_catalog_without_products_of_a_split_is_named_not_a_pyarrow_error():
+    from vestis.errors import InputError
+    from vestis.models.preprocess import ImageConfig
+    from vestis.train.data import kagl_items
+
+    cfg = ImageConfig(resize=None, crop_hw=(8, 8))
+    with pytest.raises(InputError, match=r"none of its 300 products is in the train split at val_fraction 1\.0"):
+        next(kagl_items(demo_catalog_path(), cfg, 1.0, "train", quiet=True))  # every product a validation one
+    with pytest.raises(InputError, match="in the val split at val_fraction 0.0"):
+        next(kagl_items(demo_catalog_path(), cfg, 0.0, "val", quiet=True))
+    item = next(kagl_items(demo_catalog_path(), cfg, 0.0, "train", quiet=True))
+    assert item[1].shape[:2] == (8, 8)
+
+
 def test_colourless_augmentations_are_flagged():
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
     x, colourless = augment(images, AugmentConfig(gray=0.5, invert=0.2), torch.Generator().manual_seed(0))

@@ -18,7 +18,7 @@ from PIL import Image
 from vestis.data.catalog import read_catalog
 from vestis.data.ccp import garment_crops, heldout_garments, read_photos
 from vestis.data.split import is_validation
-from vestis.errors import ImageError
+from vestis.errors import ImageError, InputError
 from vestis.models.preprocess import ImageConfig, load_image, resize_and_crop
 from vestis.progress import progress_bar
 from vestis.train.captions import garment_views_in, product_views_in
@@ -70,6 +70,9 @@ def kagl_items(
     table = read_catalog(path)
     ids = table.column("id").to_pylist()
     keep = [i for i, x in enumerate(ids) if is_validation(x, val_fraction) == (split == "val")]
+    if not keep:  # every row in the other split (a validation-only file such as the bundled demo set)
+        raise InputError(f"{path}: none of its {len(ids)} products is in the {split} split at "
+                         f"val_fraction {val_fraction}; give a catalog with {split}-split products")  # fmt: skip
     cols = ["articleType", "subCategory", "masterCategory", "baseColour", "season", "usage", "productDisplayName"]
     rows = table.select(cols).take(keep).to_pylist()
     images = table.column("image").take(keep).to_pylist()
