@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import vestis
+from tests.train import VAL_FRACTION
 from vestis.data import demo_catalog_path, kagl_parquets, shared_data_dir
 from vestis.data.ccp import is_heldout, read_photos
 from vestis.errors import InputError
@@ -34,7 +35,7 @@ def lite_config(out, **kw) -> TrainConfig:
         kagl=str(files[0] if files else demo_catalog_path()),
         ccp=None,
         limit=96,
-        val_fraction=0.2,
+        val_fraction=VAL_FRACTION,
         epochs=2,
         batch_size=32,
         lr=3e-3,

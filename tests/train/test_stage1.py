@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import vestis
+from tests.train import VAL_FRACTION
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.errors import InputError
 from vestis.models.vestis_mini import MiniConfig, MiniModel
@@ -193,7 +194,7 @@ cache_views: 2
 kagl: {catalog_file()}
 ccp: null
 limit: 40
-val_fraction: 0.2
+val_fraction: {VAL_FRACTION}
 epochs: 2
 batch_size: 16
 lr: 0.01

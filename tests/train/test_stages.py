@@ -17,6 +17,7 @@ from transformers import BertTokenizer, ChineseCLIPModel
 
 import vestis
 from tests.models.test_chinese_clip import write_tiny_chinese_clip
+from tests.train import VAL_FRACTION
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.errors import InputError
 from vestis.models.loading import detect_format
@@ -37,9 +38,9 @@ def catalog_file() -> str:
 
 
 def mini_config(out, stages=None, **kw) -> TrainConfig:
-    base = dict(out=str(out), kagl=catalog_file(), ccp=None, limit=96, val_fraction=0.2, epochs=2, batch_size=32,
-                lr=3e-3, warmup_steps=2, bf16=False, fields={"article": 1.0, "composed": 1.0, "sub": 0.5},
-                model=TINY, stages=stages)  # fmt: skip
+    base = dict(out=str(out), kagl=catalog_file(), ccp=None, limit=96, val_fraction=VAL_FRACTION, epochs=2,
+                batch_size=32, lr=3e-3, warmup_steps=2, bf16=False,
+                fields={"article": 1.0, "composed": 1.0, "sub": 0.5}, model=TINY, stages=stages)  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
 
@@ -239,7 +240,7 @@ languages: [zh]
 kagl: {catalog_file()}
 ccp: null
 limit: 96
-val_fraction: 0.2
+val_fraction: {VAL_FRACTION}
 batch_size: 16
 bf16: false
 keep_epochs: [2]
