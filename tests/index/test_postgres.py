@@ -368,13 +368,21 @@ def test_pool_size_in_the_url_bounds_the_connections_readers_share(pg_store_url)
     store.close()
 
 
-def test_connections_lost_while_idle_are_replaced(pg_store_url):
-    store = PostgresStore.create(pg_store_url, info())
+@pytest.mark.parametrize("connections", [1, 3])
+def test_connections_lost_while_idle_are_replaced(pg_store_url, connections):
+    """Lost a moment after their last use, every connection the pool holds: none is checked before the read
+    takes it (used within ``CHECK_IDLE``), so the read finds each lost in turn and runs again until a new one
+    answers."""
+    store = PostgresStore.create(pg_store_url + f"&pool_size={connections}", info())
     store.upsert(records(30))
+    store._pool.resize(min_size=connections)
+    store._pool.wait(30)
     q = unit(np.random.default_rng(4), 1)[0]
     before = store.search(q, 5)
+    for _ in range(connections):  # each connection used just now (the pool hands them out in turn)
+        assert store.search(q, 5) == before
     pids = backends(pg_store_url, store.schema)
-    assert pids
+    assert len(pids) == connections
     terminate(pg_store_url, pids)
     assert store.count() == 30 and store.search(q, 5) == before  # no error: new connections
     assert not set(backends(pg_store_url, store.schema)) & set(pids)

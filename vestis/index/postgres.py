@@ -31,9 +31,10 @@ enough matching items are found, whichever the planner's estimate of its matches
 Connections: an open store keeps a pool of them (``psycopg_pool``, up to :data:`POOL_SIZE`, or
 as many as the URL's ``?pool_size=N`` says), so a server's threads read at once, and a writer
 holds one of its own for the write lock (readers in other threads go on meanwhile). A
-connection is checked each time it is handed out: one lost while idle (the server restarted,
-the backend was terminated, the link dropped) is replaced.
-A read whose connection is lost while it runs is run once more on a new one; a write is not
+connection idle for more than :data:`CHECK_IDLE` seconds is checked before a read takes it, and
+the writer's every time: one lost while idle (the server restarted, the backend was terminated,
+the link dropped) is replaced. A read whose connection turns out lost (while idle for less, or
+while the read ran) is run again on another, reads being idempotent; a write is not
 (its transaction was rolled back): it fails with :class:`~vestis.errors.UnavailableError`, as
 does any query while the server stays out of reach, and any other refusal of the database is a
 :class:`~vestis.errors.VestisError` naming it.
@@ -49,6 +50,8 @@ import logging
 import math
 import re
 import threading
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -85,6 +88,10 @@ POOL_SIZE = 8
 POOL_SIZE_MAX = 1000
 #: Seconds a query waits for a working connection (the pool's all busy, or the server unreachable) before failing.
 POOL_TIMEOUT = 15.0
+#: Seconds a pooled connection may have been idle and still be handed to a read unchecked: a server busy with
+#: searches reuses its connections well within this and saves the check's round trip on each; one found lost
+#: all the same is replaced and the read run again (:meth:`PostgresStore._read`).
+CHECK_IDLE = 2.0
 #: Seconds the pool retries one lost connection in the background (backing off: 1, 2, 4 s...) before it leaves
 #: the next query to start a new attempt at once: the first query after an outage finds the server back.
 RECONNECT_TIMEOUT = 10.0
@@ -141,6 +148,69 @@ def _set_local(con, settings: dict[str, str]) -> None:
         "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(settings)),
         [x for pair in settings.items() for x in pair],
     )
+
+
+class _IdleCheck:
+    """The pool's ``check``: a connection handed out after more than :data:`CHECK_IDLE` seconds back in the
+    pool (or never used yet) is checked (an empty query) first. :meth:`used` stamps one as it goes back."""
+
+    def __init__(self) -> None:
+        self._used: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __call__(self, con) -> None:
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._used.get(con, -math.inf) > CHECK_IDLE:
+            ConnectionPool.check_connection(con)
+
+    def used(self, con) -> None:
+        self._used[con] = time.monotonic()
+
+
+class _State(NamedTuple):
+    """What a filtered read needs of the catalog, read in one statement (:data:`_STATE_SQL`): its metadata
+    fields, its generation (the key of cached field values) and the planner's count of its items
+    (``reltuples``; negative before the table was first analysed)."""
+
+    fields: list[str]
+    generation: int
+    items: float
+
+
+_STATE_SQL = (
+    "SELECT (SELECT value FROM info WHERE key = 'fields'), (SELECT value FROM info WHERE key = 'generation'), "
+    "(SELECT reltuples FROM pg_class WHERE oid = 'items'::regclass)"
+)
+
+
+def _state(con) -> _State:
+    fields, generation, items = con.execute(_STATE_SQL).fetchone()
+    return _State(list(fields or []), int(generation or 0), float(items))
+
+
+def _rows_in_transaction(con, settings: dict[str, str], sql: str, params: Sequence) -> list[tuple]:
+    """``sql``'s rows, run with ``settings`` in a transaction of its own: BEGIN, the settings, the query and
+    COMMIT sent together (psycopg's pipeline mode), the answers read once. On a connection inside a
+    transaction already (the writer's, in its thread), a savepoint."""
+    from psycopg.pq import TransactionStatus
+
+    if con.info.transaction_status != TransactionStatus.IDLE:
+        with con.transaction():
+            _set_local(con, settings)
+            return con.execute(sql, params).fetchall()
+    # BEGIN and COMMIT as statements: psycopg's transaction() waits for each in pipeline mode (1.3 ms a
+    # search instead of 0.65 here, where a plain SELECT takes 0.66)
+    try:
+        with con.pipeline():
+            con.execute("BEGIN")
+            _set_local(con, settings)
+            cur = con.execute(sql, params)
+            con.execute("COMMIT")
+        return cur.fetchall()
+    except BaseException:
+        if not con.broken and con.info.transaction_status != TransactionStatus.IDLE:
+            con.execute("ROLLBACK")  # an error leaves the explicit transaction open, aborted
+        raise
 
 
 def _connect_kwargs(schema: str) -> dict:
@@ -393,11 +463,12 @@ class PostgresStore(BaseStore):
     _PARAM = "%s"
     _ORDER = "rid"
 
-    def __init__(self, url: str, pool, schema: str, info: StoreInfo, *, writable: bool) -> None:
+    def __init__(self, url: str, pool, check: _IdleCheck, schema: str, info: StoreInfo, *, writable: bool) -> None:
         super().__init__(info, writable=writable)
         self.url = url
         self.schema = schema
         self._pool = pool  # psycopg_pool.ConnectionPool: readers in several threads at once
+        self._check = check  # the pool's check, told when a connection goes back
         self._writer_con = None  # the connection holding the write lock, while writer() is held
         self._writer_thread: int | None = None
         self._values_cache: dict[tuple[int, str], list] = {}
@@ -437,9 +508,9 @@ class PostgresStore(BaseStore):
         return con, schema
 
     @staticmethod
-    def _open_pool(url: str):
-        """The pool the store's reads and writes take their connections from: each checked before it is handed
-        out (one lost since, to a restart or a dropped link, is replaced by a new one)."""
+    def _open_pool(url: str, check: _IdleCheck):
+        """The pool the store's reads and writes take their connections from: one idle for a while is checked
+        before it is handed out (one lost since, to a restart or a dropped link, is replaced by a new one)."""
         try:
             import psycopg
             from psycopg_pool import ConnectionPool
@@ -448,7 +519,7 @@ class PostgresStore(BaseStore):
         conninfo, schema, size = split_url(url)
         pool = ConnectionPool(
             conninfo, kwargs=_connect_kwargs(schema), min_size=1, max_size=size, open=False,
-            configure=_configure(schema), check=ConnectionPool.check_connection, timeout=POOL_TIMEOUT,
+            configure=_configure(schema), check=check, timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT, name=f"vestis:{schema}",
         )  # fmt: skip
         try:
@@ -514,7 +585,8 @@ class PostgresStore(BaseStore):
             raise _database_error(exc, url, "opening the catalog") from None
         finally:
             con.close()
-        return cls(url, cls._open_pool(url), schema, info, writable=writable)
+        check = _IdleCheck()
+        return cls(url, cls._open_pool(url, check), check, schema, info, writable=writable)
 
     @classmethod
     def create(cls, url: str, info: StoreInfo) -> PostgresStore:
@@ -566,21 +638,25 @@ class PostgresStore(BaseStore):
 
     def _read(self, fn):
         """``fn(con)`` on a working connection: the writer's own in the thread holding :meth:`writer` (a write
-        sees what it wrote), else one from the pool. A connection lost while ``fn`` ran (the server restarted,
-        the backend was terminated, the link dropped) is replaced and ``fn`` run once more, reads being
-        idempotent; what still fails is a :class:`VestisError` naming the database."""
+        sees what it wrote), else one from the pool. A connection found lost while ``fn`` ran (the server
+        restarted, the backend was terminated, the link dropped) is replaced and ``fn`` run again, reads being
+        idempotent, on each of the pool's connections at most; what still fails is a :class:`VestisError`
+        naming the database."""
         import psycopg
 
         if self._writer_thread == threading.get_ident():
             with self._failures("a query"):
                 return fn(self._writer_con)
-        for attempt in (1, 2):
+        tries = self._pool.max_size + 1
+        for attempt in range(1, tries + 1):
             con = None
             try:
                 with self._pool.connection() as con:
-                    return fn(con)
+                    got = fn(con)
+                    self._check.used(con)
+                    return got
             except psycopg.Error as exc:
-                if attempt == 1 and con is not None and con.broken:
+                if attempt < tries and con is not None and con.broken:
                     continue
                 raise _database_error(exc, self.url, "a query", self._pool.timeout) from None
         raise AssertionError("unreachable")
@@ -632,6 +708,7 @@ class PostgresStore(BaseStore):
         if not con.broken:
             with contextlib.suppress(Exception):
                 con.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [self._write_key])
+                self._check.used(con)
         self._pool.putconn(con)
 
     @property
@@ -639,12 +716,24 @@ class PostgresStore(BaseStore):
         return f"vestis-write:{self.schema}"
 
     def _take_connection(self):
-        from psycopg_pool import PoolTimeout
+        """A connection for the writer, checked however recently it was used: a write is not run again."""
+        import psycopg
+        from psycopg_pool import ConnectionPool
 
-        try:
-            return self._pool.getconn()
-        except PoolTimeout as exc:
-            raise _database_error(exc, self.url, "a write", self._pool.timeout) from None
+        tries = self._pool.max_size + 1
+        for attempt in range(1, tries + 1):
+            try:
+                con = self._pool.getconn()
+            except psycopg.Error as exc:  # PoolTimeout among them
+                raise _database_error(exc, self.url, "a write", self._pool.timeout) from None
+            try:
+                ConnectionPool.check_connection(con)
+                return con
+            except psycopg.Error as exc:
+                self._pool.putconn(con)  # lost: the pool replaces it
+                if attempt == tries:
+                    raise _database_error(exc, self.url, "a write") from None
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def _transaction(self):
@@ -824,24 +913,20 @@ class PostgresStore(BaseStore):
     def field_values(self, field: str) -> list[object]:
         """The distinct text values of a metadata field (``[]`` for ``id`` and unknown fields), cached per
         generation: text equality in filters matches their case-folded spellings."""
-        if field == "id" or field not in self.fields():
+        return self._read(lambda con: self._values(con, _state(con), field))
+
+    def _values(self, con, state: _State, field: str) -> list[object]:
+        if field == "id" or field not in state.fields:
             return []
-        key = (self.generation(), field)
+        key = (state.generation, field)
         if key not in self._values_cache:
-            rows = self._rows(
+            rows = con.execute(
                 "SELECT DISTINCT meta ->> %s FROM items WHERE jsonb_typeof(meta -> %s) = 'string'", [field, field]
-            )
+            ).fetchall()
             if len(self._values_cache) >= 64:
                 self._values_cache.pop(next(iter(self._values_cache)))
             self._values_cache[key] = [r[0] for r in rows]
         return self._values_cache[key]
-
-    def _where_sql(self, where: Filter) -> tuple[str, list]:
-        """The filter as SQL over ``items`` with its literals as JSONB parameters (see the module docstring)."""
-        where.check_fields([*self.fields(), "id"])
-        return _prepare_filter(where).compile(
-            _field_sql, placeholder="%s", values_of=self.field_values, ordered_sql=_ordered_field_sql
-        )
 
     def _bind(self, sql: str, params: list) -> list:
         """Parameters typed for ``sql``: a field name after ``vestis_f(items.meta, `` is text, the rest JSONB."""
@@ -852,10 +937,16 @@ class PostgresStore(BaseStore):
             pos = at + 2
         return out
 
-    def _filter(self, where: Filter | None, exclude: Sequence[str]) -> tuple[str, list]:
+    def _filter(self, con, where: Filter | None, exclude: Sequence[str], state: _State | None) -> tuple[str, list]:
+        """SQL over ``items`` for ``where`` (its literals as JSONB parameters, see the module docstring; its
+        fields checked against ``state``'s) and not the ids in ``exclude``, with its parameters."""
         parts, params = [], []
         if where is not None:
-            sql, raw = self._where_sql(where)
+            where.check_fields([*state.fields, "id"])
+            sql, raw = _prepare_filter(where).compile(
+                _field_sql, placeholder="%s", values_of=functools.partial(self._values, con, state),
+                ordered_sql=_ordered_field_sql,
+            )  # fmt: skip
             parts.append(f"({sql})")
             params += self._bind(sql, raw)
         if exclude:
@@ -866,44 +957,43 @@ class PostgresStore(BaseStore):
     # ------------------------------------------------------------------- vector search
 
     def _search(self, vector, k: int, where: Filter | None, exclude: Sequence[str], exact: bool):
-        cond, params = self._filter(where, exclude)
         import psycopg
 
         def run(con) -> list[tuple[str, float]]:
+            state = _state(con) if where is not None else None
+            cond, params = self._filter(con, where, exclude, state)
             try:
-                with con.transaction():
-                    use_index = not exact and self._has_hnsw(con)
-                    candidates = self._rerank_pool(k)
-                    if use_index and where is not None:
-                        plan = self._plan(con, cond, params, k, candidates)
-                        use_index, candidates = not plan.exact, plan.candidates
-                    if use_index:
-                        filtered = where is not None or bool(exclude)
-                        hits = self._index_search(con, vector, k, cond, params, candidates, filtered=filtered)
-                        if len(hits) == k or not filtered:
-                            return hits
-                        # fewer than k: the filter matches fewer than thought (or than the scan may visit);
-                        # the exact scan finds every match there is
-                    # the filter's bitmap scans stay; no parallel workers: each is a new process that maps
-                    # every shared buffer it reads afresh (at 10k matches, 45 ms instead of 27 here)
-                    _set_local(con, {"enable_indexscan": "off", "max_parallel_workers_per_gather": "0"})
-                    rows = con.execute(
-                        f"SELECT id, -(vec <#> %s) AS s FROM items WHERE {cond} ORDER BY vec <#> %s, rid LIMIT %s",
-                        [vector, *params, vector, k],
-                    ).fetchall()
+                use_index = not exact and self._has_hnsw(con)
+                candidates = self._rerank_pool(k)
+                if use_index and state is not None:
+                    plan = self._plan(con, cond, params, k, candidates, state.items)
+                    use_index, candidates = not plan.exact, plan.candidates
+                filtered = where is not None or bool(exclude)
+                if use_index:
+                    hits = self._index_search(con, vector, k, cond, params, candidates, filtered=filtered)
+                    if len(hits) == k or not filtered:
+                        return hits
+                    # fewer than k: the filter matches fewer than thought (or than the scan may visit);
+                    # the exact scan finds every match there is
+                # the filter's bitmap scans stay; no parallel workers: each is a new process that maps
+                # every shared buffer it reads afresh (at 10k matches, 45 ms instead of 27 here)
+                rows = _rows_in_transaction(
+                    con, {"enable_indexscan": "off", "max_parallel_workers_per_gather": "0"},
+                    f"SELECT id, -(vec <#> %s) AS s FROM items WHERE {cond} ORDER BY vec <#> %s, rid LIMIT %s",
+                    [vector, *params, vector, k],
+                )  # fmt: skip
             except psycopg.errors.DataError as exc:
                 raise InputError(f"filter {where.text if where else ''!r} cannot be applied: {exc}") from None
             return [(i, float(s)) for i, s in rows]
 
         return self._read(run)
 
-    def _plan(self, con, cond: str, params: list, k: int, pool: int) -> FilteredPlan:
-        """:func:`plan_filtered` for the filter ``cond``, by the planner's estimate of its matches. An estimate
-        too high costs time, never results: an index scan that comes back short is followed by the exact one."""
+    def _plan(self, con, cond: str, params: list, k: int, pool: int, items: float) -> FilteredPlan:
+        """:func:`plan_filtered` for the filter ``cond`` over ``items``, by the planner's estimate of its matches.
+        An estimate too high costs time, never results: an index scan that comes back short is followed by the
+        exact one."""
         plan = con.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM items WHERE {cond}", params).fetchone()[0]
-        matches = float(plan[0]["Plan"]["Plan Rows"])
-        items = float(con.execute("SELECT reltuples FROM pg_class WHERE oid = 'items'::regclass").fetchone()[0])
-        return plan_filtered(matches, items, k, pool, self.ann_config.ef_search)
+        return plan_filtered(float(plan[0]["Plan"]["Plan Rows"]), items, k, pool, self.ann_config.ef_search)
 
     def _rerank_pool(self, k: int) -> int:
         """Candidates an unfiltered search asks the index for: ``k``, or more to re-rank in full precision
@@ -922,17 +1012,17 @@ class PostgresStore(BaseStore):
         # and the planner costs neither a halfvec cast nor a 512-d distance per row, so up to some 50k items
         # it would rather scan and sort the table (at 12k x 512, 90 ms instead of 2 ms). Filtered: the
         # filter's matches would be sorted instead; here there are too many for that (few are scanned
-        # exactly, above). All the settings in one statement: one round trip.
+        # exactly, above).
         settings = {"hnsw.ef_search": str(min(max(cfg.ef_search, pool), 1000)), "enable_sort": "off"}
         if filtered:
             settings.update({"hnsw.iterative_scan": "relaxed_order", "hnsw.max_scan_tuples": str(MAX_SCAN_TUPLES)})
-        _set_local(con, settings)
         query = f"%s::halfvec({int(self.info.dim)})" if half else "%s"
-        rows = con.execute(
+        rows = _rows_in_transaction(
+            con, settings,
             f"SELECT id, s FROM (SELECT id, rid, -(vec <#> %s) AS s FROM items WHERE {cond} "
             f"ORDER BY {expr} <#> {query} LIMIT %s) c ORDER BY s DESC, rid LIMIT %s",
             [vector, *params, vector, pool, k],
-        ).fetchall()
+        )  # fmt: skip
         return [(i, float(s)) for i, s in rows]
 
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
@@ -941,20 +1031,23 @@ class PostgresStore(BaseStore):
         words = query_words(text)  # each a bound parameter: no tsquery syntax gets through
         if not words or k <= 0:
             return []
-        cond, params = self._filter(where, ())
+
+        def run(con) -> list[tuple]:
+            cond, params = self._filter(con, where, (), _state(con) if where is not None else None)
+            ranked = (f"SELECT rid, ts_rank('{{0.1, 0.2, 0.5, 1.0}}', tsv, q.q) AS s FROM words, "
+                      f"(SELECT {query} AS q) q WHERE tsv @@ q.q")  # fmt: skip
+            inner: list = []
+            if where is None:  # the best k ranked in the narrow table alone, then their ids
+                ranked += " ORDER BY s DESC, rid LIMIT %s"
+                inner = [k]
+            return con.execute(
+                f"SELECT items.id, w.s FROM ({ranked}) w JOIN items USING (rid) WHERE {cond} "
+                "ORDER BY w.s DESC, rid LIMIT %s",
+                [*words, *inner, *params, k],
+            ).fetchall()
+
         query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
-        ranked = (f"SELECT rid, ts_rank('{{0.1, 0.2, 0.5, 1.0}}', tsv, q.q) AS s FROM words, "
-                  f"(SELECT {query} AS q) q WHERE tsv @@ q.q")  # fmt: skip
-        inner: list = []
-        if where is None:  # the best k ranked in the narrow table alone, then their ids
-            ranked += " ORDER BY s DESC, rid LIMIT %s"
-            inner = [k]
-        rows = self._rows(
-            f"SELECT items.id, w.s FROM ({ranked}) w JOIN items USING (rid) WHERE {cond} "
-            "ORDER BY w.s DESC, rid LIMIT %s",
-            [*words, *inner, *params, k],
-        )
-        return [(i, float(s)) for i, s in rows]
+        return [(i, float(s)) for i, s in self._read(run)]
 
     # ------------------------------------------------------------------ build reports
 
