@@ -68,6 +68,29 @@ def test_index_maintenance_commands(built, kagl_small, tmp_path):
     assert sum(n for _, n in info["facets"]["season"]) <= 60
 
 
+def test_index_settings_shows_and_changes_the_search_settings(built, kagl_small, tmp_path):
+    import shutil
+
+    copy = tmp_path / "idx"
+    shutil.copytree(built, copy)
+    shown = last_json(run("index", "settings", str(copy), "--json"))
+    assert shown["changed"] == [] and shown["ann"]["ef_search"] == 96 and not shown["graph_rebuilt"]
+    out = last_json(run("index", "settings", str(copy), "--ef-search", "300", "--ann-threshold", "20", "--json"))
+    assert out["changed"] == ["threshold", "ef_search"] and out["ann"]["ef_search"] == 300
+    info = last_json(run("index", "info", str(copy), "--json"))
+    assert info["settings"]["ann"]["ef_search"] == 300 and info["settings"]["ann"]["threshold"] == 20
+    table = run("index", "settings", str(copy), "--quantizer", "float16")
+    assert table.returncode == 0, table.stderr
+    assert "quantizer: float16  (was float32)" in table.stdout and "built again" in table.stdout
+    hits = last_json(run("search", str(copy), "jeans", "--k", "5", "--json"))["results"]
+    assert len(hits) == 5
+    # index build changes only the settings it is given, keeping the others
+    out = last_json(run("index", "build", str(kagl_small), "--out", str(copy), "--ef-search", "120", "--json"))
+    assert out["unchanged"] == 60
+    ann = last_json(run("index", "settings", str(copy), "--json"))["ann"]
+    assert ann == {**shown["ann"], "threshold": 20, "quantizer": "float16", "ef_search": 120}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -83,6 +106,10 @@ def test_index_maintenance_commands(built, kagl_small, tmp_path):
         (["index", "add", "{idx}", "{catalog}", "--workers", "2"], "only with --engine ray"),
         (["index", "update", "{idx}", "{catalog}", "--engine", "spark"], "local or ray, not 'spark'"),
         (["index", "info", "--store", "postgresql://nobody@/nodb?host=/nonexistent&pool_size=0"], "pool_size '0'"),
+        (["index", "settings", "{idx}", "--quantizer", "float64"], "quantizer 'float64': use float32, float16, int8"),
+        (["index", "settings", "{idx}", "--ef-search", "0"], "--ef-search"),
+        (["index", "build", "{catalog}", "--out", "{tmp}/x", "--ef-search", "5000"], "--ef-search"),
+        (["index", "settings", "{tmp}/nowhere"], "not a vestis index"),
     ],
 )
 def test_errors_are_one_line(built, kagl_small, tmp_path, args, message):

@@ -118,6 +118,28 @@ def test_the_exact_scan_is_chosen_while_it_reads_fewer_rows_than_the_index_scan_
     assert not postgres.plan_filtered(50_000, -1, 10, 40, 96).exact
 
 
+def test_a_new_quantizer_builds_the_hnsw_index_again_over_the_new_expression(pg_store_url):
+    """The index's expression follows the quantizer (halfvec casts for float16): an index left over the old
+    one would not serve the new query, and every search would sort the table."""
+    store = PostgresStore.create(pg_store_url, info(AnnConfig(threshold=100)))
+    store.upsert(records(400))
+
+    def definition() -> str:
+        return sql(store, "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'items_hnsw'",
+                   [store.schema])[0][0]  # fmt: skip
+
+    assert "halfvec" not in definition()
+    store.set_ann(quantizer="float16")
+    assert "halfvec(16)" in definition() and "halfvec_ip_ops" in definition()
+    q = unit(np.random.default_rng(3), 1)[0]
+    before = hnsw_scans(store)
+    assert len(store.search(q, 10)) == 10
+    assert hnsw_scans(store) == before + 1
+    store.set_ann(ef_search=300)  # a search setting: the index stays as it is
+    assert "halfvec(16)" in definition() and store.check()["hnsw"]
+    store.close()
+
+
 @pytest.mark.parametrize("quantizer", ["float32", "float16"])
 def test_a_catalog_with_an_index_searches_it(pg_store_url, quantizer):
     """Above the threshold every search goes through the HNSW index: the planner, left alone, sorts the

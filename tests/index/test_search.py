@@ -128,12 +128,10 @@ def test_html_page_escapes_metadata(cat):
 
 
 def test_exact_and_hnsw_agree_on_the_catalog(tmp_path, mini, kagl_index):
-    from vestis.index.vectors import AnnConfig
-
     _, table = kagl_index
     path = tmp_path / "c.parquet"
     pq.write_table(table, path)
-    build_index(path, tmp_path / "idx", encoder=mini, quiet=True, ann=AnnConfig(threshold=100))
+    build_index(path, tmp_path / "idx", encoder=mini, quiet=True, ann={"threshold": 100})
     with Catalog.open(tmp_path / "idx", encoder=mini) as c:
         assert c.store._snapshot().hnsw is not None
         recall = []

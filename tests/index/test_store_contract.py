@@ -144,6 +144,36 @@ def test_hnsw_recall_and_exclusions(make_store):
     assert "5" not in [i for i, _ in store.search(q, 10, exclude=["5"])]
 
 
+def test_ann_settings_apply_to_the_next_search_and_a_new_graph_shape_is_built(make_store):
+    """A thin graph (m 4) searched with ef_search 1 misses neighbours (the search explores k = 10 at
+    least); ef_search 1000 finds nearly all. The settings are kept (another opening reads them); a new
+    quantizer builds the graph again, and the search still finds what the graph holds."""
+    store = make_store(AnnConfig(threshold=100, m=4, ef_construction=8, ef_search=1))
+    recs = records(3000)
+    store.upsert(recs)
+    store.refresh()
+    queries = unit(np.random.default_rng(8), 20)
+
+    def recall() -> float:
+        found = [len({i for i, _ in store.search(q, 10)} & set(brute(recs, q, 10))) / 10 for q in queries]
+        return float(np.mean(found))
+
+    narrow = recall()
+    generation = store.generation()
+    assert store.set_ann(ef_search=1000) == AnnConfig(threshold=100, m=4, ef_construction=8, ef_search=1000)
+    wide = recall()
+    assert wide > narrow + 0.1 and wide >= 0.95, (narrow, wide)
+    assert store.generation() > generation  # a write: what is derived from the catalog is derived again
+    assert make_store.open().ann_config.ef_search == 1000
+    assert store.set_ann(ef_search=1000, threshold=None) == store.ann_config  # nothing to change: no write
+    with pytest.raises(InputError, match="quantizer 'float64'"):
+        store.set_ann(quantizer="float64")
+    store.set_ann(quantizer="float16", m=8, ef_construction=40)
+    assert store.ann_config.graph == (8, 40, "float16")
+    assert recall() >= 0.95
+    assert store.search(recs[7].vector, 1)[0][0] == "7"
+
+
 def test_delete_and_reinsert_are_seen_by_search(make_store):
     store = make_store(AnnConfig(threshold=50))
     recs = records(120)

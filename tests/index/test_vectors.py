@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import re
 
 import numpy as np
 import pytest
 
+from vestis.errors import InputError
 from vestis.index import vectors
-from vestis.index.vectors import AnnConfig, build_vector_set, load_vector_set, save_vector_set
+from vestis.index.vectors import AnnConfig, build_vector_set, extend_vector_set, load_vector_set, save_vector_set
 
 
 def snapshot(n: int = 20, seed: int = 0):
@@ -97,3 +99,53 @@ def test_float32_values_and_small_snapshots_keep_the_exact_numpy_scan():
     assert np.array_equal(full.search(q, 10)[0], numpy_top(np.asarray(full.vectors), q, 10)[0])
     small = unit(100, 16, 8).astype(np.float16).astype(np.float32)
     assert build_vector_set(np.arange(100), small, AnnConfig()).half_index() is None
+
+
+def test_ann_settings_change_one_at_a_time_and_refuse_what_no_store_takes():
+    base = AnnConfig()
+    tuned = base.changed(ef_search=200, threshold=None)  # None: unchanged
+    assert tuned == AnnConfig(ef_search=200) and tuned.graph == base.graph
+    assert base.changed(quantizer="float16").graph != base.graph
+    for changes, message in [
+        ({"ef_serch": 10}, "unknown ANN setting 'ef_serch'"),
+        ({"ef_search": 0}, "ef_search 0: give a whole number from 1 to 1000"),
+        ({"ef_search": 1001}, "from 1 to 1000"),
+        ({"ef_search": 2.5}, "ef_search 2.5"),
+        ({"threshold": True}, "threshold True"),
+        ({"quantizer": "float64"}, "quantizer 'float64': use float32, float16, int8"),
+        ({"m": 48}, "ef_construction 80 is less than twice m (48)"),
+    ]:
+        with pytest.raises(InputError, match=re.escape(message)):
+            base.changed(**changes)
+
+
+def test_a_snapshot_is_extended_with_its_graph_only_while_the_graph_settings_stay():
+    vecs = unit(300, 16, 9)
+    first = build_vector_set(np.arange(200), vecs[:200], AnnConfig(threshold=100))
+    assert first.hnsw is not None
+    more = (np.arange(200, 300), vecs[200:])
+    same = extend_vector_set(first, np.arange(300), *more, AnnConfig(threshold=100, ef_search=300))
+    assert same is not None and same.hnsw is first.hnsw and same.hnsw.ntotal == 300
+    assert extend_vector_set(first, np.arange(300), *more, AnnConfig(threshold=100, quantizer="float16")) is None
+
+
+def test_the_embedded_store_builds_its_graph_again_for_a_new_quantizer(tmp_path):
+    import faiss
+
+    from vestis.index.local import LocalStore
+    from vestis.index.store import Record, StoreInfo
+
+    ann = AnnConfig(threshold=100).to_dict()
+    store = LocalStore.create(tmp_path / "idx", StoreInfo("m", "fp", 16, {"ann": ann}))
+    vecs = unit(300, 16, 10)
+    store.upsert([Record(id=str(i), vector=vecs[i]) for i in range(300)])
+    store.refresh()
+    assert isinstance(store._snapshot().hnsw, faiss.IndexHNSWFlat)
+    store.set_ann(ef_search=200)
+    assert isinstance(store._snapshot().hnsw, faiss.IndexHNSWFlat)  # a search setting: the graph stays
+    store.set_ann(quantizer="int8")
+    assert isinstance(store._snapshot().hnsw, faiss.IndexHNSWSQ) and store._snapshot().hnsw.ntotal == 300
+    store.close()
+    with LocalStore.open(tmp_path / "idx") as again:  # the snapshot saved on disk is the new one
+        assert isinstance(again._snapshot().hnsw, faiss.IndexHNSWSQ)
+        assert again.search(vecs[42], 1)[0][0] == "42"

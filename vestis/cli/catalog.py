@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 
 from vestis.cli.options import (
+    AnnThresholdOpt,
     BoostOpt,
+    EfSearchOpt,
     EngineOpt,
     HtmlOpt,
     IdColOpt,
@@ -25,6 +27,7 @@ from vestis.cli.options import (
     MinScoreOpt,
     ModelOpt,
     OffsetOpt,
+    QuantizerOpt,
     QuietOpt,
     RayAddressOpt,
     RayWorkersOpt,
@@ -34,6 +37,7 @@ from vestis.cli.options import (
     TitleColOpt,
     WeightsOpt,
     WhereOpt,
+    ann_changes,
     parse_weights,
     ray_options,
     store_location,
@@ -49,17 +53,6 @@ CatalogArg = Annotated[
     Path,
     typer.Argument(metavar="CATALOG", help="Parquet file/folder, CSV or JSONL with image paths, or image folder."),
 ]
-
-
-def _ann(threshold: int | None, quantizer: str | None):
-    from vestis.index.vectors import AnnConfig
-
-    if threshold is None and quantizer is None:
-        return None
-    base = AnnConfig()
-    return AnnConfig(
-        threshold=base.threshold if threshold is None else threshold, quantizer=quantizer or base.quantizer
-    )
 
 
 def _report_counts(data: dict) -> list[tuple[str, int]]:
@@ -144,12 +137,9 @@ def index_build(
     weights: WeightsOpt = "0.9,0.1",
     prune: Annotated[bool, typer.Option("--prune", help="Delete indexed items no longer in the catalog.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per committed batch.")] = 256,
-    ann_threshold: Annotated[
-        int | None, typer.Option("--ann-threshold", min=0, help="Build an HNSW graph from this many items on.")
-    ] = None,
-    quantizer: Annotated[
-        str | None, typer.Option("--quantizer", help="Vectors in the HNSW graph: float32, float16 or int8.")
-    ] = None,
+    ann_threshold: AnnThresholdOpt = None,
+    quantizer: QuantizerOpt = None,
+    ef_search: EfSearchOpt = None,
     engine: EngineOpt = "local",
     address: RayAddressOpt = None,
     workers: RayWorkersOpt = None,
@@ -157,12 +147,11 @@ def index_build(
     quiet: QuietOpt = False,
 ) -> None:
     """Index a catalog: skips items already embedded, resumes after an interruption."""
-    if quantizer not in (None, "float32", "float16", "int8"):
-        raise typer.BadParameter(f"float32, float16 or int8, not {quantizer!r}", param_hint="--quantizer")
     _build(
         "build", catalog, out_dir, as_json=as_json, model=model, id_column=id_column, image_column=image_column,
         title_column=title_column, weights=parse_weights(weights), prune=prune, batch_size=batch_size,
-        ann=_ann(ann_threshold, quantizer), engine=engine, ray=ray_options(engine, address, workers), quiet=quiet,
+        ann=ann_changes(ann_threshold, quantizer, ef_search), engine=engine, ray=ray_options(engine, address, workers),
+        quiet=quiet,
     )  # fmt: skip
 
 
@@ -263,6 +252,40 @@ def index_info(
         out.print(f"last build: {_build_summary(last)}", highlight=False, soft_wrap=True)
     for f, counts in info["facets"].items():
         out.print(f"{f}: " + ", ".join(f"{v} ({n})" for v, n in counts))
+
+
+@index_app.command("settings")
+def index_settings(
+    index: IndexArg = None,
+    ef_search: EfSearchOpt = None,
+    ann_threshold: AnnThresholdOpt = None,
+    quantizer: QuantizerOpt = None,
+    store_opt: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the index's search settings, or change those given: --ef-search applies to the next search
+    (a running server reads it when it opens the index), a new --quantizer rebuilds the HNSW graph now."""
+    from vestis.index.stores import open_store
+
+    given = index
+    index, shifted = store_location(index, store_opt)
+    if shifted:
+        _shifted(given, "options")
+    changes = ann_changes(ann_threshold, quantizer, ef_search)
+    with open_store(index, writable=bool(changes)) as store:
+        before = store.ann_config
+        after = store.set_ann(**changes) if changes else before
+    changed = [k for k, v in after.to_dict().items() if before.to_dict()[k] != v]
+    rebuilt = before.graph != after.graph
+    result = {"index": str(index), "ann": after.to_dict(), "changed": changed, "graph_rebuilt": rebuilt}
+    if as_json:
+        print_json(result)
+        return
+    for k, v in after.to_dict().items():
+        was = f"  (was {before.to_dict()[k]})" if k in changed else ""
+        out.print(f"{k}: {v}{was}", highlight=False)
+    if rebuilt:
+        out.print("the HNSW graph was built again with the new settings", highlight=False)
 
 
 @index_app.command("upgrade")

@@ -72,6 +72,27 @@ def store_location(index: str | None, store: str | None) -> tuple[str, bool]:
     )
 
 
+AnnThresholdOpt = Annotated[
+    int | None, typer.Option("--ann-threshold", min=0, help="Build an HNSW graph from this many items on.")
+]
+QuantizerOpt = Annotated[
+    str | None,
+    typer.Option("--quantizer", help="Vectors in the HNSW graph: float32, float16 or int8 (changing it rebuilds it)."),
+]
+EfSearchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ef-search", min=1, max=1000, help="How widely a search explores the HNSW graph: more finds more, slower."
+    ),
+]
+
+
+def ann_changes(threshold: int | None, quantizer: str | None, ef_search: int | None) -> dict:
+    """The ANN settings given on the command line (:meth:`vestis.index.store.BaseStore.set_ann`'s changes)."""
+    given = {"threshold": threshold, "quantizer": quantizer, "ef_search": ef_search}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 IdColOpt = Annotated[str, typer.Option("--id-column", help="Column holding the product id.")]
 ImageColOpt = Annotated[str, typer.Option("--image-column", help="Column holding image bytes or paths.")]
 TitleColOpt = Annotated[

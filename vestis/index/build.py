@@ -49,7 +49,12 @@ def resolve_title_column(columns: Sequence[str], title_column: str | None) -> st
 
 
 def check_build_args(
-    out: str | Path, mode: str, weights: tuple[float, float], engine: str = "local", ray: RayOptions | None = None
+    out: str | Path,
+    mode: str,
+    weights: tuple[float, float],
+    engine: str = "local",
+    ray: RayOptions | None = None,
+    ann: Mapping[str, object] | None = None,
 ) -> None:
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; use {', '.join(MODES)}")
@@ -61,6 +66,7 @@ def check_build_args(
         raise InputError(f"weights must be two non-negative numbers (image, title), got {weights}")
     if mode != "build" and not store_exists(out):
         raise InputError(f"{out} is not a vestis index; create it with `vestis index build`")
+    AnnConfig().changed(**(ann or {}))  # a setting unknown or out of range, before anything is loaded
 
 
 def finish_report(store: Store, report: BuildReport, start: float, write_report: bool) -> BuildReport:
@@ -95,15 +101,23 @@ def resolve_encoder(out: str | Path, model: str | None) -> Encoder:
     return load_encoder(model)
 
 
-def open_or_create(out: str | Path, encoder: Encoder, weights: tuple[float, float], ann: AnnConfig | None):
+def open_or_create(
+    out: str | Path, encoder: Encoder, weights: tuple[float, float], ann: Mapping[str, object] | None = None
+):
+    """The store at ``out``, created for ``encoder`` when there is none, with the ANN settings in ``ann``
+    changed (:meth:`~vestis.index.store.BaseStore.set_ann`; a new store's others are the defaults)."""
     settings = {
         "weights": list(weights),
-        "ann": (ann or AnnConfig()).to_dict(),
+        "ann": AnnConfig().changed(**(ann or {})).to_dict(),
         "precision": getattr(encoder, "precision", "fp32"),
     }
     store = create_store(out, StoreInfo(encoder.name, encoder.fingerprint, encoder.dim, settings))
-    if ann is not None and store.info.settings.get("ann") != ann.to_dict():
-        store.update_settings(ann=ann.to_dict())
+    if ann:
+        try:
+            store.set_ann(**ann)
+        except BaseException:
+            store.close()
+            raise
     return store
 
 
@@ -120,7 +134,7 @@ def build_index(
     mode: str = "build",
     prune: bool = False,
     batch_size: int = 256,
-    ann: AnnConfig | None = None,
+    ann: Mapping[str, object] | None = None,
     engine: str = "local",
     ray: RayOptions | None = None,
     quiet: bool = False,
@@ -135,7 +149,9 @@ def build_index(
     jpeg_bytes, "productDisplayName": ...}``).
     ``mode``: ``build`` adds new items and refreshes changed ones; ``add`` only adds ids not in
     the index; ``update`` only refreshes ids already there. ``prune`` (build) deletes items no
-    longer in the catalog. ``batch_size``: items per committed transaction.
+    longer in the catalog. ``batch_size``: items per committed transaction. ``ann``: ANN settings
+    to change (:class:`~vestis.index.vectors.AnnConfig`'s fields, e.g. ``{"ef_search": 200}``; the
+    others stay as the index has them, the defaults for a new one).
     ``engine``: where decoding and embedding run, ``"local"`` (this process) or ``"ray"`` (the
     actors of a Ray cluster, :mod:`vestis.index.distributed`, as ``ray`` says: a local Ray of two
     workers by default); the modes, the skipping by content hash and the report are the same.
@@ -145,7 +161,7 @@ def build_index(
     keeps the report in the store (an index folder's ``reports/``, a database's ``reports`` table),
     where ``vestis index info`` shows the latest.
     """
-    check_build_args(out, mode, weights, engine, ray)
+    check_build_args(out, mode, weights, engine, ray, ann)
     if engine == "ray":
         ray = ray or RayOptions()
     # Ray is started first: some native libraries (usearch) abort the process when loaded before ray.init().

@@ -614,6 +614,10 @@ class LocalStore(BaseStore):
                     shutil.rmtree(old, ignore_errors=True)
         return vs, columns
 
+    def _drop_graph(self) -> None:
+        """Nothing to drop: the next snapshot (a new generation, after the settings' write) builds its graph
+        afresh when the previous one's was built with other settings (:func:`extend_vector_set`)."""
+
     def refresh(self) -> None:
         """Bring the derived vector snapshot up to date now (writers call this after a batch of writes)."""
         self._snapshot()
@@ -628,7 +632,8 @@ class LocalStore(BaseStore):
         with self._lock:
             only = self._filter_mask(where, vs, columns) if where is not None else None
             excluded = np.array(list(self._rows_for_ids(list(exclude)).values()), dtype=np.int64) if exclude else None
-            rows, scores = vs.search(vector, k, vs.allowed_mask(None, excluded, only=only), exact=exact)
+            mask = vs.allowed_mask(None, excluded, only=only)
+            rows, scores = vs.search(vector, k, mask, exact=exact, ef_search=self.ann_config.ef_search)
             return self._ids_for_rows(rows, scores)
 
     def _ids_for_rows(self, rows: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:

@@ -837,6 +837,11 @@ class PostgresStore(BaseStore):
         finally:
             con.remove_notice_handler(_log_build_notice)
 
+    def _drop_graph(self) -> None:
+        with self._transaction() as con:
+            con.execute("DROP INDEX IF EXISTS items_hnsw")
+        self._hnsw = False
+
     def refresh(self) -> None:
         """Build the HNSW index now if the catalog has reached the threshold, and gather the planner's
         statistics (writers call this after a build): right after a bulk load autovacuum has not run

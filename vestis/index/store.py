@@ -84,6 +84,10 @@ class Store(Protocol):
         """The ``k`` nearest items by inner product, best first, among those matching ``where``."""
         ...
 
+    def set_ann(self, **changes) -> AnnConfig:
+        """Change the ANN settings (those not given stay); a graph built with others is built again."""
+        ...
+
     def keyword_search(self, text: str, k: int, *, where: Filter | None = None) -> list[tuple[str, float]]:
         """BM25 ranking of the items' title and metadata text, best first."""
         ...
@@ -115,7 +119,8 @@ class Store(Protocol):
 class BaseStore:
     """What every store does the same way, over the few things each does its own way: ``_rows`` (a query's
     rows), ``_info_value``/``_set_info`` (the ``info`` table), ``_lock_for_writing``/``_unlock_after_writing``
-    (the write lock across processes), ``location`` (for messages) and ``close``."""
+    (the write lock across processes), ``_transaction`` (one write, moving the generation on), ``_drop_graph``,
+    ``location`` (for messages) and ``close``."""
 
     #: The driver's parameter placeholder, and the column that orders items as they were added.
     _PARAM = "?"
@@ -190,10 +195,36 @@ class BaseStore:
         return [r[0] for r in self._rows(f"SELECT id FROM items ORDER BY {self._ORDER}")]
 
     def update_settings(self, **settings) -> None:
-        with self.writer():
+        """Change the catalog's settings (``weights``, ``ann``...; those not given stay): a write, which
+        moves the generation on, so that what is derived from the catalog is derived again."""
+        with self.writer(), self._transaction():
             merged = {**self.info.settings, **settings}
             self._set_info("settings", merged)
             self.info = dataclasses.replace(self.info, settings=merged)
+
+    def set_ann(self, **changes) -> AnnConfig:
+        """Change the ANN settings (:class:`AnnConfig`'s fields; those not given stay) and return them:
+        ``ef_search`` applies to the next search, ``threshold`` now (a graph is built once the catalog
+        has that many items); a graph built with another ``m``, ``ef_construction`` or ``quantizer`` is
+        built again now. Other processes with the catalog open read the new settings when they open it."""
+        with self.writer():
+            old = self.ann_config
+            new = old.changed(**changes)
+            if new != old:
+                self.update_settings(ann=new.to_dict())
+                if new.graph != old.graph:
+                    self._drop_graph()
+                self.refresh()
+        return new
+
+    def _drop_graph(self) -> None:
+        """Inside :meth:`writer`: drop the ANN graph, so that :meth:`refresh` builds it with the settings
+        now in force."""
+        raise NotImplementedError
+
+    def _transaction(self):
+        """A context manager: one write inside :meth:`writer`, committed with the generation moved on."""
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:

@@ -35,9 +35,19 @@ EXACT_SUBSET_MAX = 20_000
 HALF_SCAN_MIN = 4096
 
 
+#: What an HNSW graph may hold its vectors as.
+QUANTIZERS = ("float32", "float16", "int8")
+#: Each setting's allowed range: pgvector's limits (m 2-100, ef_construction 4-1000, ef_search 1-1000),
+#: which the embedded store keeps too, so that a catalog's settings mean the same in either.
+ANN_LIMITS = {"threshold": (0, 2**62), "m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1000)}
+
+
 @dataclass(frozen=True)
 class AnnConfig:
-    """HNSW settings: ``quantizer`` is float32 (flat), float16 or int8 (faiss scalar quantizers)."""
+    """HNSW settings: ``quantizer`` is float32 (flat), float16 or int8 (faiss scalar quantizers; a
+    PostgreSQL catalog takes float16 and int8 as a halfvec index). ``m``, ``ef_construction`` and
+    ``quantizer`` shape the graph (:attr:`graph`); ``threshold`` says from how many items on one is
+    built, ``ef_search`` how widely a search explores it."""
 
     threshold: int = DEFAULT_ANN_THRESHOLD
     m: int = 32
@@ -52,6 +62,34 @@ class AnnConfig:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    @property
+    def graph(self) -> tuple[int, int, str]:
+        """What a built graph is made with: a change of one means building it again."""
+        return self.m, self.ef_construction, self.quantizer
+
+    def changed(self, **changes) -> AnnConfig:
+        """These settings with ``changes`` (None: unchanged), checked: an :class:`InputError` names a
+        setting that does not exist or a value out of its range (:data:`ANN_LIMITS`, :data:`QUANTIZERS`)."""
+        from vestis.errors import InputError
+
+        given = {k: v for k, v in changes.items() if v is not None}
+        unknown = sorted(set(given) - set(self.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"unknown ANN setting {unknown[0]!r}; the settings are {', '.join(self.to_dict())}")
+        for name, value in given.items():
+            if name == "quantizer":
+                if value not in QUANTIZERS:
+                    raise InputError(f"quantizer {value!r}: use {', '.join(QUANTIZERS)}")
+                continue
+            low, high = ANN_LIMITS[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InputError(f"{name} {value!r}: give a whole number from {low} to {high}")
+        new = AnnConfig(**{**self.to_dict(), **given})
+        if new.ef_construction < 2 * new.m:
+            raise InputError(f"ef_construction {new.ef_construction} is less than twice m ({new.m}): "
+                             "the graph's candidates must fill its neighbour lists")  # fmt: skip
+        return new
+
 
 def make_hnsw(dim: int, config: AnnConfig):
     import faiss
@@ -61,7 +99,7 @@ def make_hnsw(dim: int, config: AnnConfig):
     else:
         qtype = {"float16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}.get(config.quantizer)
         if qtype is None:
-            raise ValueError(f"unknown quantizer {config.quantizer!r}; use float32, float16 or int8")
+            raise ValueError(f"unknown quantizer {config.quantizer!r}; use {', '.join(QUANTIZERS)}")
         index = faiss.IndexHNSWSQ(dim, qtype, config.m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = config.ef_construction
     return index
@@ -114,9 +152,16 @@ class VectorSet:
         return mask
 
     def search(
-        self, query: np.ndarray, k: int, mask: np.ndarray | None = None, *, exact: bool = False
+        self,
+        query: np.ndarray,
+        k: int,
+        mask: np.ndarray | None = None,
+        *,
+        exact: bool = False,
+        ef_search: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, scores) of the ``k`` best inner products among allowed positions, best first."""
+        """(rows, scores) of the ``k`` best inner products among allowed positions, best first.
+        ``ef_search``: how widely the graph is explored (the snapshot's own setting when None)."""
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         n_allowed = len(self.rows) if mask is None else int(mask.sum())
         k = min(k, n_allowed)
@@ -139,7 +184,7 @@ class VectorSet:
                 p, scores = _top_k(np.asarray(self.vectors[cand]) @ query, k)
                 pos = cand[p]
             return self.rows[pos], scores
-        return self._faiss_search(self.hnsw, query, k, mask, max(self.config.ef_search, k))
+        return self._faiss_search(self.hnsw, query, k, mask, max(ef_search or self.config.ef_search, k))
 
     def _faiss_search(self, index, query: np.ndarray, k: int, mask: np.ndarray | None, ef_search: int | None):
         import faiss
@@ -214,13 +259,16 @@ def extend_vector_set(
     previous: VectorSet, live_rows: np.ndarray, new_rows: np.ndarray, new_vectors: np.ndarray, config: AnnConfig
 ) -> VectorSet | None:
     """``previous`` with ``new_rows`` appended (and added to its graph) and rows no longer in
-    ``live_rows`` masked; None when a fresh build is due (a quarter of the positions dead, or
-    ``previous`` is not a prefix of the live rows). Reuses, and extends, ``previous``'s graph."""
+    ``live_rows`` masked; None when a fresh build is due (a quarter of the positions dead,
+    ``previous`` is not a prefix of the live rows, or its graph was built with other settings than
+    ``config``'s :attr:`AnnConfig.graph`). Reuses, and extends, ``previous``'s graph."""
     last = int(previous.rows[-1]) if len(previous.rows) else -1
     live_rows = np.asarray(live_rows, dtype=np.int64)
     new_rows = np.asarray(new_rows, dtype=np.int64)
     old_live = live_rows[live_rows <= last]
     if len(new_rows) and int(new_rows.min()) <= last:
+        return None
+    if previous.hnsw is not None and previous.config.graph != config.graph:
         return None
     positions = previous.positions(old_live)
     if len(positions) != len(old_live):
