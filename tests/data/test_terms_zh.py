@@ -1,4 +1,5 @@
-"""The Chinese term table (vestis/data/terms_zh.yaml) covers every catalog value vestis trains on."""
+"""Names of catalog values: the Chinese term table (vestis/data/terms_zh.yaml) covers every value vestis trains
+on, and the English names in sentences (natural_name) are words people use."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from vestis.data import demo_catalog_path, kagl_parquets
 from vestis.data.ccp import GARMENT_LABELS
-from vestis.data.terms import load_terms, parse_terms
+from vestis.data.terms import load_terms, natural_name, parse_terms
 from vestis.errors import InputError
 
 FIELDS = ["masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
@@ -71,3 +72,15 @@ def test_bad_tables_and_languages_are_refused():
         parse_terms({"colour": "red"}, lang="zh", source="x.yaml")
     with pytest.raises(InputError, match="no term table for language 'fr'"):
         load_terms("fr")
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ("Handbags", "handbag"), ("Dresses", "dress"), ("Watches", "watch"), ("Tshirts", "t-shirt"),
+        ("Scarves", "scarf"), ("Shoe Accessories", "shoe accessory"), ("Ties", "tie"), ("Booties", "booties"),
+        ("Ties and Cufflinks", "ties and cufflinks"), ("Jeans", "jeans"), ("Travel Accessory", "travel accessory"),
+    ],
+)  # fmt: skip
+def test_english_names_in_sentences_are_singular_words_people_use(label, name):
+    assert natural_name(label) == name

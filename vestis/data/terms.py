@@ -33,6 +33,8 @@ _NATURAL = {
     "Sarees": "saree", "Dresses": "dress", "Watches": "watch", "Heels": "heels", "Flats": "flats",
     "Sandals": "sandals", "Casual Shoes": "casual shoes", "Sports Shoes": "sports shoes",
     "Formal Shoes": "formal shoes", "Sports Sandals": "sports sandals", "Booties": "booties",
+    "Scarves": "scarf", "Rain Trousers": "rain trousers", "Suspenders": "suspenders",
+    "Nail Essentials": "nail essentials",
 }  # fmt: skip
 
 
@@ -41,8 +43,12 @@ def natural_name(label: str) -> str:
     if label in _NATURAL:
         return _NATURAL[label]
     word = label.strip().lower()
+    if " and " in word:  # "Ties and Cufflinks": a pair of kinds, plural as they are
+        return word
     if re.search(r"(ches|shes|sses|xes)$", word):
         return word[:-2]
+    if re.search(r"[a-z]{2}[^aeiou]ies$", word):  # "accessories" -> "accessory" (not "ties")
+        return word[:-3] + "y"
     if word.endswith("s") and not word.endswith(("ss", "us")):
         return word[:-1]
     return word
