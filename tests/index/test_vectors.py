@@ -66,29 +66,35 @@ def numpy_top(vecs: np.ndarray, q: np.ndarray, k: int, mask=None):
     return order, scores[order]
 
 
-def test_whole_scans_of_float16_values_run_on_the_half_index_with_the_same_results():
+def test_whole_scans_of_float16_values_run_on_the_half_index_with_the_same_results(monkeypatch):
     import faiss
 
     n = vectors.HALF_SCAN_MIN + 500
     vecs = unit(n, 32, 3).astype(np.float16).astype(np.float32)  # what a format-2 store holds
     vs = build_vector_set(np.arange(n) * 2, vecs, AnnConfig())  # rows differ from positions
     assert vs.half_index() is not None
+    scanned = []
+    real = vectors.VectorSet._faiss_search
+    monkeypatch.setattr(vectors.VectorSet, "_faiss_search", lambda self, *a: scanned.append(a[0]) or real(self, *a))
     q = unit(5, 32, 4)
     threads = faiss.omp_get_max_threads()
-    mask = np.random.default_rng(5).random(n) < 0.8  # most allowed: still a whole scan, with a selector
+    draw = np.random.default_rng(5).random(n)
+    # no filter, most allowed, a quarter allowed: the half index's scan, the others skipped by a selector
     for query in q:
-        for m in (None, mask):
+        for m in (None, draw < 0.8, draw < 0.25):
             rows, scores = vs.search(query, 10, m)
             want, want_scores = numpy_top(vecs, query, 10, m)
             assert np.array_equal(rows, want * 2)
             np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    assert len(scanned) == 15 and all(index is vs.half_index() for index in scanned)
     # one query runs on one OpenMP thread and leaves the caller's thread setting as it was
     assert faiss.omp_get_max_threads() == threads
     # a selective filter gathers its few rows and scans them in numpy: same answer
     few = np.zeros(n, bool)
     few[::97] = True
+    assert few.mean() < vectors.HALF_SCAN_SHARE
     rows, _ = vs.search(q[0], 10, few)
-    assert np.array_equal(rows, numpy_top(vecs, q[0], 10, few)[0] * 2)
+    assert np.array_equal(rows, numpy_top(vecs, q[0], 10, few)[0] * 2) and len(scanned) == 15
 
 
 def test_float32_values_and_small_snapshots_keep_the_exact_numpy_scan():

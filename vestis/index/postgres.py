@@ -1036,6 +1036,7 @@ class PostgresStore(BaseStore):
         words = query_words(text)  # each a bound parameter: no tsquery syntax gets through
         if not words or k <= 0:
             return []
+        query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
 
         def run(con) -> list[tuple]:
             cond, params = self._filter(con, where, (), _state(con) if where is not None else None)
@@ -1051,7 +1052,6 @@ class PostgresStore(BaseStore):
                 [*words, *inner, *params, k],
             ).fetchall()
 
-        query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
         return [(i, float(s)) for i, s in self._read(run)]
 
     # ------------------------------------------------------------------ build reports
