@@ -42,6 +42,12 @@ def test_build_search_info_delete_with_store(kagl_small, pg_store_url, tmp_path)
     assert again["added"] == 1 and again["skipped_existing"] and again["total_items"] == 60
     tags = tmp_path / "tags.parquet"
     assert vestis("tag", "--labels", "articleType", "--out", str(tags), env=env).returncode == 0 and tags.exists()
+    tuned = last_json(vestis("index", "settings", "--ef-search", "150", "--ann-threshold", "10", "--json", env=env))
+    assert tuned["changed"] == ["threshold", "ef_search"] and tuned["ann"]["ef_search"] == 150
+    assert last_json(vestis("index", "info", "--json", env=env))["check"]["hnsw"]  # 60 items, threshold 10: built
+    half = last_json(vestis("index", "settings", "--quantizer", "float16", "--json", env=env))
+    assert half["graph_rebuilt"] and half["ann"] == {**tuned["ann"], "quantizer": "float16"}
+    assert last_json(vestis("search", "shirt", "--k", "3", "--json", env=env))["results"]
     bad = vestis("search", "shirt", "--store", pg_store_url.replace("schema=", "schema=nothing_here_"))
     assert bad.returncode == 2 and "holds no vestis catalog" in bad.stderr and "Traceback" not in bad.stderr
     newer_dir = vestis("index", "info", "--store", "postgresql://nobody@/nodb?host=/nonexistent")
