@@ -942,11 +942,13 @@ class PostgresStore(BaseStore):
             pos = at + 2
         return out
 
-    def _filter(self, con, where: Filter | None, exclude: Sequence[str], state: _State | None) -> tuple[str, list]:
+    def _filter(self, con, where: Filter | None, exclude: Sequence[str]) -> tuple[str, list, _State | None]:
         """SQL over ``items`` for ``where`` (its literals as JSONB parameters, see the module docstring; its
-        fields checked against ``state``'s) and not the ids in ``exclude``, with its parameters."""
-        parts, params = [], []
+        fields checked against the catalog's) and not the ids in ``exclude``, with its parameters, and the
+        catalog's state read for it (None without ``where``)."""
+        parts, params, state = [], [], None
         if where is not None:
+            state = _state(con)
             where.check_fields([*state.fields, "id"])
             sql, raw = _prepare_filter(where).compile(
                 _field_sql, placeholder="%s", values_of=functools.partial(self._values, con, state),
@@ -957,7 +959,7 @@ class PostgresStore(BaseStore):
         if exclude:
             parts.append("NOT (items.id = ANY(%s))")
             params.append([str(i) for i in exclude])
-        return " AND ".join(parts) or "TRUE", params
+        return " AND ".join(parts) or "TRUE", params, state
 
     # ------------------------------------------------------------------- vector search
 
@@ -965,8 +967,7 @@ class PostgresStore(BaseStore):
         import psycopg
 
         def run(con) -> list[tuple[str, float]]:
-            state = _state(con) if where is not None else None
-            cond, params = self._filter(con, where, exclude, state)
+            cond, params, state = self._filter(con, where, exclude)
             try:
                 use_index = not exact and self._has_hnsw(con)
                 candidates = self._rerank_pool(k)
@@ -1039,7 +1040,7 @@ class PostgresStore(BaseStore):
         query = " || ".join(["plainto_tsquery('english', %s)"] * len(words))
 
         def run(con) -> list[tuple]:
-            cond, params = self._filter(con, where, (), _state(con) if where is not None else None)
+            cond, params, _ = self._filter(con, where, ())
             ranked = (f"SELECT rid, ts_rank('{{0.1, 0.2, 0.5, 1.0}}', tsv, q.q) AS s FROM words, "
                       f"(SELECT {query} AS q) q WHERE tsv @@ q.q")  # fmt: skip
             inner: list = []
